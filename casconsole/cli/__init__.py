@@ -1,0 +1,1 @@
+"""Command-line entry points (argparse); each `main` returns an exit status."""
