@@ -138,7 +138,9 @@ def build_package(directory: Path, spec: PackageSpec, fmt: str = ".conda") -> Pa
             zf.writestr(_zipinfo("metadata.json"), b'{"conda_pkg_format_version": 2}')
             pkg = cctx.compress(_tar_bytes(spec.files.items(), "w"))
             zf.writestr(_zipinfo(f"pkg-{spec.stem}.tar.zst"), pkg)
-            zf.writestr(_zipinfo(f"info-{spec.stem}.tar.zst"), cctx.compress(_tar_bytes(info.items(), "w")))
+            zf.writestr(
+                _zipinfo(f"info-{spec.stem}.tar.zst"), cctx.compress(_tar_bytes(info.items(), "w"))
+            )
         data = buf.getvalue()
     else:
         raise ValueError(f"unknown package format {fmt!r}")
@@ -166,8 +168,15 @@ def read_info_files(path: Path, wanted: Iterable[str] = ("info/index.json",)) ->
                         found[member.name] = extracted.read()
                     if len(found) == len(want):
                         break
-    except (OSError, EOFError, ValueError, KeyError, tarfile.TarError, zipfile.BadZipFile,
-            zstandard.ZstdError) as exc:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        zstandard.ZstdError,
+    ) as exc:
         raise ArchiveError(f"{path.name}: not a readable conda package ({exc})") from exc
     return found
 
