@@ -1,0 +1,274 @@
+"""The selection: which upstream records are mirrored, each decision with its reason.
+
+Steps 1 and 2 (all records of the listed subdirs) are the plan's; this module decides each
+record by steps 3-5: `license_blacklist` drops license families, `blacklist` drops records
+matching an entry, `whitelist` adds back records matching an entry whatever 3 and 4 said.
+
+Entries are names (`flask`), name globs (`r-*`) or conda match specs (`numpy <1.20`). Names
+are looked up in a dict and globs resolved once per distinct name, so an entry costs nothing
+for the records it cannot match; conda's version semantics (py-rattler) are only consulted for
+records whose name an entry with a version or build part names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rattler import MatchSpec, PackageRecord
+from rattler.exceptions import InvalidMatchSpecError
+
+from .config import Problem, Settings, SettingsError
+from .repodata import Record
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a record is mirrored, and why: the step and the entry that decided it.
+
+    Decisions are shared between records (one object per distinct reason), so a plan of
+    500,000 records holds a list of pointers rather than 500,000 objects.
+    """
+
+    included: bool
+    step: str  # upstream, license_blacklist, blacklist, whitelist (and the dependency steps)
+    entry: str | None = None
+    detail: str | None = None  # e.g. "license_family GPL3"
+    overrides: Decision | None = None  # the drop a whitelist entry overrode
+
+    @property
+    def reason(self) -> str:
+        if self.entry is None:
+            return "kept: no filter applies" if self.step == "upstream" else self.step
+        text = f"{self.step}: {self.entry}"
+        if self.detail:
+            text += f" ({self.detail})"
+        if self.overrides is not None:
+            text += f", over {self.overrides.reason}"
+        return text
+
+
+KEPT = Decision(True, "upstream")
+
+
+# ---------------------------------------------------------------- license families
+
+_SPLIT_ALTERNATIVES = re.compile(r"\s*(?:\||\bOR\b|\bor\b|\bAND\b|\band\b|,|;|\bWITH\b)\s*")
+_GPL_VERSION = re.compile(r"^(?:GNU\s*)?GPL[\s\-_]*V?\s*\(?\s*(?:>=?\s*)?V?(\d)", re.IGNORECASE)
+_FIRST_TOKEN = re.compile(r"[A-Za-z0-9.+]+")
+
+
+def family_from_license(license: str | None) -> str:
+    """The license family conda-build would give a `license` string (first alternative)."""
+    if not license or not license.strip():
+        return "NONE"
+    first = _SPLIT_ALTERNATIVES.split(license.strip(), maxsplit=1)[0].strip() or license.strip()
+    upper = first.upper()
+    if "GENERAL PUBLIC LICENSE" in upper:  # spelled-out names: "GNU Lesser General Public License"
+        prefix = (
+            "AGPL" if "AFFERO" in upper else "LGPL" if ("LESSER" in upper or "LIBRARY" in upper) else "GPL"
+        )
+        digit = re.search(r"\b(?:V|VERSION\s*)?(\d)", upper)
+        if prefix == "GPL" and digit and digit.group(1) in "23":
+            return "GPL" + digit.group(1)
+        return prefix
+    if upper.startswith("AGPL"):
+        return "AGPL"
+    if upper.startswith("LGPL"):
+        return "LGPL"
+    if upper.startswith(("GPL", "GNU GPL", "GNU-GPL")):
+        version = _GPL_VERSION.match(upper.replace("GNU-", "GNU "))
+        if version and version.group(1) in "23":
+            return "GPL" + version.group(1)
+        return "GPL"
+    token = _FIRST_TOKEN.match(upper)
+    return token.group(0) if token else "NONE"
+
+
+def license_family(rec: Record) -> tuple[str, str]:
+    """(family, how it was found) of a record: its `license_family`, else derived from `license`."""
+    family = rec.license_family
+    if family and family.strip():
+        family = family.strip().upper()
+        return family, f"license_family {family}"
+    derived = family_from_license(rec.license)
+    if rec.license:
+        return derived, f"license {rec.license!r} -> {derived}"
+    return derived, "no license"
+
+
+def families_covered(entry: str) -> frozenset[str]:
+    """The families a license_blacklist entry drops: GPL covers GPL, GPL2 and GPL3."""
+    family = entry.strip().upper()
+    if family == "GPL":
+        return frozenset({"GPL", "GPL2", "GPL3"})
+    return frozenset({family})
+
+
+# ---------------------------------------------------------------- entries
+
+_NAME_PART = re.compile(r"^\s*([A-Za-z0-9_.\-*?\[\]]+)\s*(.*)$")
+
+
+class EntryError(ValueError):
+    """A blacklist or whitelist entry that is not a name, glob or match spec."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One blacklist or whitelist entry, parsed once."""
+
+    text: str
+    name: str  # exact name, or a glob when `is_glob`
+    is_glob: bool
+    rest: str  # version and build part, empty for a plain name or glob
+
+    @classmethod
+    def parse(cls, text: str) -> Entry:
+        match = _NAME_PART.match(text)
+        if not match:
+            raise EntryError(f"{text!r} is not a package name, glob or match spec")
+        name, rest = match.group(1), match.group(2).strip()
+        is_glob = any(c in name for c in "*?[")
+        entry = cls(text.strip(), name.lower(), is_glob, rest)
+        if rest:
+            # parse now so that a bad spec is reported with the settings, not mid-plan
+            entry.spec_for("x" if is_glob else entry.name)
+        return entry
+
+    def spec_for(self, name: str) -> MatchSpec:
+        """The match spec for records called `name` (a glob entry is applied per name)."""
+        try:
+            return MatchSpec(f"{name} {self.rest}")
+        except InvalidMatchSpecError as exc:
+            raise EntryError(f"{self.text!r} is not a valid match spec: {exc}") from exc
+
+
+def _package_record(rec: Record) -> PackageRecord | None:
+    try:
+        return PackageRecord(rec.name, rec.version, rec.build, rec.build_number, rec.subdir or "noarch")
+    except Exception:  # rattler raises its own exception types for unparsable versions
+        return None
+
+
+class EntryList:
+    """Entries of one list, asked one question: which entry (if any) matches this record?"""
+
+    def __init__(self, texts: Iterable[str]):
+        self.entries = [Entry.parse(t) for t in texts]
+        self._exact: dict[str, list[Entry]] = {}
+        self._globs: list[tuple[re.Pattern[str], Entry]] = []
+        for entry in self.entries:
+            if entry.is_glob:
+                self._globs.append((re.compile(fnmatch.translate(entry.name)), entry))
+            else:
+                self._exact.setdefault(entry.name, []).append(entry)
+        self._per_name: dict[str, tuple[Entry, ...]] = {}
+        self._specs: dict[tuple[str, str], MatchSpec] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def candidates(self, name: str) -> tuple[Entry, ...]:
+        """Entries whose name part matches `name`, resolved once per distinct name."""
+        found = self._per_name.get(name)
+        if found is None:
+            found = tuple(self._exact.get(name, ())) + tuple(
+                entry for pattern, entry in self._globs if pattern.match(name)
+            )
+            self._per_name[name] = found
+        return found
+
+    def match(self, rec: Record) -> Entry | None:
+        candidates = self.candidates(rec.name)
+        if not candidates:
+            return None
+        prec: PackageRecord | None = None
+        for entry in candidates:
+            if not entry.rest:
+                return entry
+            key = (entry.text, rec.name)
+            spec = self._specs.get(key)
+            if spec is None:
+                spec = self._specs[key] = entry.spec_for(rec.name)
+            if prec is None:
+                prec = _package_record(rec)
+                if prec is None:
+                    return None
+            if spec.matches(prec):
+                return entry
+        return None
+
+
+# ---------------------------------------------------------------- the selector
+
+
+class Selector:
+    """Steps 3-5 of the selection, set up once from three lists, cheap per record."""
+
+    def __init__(
+        self,
+        license_blacklist: Sequence[str] = (),
+        blacklist: Sequence[str] = (),
+        whitelist: Sequence[str] = (),
+    ):
+        self.license_entries = {
+            e.strip().upper(): families_covered(e) for e in license_blacklist if e.strip()
+        }
+        self.blacklist = EntryList(blacklist)
+        self.whitelist = EntryList(whitelist)
+        self._family_cache: dict[tuple[str | None, str | None], Decision | None] = {}
+        self._decisions: dict[tuple, Decision] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Selector:
+        """The selector of `settings`; a bad entry is a SettingsError naming where it was set."""
+        problems = []
+        for key in ("blacklist", "whitelist"):
+            for text in getattr(settings, key):
+                try:
+                    Entry.parse(text)
+                except EntryError as exc:
+                    problems.append(Problem(settings.origins[key].source, f"{key}: {exc}"))
+        if problems:
+            raise SettingsError(problems)
+        return cls(settings.license_blacklist, settings.blacklist, settings.whitelist)
+
+    def _shared(self, *fields) -> Decision:
+        decision = self._decisions.get(fields)
+        if decision is None:
+            decision = self._decisions[fields] = Decision(*fields)
+        return decision
+
+    def license_decision(self, rec: Record) -> Decision | None:
+        """The drop of step 3, or None; memoized per (license_family, license) pair."""
+        key = (rec.license_family, rec.license)
+        try:
+            return self._family_cache[key]
+        except KeyError:
+            pass
+        decision = None
+        if self.license_entries:
+            family, how = license_family(rec)
+            for entry, covered in self.license_entries.items():
+                if family in covered:
+                    decision = self._shared(False, "license_blacklist", entry, how)
+                    break
+        self._family_cache[key] = decision
+        return decision
+
+    def decide(self, rec: Record) -> Decision:
+        dropped = self.license_decision(rec) if self.license_entries else None
+        if dropped is None and self.blacklist:
+            entry = self.blacklist.match(rec)
+            if entry is not None:
+                dropped = self._shared(False, "blacklist", entry.text)
+        if self.whitelist:
+            entry = self.whitelist.match(rec)
+            if entry is not None:
+                return self._shared(True, "whitelist", entry.text, None, dropped)
+        return dropped or KEPT
