@@ -82,6 +82,18 @@ def _str_list(v: Any) -> list[str]:
     return [x.strip() for x in v if x.strip()]
 
 
+def _entry_list(v: Any) -> list[str]:
+    from .filters import Entry, EntryError  # deferred: filters needs this module's types
+
+    entries = _str_list(v)
+    for text in entries:
+        try:
+            Entry.parse(text)
+        except EntryError as exc:
+            raise _Invalid(str(exc)) from None
+    return entries
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise _Invalid(f"expected true or false, got {_show(v)}")
@@ -168,8 +180,8 @@ SCHEMA: dict[str, Key] = {
         Key("platforms", _platforms, lambda: [machine_subdir()],
             "subdirs to mirror (noarch is always added)", "list"),
         Key("license_blacklist", _str_list, list, "license families to drop (GPL covers GPL2, GPL3)", "list"),
-        Key("blacklist", _str_list, list, "names, globs or match specs to drop", "list"),
-        Key("whitelist", _str_list, list, "names, globs or match specs to add back", "list"),
+        Key("blacklist", _entry_list, list, "names, globs or match specs to drop", "list"),
+        Key("whitelist", _entry_list, list, "names, globs or match specs to add back", "list"),
         Key("whitelist_closure", _bool, lambda: False,
             "whitelisted records bring in their dependency closure", "bool"),
         Key("curated", _bool, lambda: False,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rattler import MatchSpec, PackageRecord
 from rattler.exceptions import InvalidMatchSpecError
 
-from .config import Problem, Settings, SettingsError
+from .config import Settings
 from .repodata import Record
 
 # ---------------------------------------------------------------- decisions
@@ -226,16 +226,6 @@ class Selector:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Selector:
-        """The selector of `settings`; a bad entry is a SettingsError naming where it was set."""
-        problems = []
-        for key in ("blacklist", "whitelist"):
-            for text in getattr(settings, key):
-                try:
-                    Entry.parse(text)
-                except EntryError as exc:
-                    problems.append(Problem(settings.origins[key].source, f"{key}: {exc}"))
-        if problems:
-            raise SettingsError(problems)
         return cls(settings.license_blacklist, settings.blacklist, settings.whitelist)
 
     def _shared(self, *fields) -> Decision:

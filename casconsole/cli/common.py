@@ -1,0 +1,80 @@
+"""Settings flags shared by the commands, and the one way they report bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..config import SCHEMA, Settings, SettingsError, describe_keys, load_settings, parse_text_value
+
+# flag -> key; list keys take the flag once per item, or a comma-separated list
+_FLAGS = {
+    "--remote-url": "remote_url",
+    "--mirror-dir": "mirror_dir",
+    "--channel-name": "channel_name",
+    "--platform": "platforms",
+    "--license-blacklist": "license_blacklist",
+    "--blacklist": "blacklist",
+    "--whitelist": "whitelist",
+    "--concurrency": "concurrency",
+    "--timeout": "timeout",
+    "--retries": "retries",
+    "--ssl-verify": "ssl_verify",
+    "--proxy": "proxy",
+}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "settings", "each flag sets one key, over the files and CAS_MIRROR_<KEY> variables"
+    )
+    group.add_argument("--config", metavar="FILE", type=Path, help="a settings file (layer 4)")
+    for flag, key in _FLAGS.items():
+        is_list = SCHEMA[key].kind == "list"
+        group.add_argument(
+            flag,
+            dest=f"set_{key}",
+            metavar=key.upper() if not is_list else "ITEM",
+            action="append" if is_list else "store",
+            help=SCHEMA[key].help + (" (repeat, or comma-separate)" if is_list else ""),
+        )
+    group.add_argument("--no-prune", dest="set_prune", action="store_const", const="false",
+                       help="keep mirrored files that left the plan")  # fmt: skip
+    group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="set any key (lists comma-separated); keys:\n" + describe_keys())  # fmt: skip
+
+
+def cli_layer(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+    """The command-line layer: key -> (value, the flag that set it)."""
+    flag_of = {key: flag for flag, key in _FLAGS.items()} | {"prune": "--no-prune"}
+    layer: dict[str, tuple[Any, str]] = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            fail(f"--set {item}: expected KEY=VALUE")
+        layer[key.strip()] = (parse_text_value(key.strip(), text), f"--set {key.strip()}")
+    for name, raw in vars(args).items():
+        if not name.startswith("set_") or raw is None:
+            continue
+        key = name[4:]
+        value = parse_text_value(key, ",".join(raw) if isinstance(raw, list) else raw)
+        layer[key] = (value, flag_of[key])
+    return layer
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The effective settings, or exit 2 with every problem listed (no traceback)."""
+    try:
+        return load_settings(args.config, env=env, cli=cli_layer(args))
+    except SettingsError as err:
+        fail(str(err))
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    prog = Path(sys.argv[0]).name or "casconsole"
+    for line in message.splitlines() or [""]:
+        print(f"{prog}: error: {line}", file=sys.stderr)
+    sys.exit(status)

@@ -1,0 +1,57 @@
+"""casconsole: the administration console (`--demo` runs it against a generated upstream)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+
+from .common import add_settings_arguments, settings_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="casconsole", description=__doc__)
+    parser.add_argument(
+        "--demo", action="store_true", help="generate a demo upstream channel, serve it on 127.0.0.1, use it"
+    )
+    add_settings_arguments(parser)
+    return parser
+
+
+def demo_environment(base: Path | None = None) -> tuple[dict[str, str], object]:
+    """Start the demo upstream; the environment that makes the console use it, and the server.
+
+    The demo's settings file stands in for the user file, so the console's saves go there and
+    the administrator's own `~/.cas-mirror` is never touched.
+    """
+    from ..demo import DemoServer, generate_channel, write_demo_config
+
+    base = base or platformdirs.user_cache_path("casconsole") / "demo"
+    print("casconsole: preparing the demo upstream channel...", file=sys.stderr, flush=True)
+    server = DemoServer(generate_channel(base / "upstream")).start()
+    config = write_demo_config(base / "cas-mirror.yaml", server.url, base / "mirror")
+    env = {**os.environ, "CAS_MIRROR_USER_CONFIG": str(config)}
+    return env, server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = None
+    server = None
+    if args.demo:
+        env, server = demo_environment()
+    try:
+        settings = settings_from_args(args, env=env)
+        from ..app import run_app  # Textual is loaded only for the console itself
+
+        return run_app(settings, config_file=args.config, env=env, cli_args=args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

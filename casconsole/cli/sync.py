@@ -1,0 +1,104 @@
+"""cas-sync: show the settings, review the plan (--dry-run), mirror the upstream channel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import humanize
+
+from ..config import Settings
+from ..plan import Plan, make_plan
+from ..repodata import RepoDataError
+from .common import add_settings_arguments, fail, settings_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cas-sync",
+        description="Mirror the selected records of remote_url into <mirror_dir>/<channel_name>/<subdir>/.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--show", action="store_true", help="print the effective settings and their origins")
+    mode.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_settings_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    if args.show:
+        return show(settings, args.json)
+    if args.dry_run:
+        return dry_run(settings, args.json)
+    return run_sync(settings, args)
+
+
+def show(settings: Settings, as_json: bool) -> int:
+    data = settings.to_json()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(map(len, data))
+    for key, item in data.items():
+        value = item["value"]
+        text = (
+            ", ".join(value)
+            if isinstance(value, list)
+            else json.dumps(value)
+            if value is None
+            else str(value)
+        )
+        if isinstance(value, list) and not value:
+            text = "[]"
+        print(f"{key:<{width}}  {text}")
+        print(f"{'':<{width}}    from {item['layer']}: {item['source']}")
+    return 0
+
+
+def dry_run(settings: Settings, as_json: bool) -> int:
+    try:
+        plan = make_plan(settings)
+    except RepoDataError as err:
+        fail(str(err), status=1)
+    if as_json:
+        print(json.dumps(plan.to_json(), indent=1))
+    else:
+        print_plan(plan)
+    return 0
+
+
+def print_plan(plan: Plan, out=None) -> None:
+    out = out or sys.stdout
+    print(f"plan for {plan.settings.remote_url} -> {plan.settings.channel_dir}", file=out)
+    for subdir, sp in plan.subdirs.items():
+        f = sp.funnel
+        rows = [
+            ("upstream", f"{f.upstream:,}", ""),
+            ("dropped by license", f"-{f.dropped_license:,}", ""),
+            ("dropped by blacklist", f"-{f.dropped_blacklist:,}", ""),
+            ("added back by whitelist", f"+{f.added_whitelist:,}", ""),
+            ("kept", f"{f.kept:,}", ""),
+            ("to download", f"{f.download:,}", humanize.naturalsize(f.download_bytes)),
+            ("already present", f"{f.present:,}", ""),
+            ("to delete", f"{f.delete:,}", "" if plan.settings.prune else "prune is off"),
+        ]
+        print(f"\n{subdir}", file=out)
+        for label, number, extra in rows:
+            print(f"  {label:<24}{number:>10}  {extra}".rstrip(), file=out)
+        for warning in sp.repodata.warnings:
+            print(f"  warning: {warning}", file=out)
+
+
+def run_sync(settings: Settings, args: argparse.Namespace) -> int:
+    print("cas-sync: syncing is not yet available; use --dry-run or --show", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
