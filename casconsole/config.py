@@ -107,7 +107,7 @@ def _nonneg_int(v: Any) -> int:
 
 
 def _pos_int(v: Any) -> int:
-    if _nonneg_int(v) == 0:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise _Invalid(f"expected a whole number >= 1, got {_show(v)}")
     return v
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rattler import MatchSpec, PackageRecord
+from rattler import BuildString, MatchSpec, PackageRecord
 from rattler.exceptions import InvalidMatchSpecError
 
 from .config import Settings
@@ -150,8 +150,10 @@ class Entry:
 
 def _package_record(rec: Record) -> PackageRecord | None:
     try:
-        return PackageRecord(rec.name, rec.version, rec.build, rec.build_number, rec.subdir or "noarch")
-    except Exception:  # rattler raises its own exception types for unparsable versions
+        return PackageRecord(
+            rec.name, rec.version, BuildString(rec.build), rec.build_number, rec.subdir or "noarch"
+        )
+    except Exception:  # rattler raises its own exception types for an unparsable version
         return None
 
 

@@ -97,7 +97,7 @@ class RepoData:
     def package_url(self, fn: str) -> str:
         """The URL (or path) a package file is downloaded from."""
         base = self.base_url
-        subdir_url = self.source.rsplit("/", 1)[0] + "/"
+        subdir_url = self.source.rsplit("/", 1)[0] + "/" if "/" in self.source else ""
         if base:
             return urllib.parse.urljoin(subdir_url, base.rstrip("/") + "/") + fn
         return subdir_url + fn
