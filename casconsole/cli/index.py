@@ -1,13 +1,243 @@
-"""cas-index: not yet available."""
+"""cas-index: index conda channel folders (`conda index`, incremental), or show their status.
+
+Exit status: 0 done; 1 problems under --strict, or indexing failed; 2 bad input; 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import humanize
+
+from casconsole.events import Event
+from casconsole.index import (
+    ChannelError,
+    ChannelStatus,
+    IndexStarted,
+    IndexStats,
+    PackageRead,
+    ProblemFound,
+    SubdirStatus,
+    index_channel,
+    index_status,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cas-index",
+        description="Index conda channel folders: write repodata.json (+ .zst) for each subdir "
+        "and channeldata.json. Only new or changed packages are read.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", type=Path, help="a channel folder")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="show, per subdir, whether the index is fresh or stale; index nothing",
+    )
+    parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="bad packages or stray files are an error (exit 1): no output is replaced",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that read packages (default: one per CPU)",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("cas-index: not yet available", file=sys.stderr)
-    return 2
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.status:
+        parser.error("--json goes with --status")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        if args.status:
+            return _status(args.dirs, as_json=args.json)
+        return max(_index(d, strict=args.strict, workers=args.workers) for d in args.dirs)
+    except KeyboardInterrupt:
+        print("cas-index: interrupted; what was read is cached for the next run", file=sys.stderr)
+        return 130
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def _status(dirs: list[Path], *, as_json: bool) -> int:
+    code = 0
+    results: list[ChannelStatus] = []
+    for directory in dirs:
+        try:
+            results.append(index_status(directory))
+        except ChannelError as exc:
+            print(f"cas-index: {exc}", file=sys.stderr)
+            code = 2
+    if as_json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        for result in results:
+            _print_status(result)
+    return code
+
+
+def _print_status(status: ChannelStatus) -> None:
+    print(f"{status.channel}: {'fresh' if status.fresh else 'stale'}")
+    width = max(len(s.subdir) for s in status.subdirs)
+    for s in status.subdirs:
+        print(f"  {s.subdir:<{width}}  {'fresh' if s.fresh else 'stale'}  {_status_detail(s)}")
+    if not status.channeldata_fresh:
+        print("  channeldata.json  stale")
+
+
+def _status_detail(s: SubdirStatus) -> str:
+    parts = [f"{s.packages} packages"]
+    changes = [f"{n} {what}" for n, what in ((s.new, "new"), (s.changed, "changed")) if n]
+    if s.missing:
+        changes.append(f"{s.missing} missing")
+    if changes:
+        parts.append(", ".join(changes))
+    if s.problems:
+        parts.append(f"{s.problems} left out")
+    if s.indexed_at is None:
+        parts.append("never indexed")
+    else:
+        when = datetime.datetime.fromtimestamp(s.indexed_at)
+        parts.append(f"indexed {when:%Y-%m-%d %H:%M} ({humanize.naturaltime(when)})")
+        if s.outputs_changed:
+            parts.append("repodata.json changed since")
+    return "; ".join(parts)
+
+
+# -- indexing ----------------------------------------------------------------------------------
+
+
+def _index(directory: Path, *, strict: bool, workers: int | None) -> int:
+    reporter = _ProgressReporter() if sys.stdout.isatty() else _PlainReporter()
+    try:
+        with reporter:
+            stats = index_channel(directory, sink=reporter, strict=strict, workers=workers)
+    except ChannelError as exc:
+        print(f"cas-index: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cas-index: {directory}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
+    _print_summary(stats)
+    if stats.withheld:
+        print(
+            f"cas-index: {directory}: {_plural(len(stats.problems), 'problem')} under --strict; "
+            "no output was replaced",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_summary(stats: IndexStats) -> None:
+    for s in stats.subdirs:
+        if s.written:
+            done = "written"
+        elif stats.withheld and (s.read or s.gone):
+            done = "not written (--strict)"
+        else:
+            done = "up to date"
+        changes = ", ".join(f"{n} {what}" for n, what in ((s.read, "read"), (s.gone, "gone")) if n)
+        changes = f" ({changes})" if changes else ""
+        print(f"  {s.subdir}: {_plural(s.packages, 'package')}{changes}, {done}")
+    extra = f", {_plural(len(stats.problems), 'problem')}" if stats.problems else ""
+    verb = "indexed" if stats.written else "up to date"
+    if stats.withheld:
+        verb = "left as it was"
+    print(
+        f"{stats.channel}: {verb}, {_plural(stats.packages, 'package')} "
+        f"({stats.read} read, {stats.cached} cached{extra}) in {stats.seconds:.2f} s"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _warn(problem: ProblemFound, echo: Callable[[str], None]) -> None:
+    echo(f"warning: {problem.subdir}/{problem.fn}: {problem.reason}")
+
+
+class _PlainReporter:
+    """Lines for logs and pipes: what will be read, then warnings as they come."""
+
+    def __enter__(self) -> _PlainReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, IndexStarted):
+            read = (
+                f", reading {_plural(event.to_read, 'file')} ({humanize.naturalsize(event.to_read_bytes)})"
+                if event.to_read
+                else ""
+            )
+            print(f"{event.channel}: {_plural(event.packages, 'package file')}{read}", flush=True)
+        elif isinstance(event, ProblemFound):
+            _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
+
+
+class _ProgressReporter:
+    """A rich progress bar over the files being read; warnings printed above it."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> _ProgressReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, IndexStarted):
+            self.progress.console.print(
+                f"{event.channel}: {_plural(event.packages, 'package file')}, {event.to_read} to read",
+                highlight=False,
+            )
+            if event.to_read:
+                self.task = self.progress.add_task(Path(event.channel).name, total=event.to_read)
+        elif isinstance(event, PackageRead) and self.task is not None:
+            self.progress.advance(self.task)
+        elif isinstance(event, ProblemFound):
+            from rich.text import Text
+
+            _warn(event, lambda line: self.progress.console.print(Text(line, style="yellow")))
 
 
 if __name__ == "__main__":
