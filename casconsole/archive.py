@@ -138,9 +138,7 @@ def build_package(directory: Path, spec: PackageSpec, fmt: str = ".conda") -> Pa
             zf.writestr(_zipinfo("metadata.json"), b'{"conda_pkg_format_version": 2}')
             pkg = cctx.compress(_tar_bytes(spec.files.items(), "w"))
             zf.writestr(_zipinfo(f"pkg-{spec.stem}.tar.zst"), pkg)
-            zf.writestr(
-                _zipinfo(f"info-{spec.stem}.tar.zst"), cctx.compress(_tar_bytes(info.items(), "w"))
-            )
+            zf.writestr(_zipinfo(f"info-{spec.stem}.tar.zst"), cctx.compress(_tar_bytes(info.items(), "w")))
         data = buf.getvalue()
     else:
         raise ValueError(f"unknown package format {fmt!r}")

@@ -33,7 +33,9 @@ def test_defaults_when_no_file_exists(isolated_settings):
 
 
 def test_each_layer_overrides_the_one_below_per_key(isolated_settings, monkeypatch, tmp_path):
-    system = write(isolated_settings / "system.yaml", "remote_url: http://system/ch\nblacklist: [a, b]\nretries: 7\n")
+    system = write(
+        isolated_settings / "system.yaml", "remote_url: http://system/ch\nblacklist: [a, b]\nretries: 7\n"
+    )
     user = write(isolated_settings / "user.yaml", "# user\nblacklist:\n  - c\nwhitelist: [w]\n")
     given = write(tmp_path / "given.yaml", "whitelist: [x, y]\nplatforms: [osx-arm64]\n")
     env = {
@@ -50,7 +52,9 @@ def test_each_layer_overrides_the_one_below_per_key(isolated_settings, monkeypat
     assert s.whitelist == ["x", "y"] and s.origins["whitelist"].layer == "file"
     assert s.platforms == ["linux-64", "win-64"] and s.origins["platforms"].source == "CAS_MIRROR_PLATFORMS"
     assert s.prune is False and s.origins["prune"].layer == "env"
-    assert s.retries == 2 and s.origins["retries"].layer == "cli" and s.origins["retries"].source == "--retries"
+    assert (
+        s.retries == 2 and s.origins["retries"].layer == "cli" and s.origins["retries"].source == "--retries"
+    )
     assert s.to_json()["retries"] == {"value": 2, "layer": "cli", "source": "--retries"}
 
 
@@ -139,7 +143,8 @@ def test_replace_checks_values_and_marks_origin():
 def test_write_keeps_comments_other_keys_and_a_backup(tmp_path):
     path = write(
         tmp_path / "cas.yaml",
-        "# our mirror\nremote_url: http://up/ch   # the upstream\nblacklist:\n  - flask\n  - r-*\nretries: 4\n",
+        "# our mirror\nremote_url: http://up/ch   # the upstream\n"
+        "blacklist:\n  - flask\n  - r-*\nretries: 4\n",
     )
     old, new = preview_write(path, {"blacklist": ["flask", "r-*", "numpy"], "whitelist": ["conda"]})
     assert old == path.read_text()

@@ -112,9 +112,8 @@ def test_over_http_from_the_demo_upstream(demo_url, demo_channel):
 
 
 def test_http_errors_name_the_url(tmp_path):
-    with DemoServer(tmp_path) as server:
-        with pytest.raises(RepoDataNotFound, match=server.url):
-            load_repodata(server.url, "linux-64")
+    with DemoServer(tmp_path) as server, pytest.raises(RepoDataNotFound, match=server.url):
+        load_repodata(server.url, "linux-64")
     with pytest.raises(RepoDataError, match="ConnectError"):
         load_repodata(server.url, "linux-64")  # the server is gone now
 
