@@ -15,7 +15,9 @@ def core_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(casconsole.__path__, "casconsole."):
         name = info.name
-        if name in UI_MODULES or name.startswith(("casconsole.screens", "casconsole.widgets", "casconsole.cli")):
+        if name in UI_MODULES or name.startswith(
+            ("casconsole.screens", "casconsole.widgets", "casconsole.cli")
+        ):
             continue
         names.append(name)
     return names
@@ -23,7 +25,9 @@ def core_modules() -> list[str]:
 
 def test_core_loads_no_textual():
     modules = core_modules()
-    assert {"casconsole.config", "casconsole.plan", "casconsole.filters", "casconsole.repodata"} <= set(modules)
+    assert {"casconsole.config", "casconsole.plan", "casconsole.filters", "casconsole.repodata"} <= set(
+        modules
+    )
     code = (
         "import sys, importlib\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
