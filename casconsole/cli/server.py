@@ -1,13 +1,202 @@
-"""cas-server: not yet available."""
+"""cas-server: serve the mirror over HTTP, print its nginx configuration, manage tokens."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
+
+from casconsole.config import Settings, SettingsError, load_settings
+from casconsole.server import ServerError, ServerOptions, serve
+from casconsole.server_nginx import NginxConfigError, nginx_config
+from casconsole.tokens import TokenStoreError, add_token, read_tokens, revoke_tokens
+
+EPILOG = """\
+examples:
+  cas-server                          serve mirror_dir on 127.0.0.1:8080
+  cas-server --host 0.0.0.0           serve on every interface
+  cas-server token add internal-pkgs  create a token; clients use
+                                      http://HOST:8080/t/<token>/internal-pkgs
+  cas-server --nginx-config > /etc/nginx/cas.conf
+"""
+
+
+def _common(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--config", metavar="FILE", default=default, help="settings file")
+    parser.add_argument(
+        "--root", metavar="DIR", default=default, help="the mirror folder (default: mirror_dir)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cas-server",
+        description="Serve every channel folder of the mirror over HTTP.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, None)
+    parser.add_argument("--host", help="address to listen on (default: server_host)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: server_port)")
+    parser.add_argument(
+        "--workers", type=int, default=0, metavar="N", help="worker processes (default: one per CPU)"
+    )
+    parser.add_argument(
+        "--access-log",
+        default="-",
+        metavar="FILE",
+        help="append the access log to FILE; '-' standard output (default), 'off' none",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, time given to responses in flight (default: 10)",
+    )
+    parser.add_argument(
+        "--nginx-config",
+        action="store_true",
+        help="print an nginx configuration serving the same tree, and exit",
+    )
+    parser.add_argument(
+        "--auth-backend",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --nginx-config: the cas-server nginx asks about tokens "
+        "(default: 127.0.0.1 and the port after --port)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="token")
+    token = sub.add_parser("token", help="manage tokens of private channels")
+    tsub = token.add_subparsers(dest="action", metavar="add|list|revoke", required=True)
+    add = tsub.add_parser("add", help="create a token for CHANNEL and print it (shown once)")
+    add.add_argument("channel", metavar="CHANNEL")
+    lst = tsub.add_parser("list", help="list tokens (ids, never the tokens)")
+    lst.add_argument("channel", metavar="CHANNEL", nargs="?")
+    rev = tsub.add_parser("revoke", help="revoke tokens of CHANNEL by id, or all of them")
+    rev.add_argument("channel", metavar="CHANNEL")
+    rev.add_argument("ids", metavar="ID", nargs="*", help="token ids from `token list`")
+    rev.add_argument("--all", action="store_true", help="revoke every token of CHANNEL")
+    for p in (token, add, lst, rev):
+        _common(p, argparse.SUPPRESS)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    cli = {}
+    if args.root is not None:
+        cli["mirror_dir"] = (args.root, "--root")
+    if getattr(args, "host", None) is not None:
+        cli["server_host"] = (args.host, "--host")
+    if getattr(args, "port", None) is not None:
+        cli["server_port"] = (args.port, "--port")
+    return load_settings(args.config, cli=cli)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"cas-server: {message}", file=sys.stderr)
+    return status
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    mirror = Path(settings.mirror_dir)
+    private = set(settings.private_channels)
+    if args.action == "add":
+        if not mirror.is_dir():
+            return _fail(f"mirror folder {mirror} does not exist", 2)
+        token, record = add_token(mirror, args.channel)
+        print(token)
+        print(
+            f"token {record.id} for {args.channel}: clients use "
+            f"http://HOST:{settings.server_port}/t/{token}/{args.channel}",
+            file=sys.stderr,
+        )
+        if args.channel not in private:
+            print(
+                f"cas-server: note: {args.channel} is not in private_channels, so it is public; "
+                "the token is only needed once it is listed there",
+                file=sys.stderr,
+            )
+        return 0
+    if args.action == "list":
+        records = [r for r in read_tokens(mirror) if args.channel in (None, r.channel)]
+        if not records:
+            print("no tokens", file=sys.stderr)
+            return 0
+        width = max(len(r.channel) for r in records)
+        print(f"{'ID':8}  {'CHANNEL':{width}}  CREATED")
+        for r in records:
+            print(f"{r.id:8}  {r.channel:{width}}  {r.created}")
+        return 0
+    # revoke
+    if bool(args.ids) == bool(args.all):
+        return _fail(f"give token ids (see `cas-server token list {args.channel}`) or --all, not both", 2)
+    gone = revoke_tokens(mirror, args.channel, None if args.all else args.ids)
+    if not gone:
+        print(f"no tokens for {args.channel}", file=sys.stderr)
+    for r in gone:
+        print(f"revoked {r.id} ({r.channel})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("cas-server: not yet available", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        return _fail(str(exc), 2)
+    try:
+        if args.command == "token":
+            return _token(args, settings)
+        if args.workers < 0:
+            return _fail("--workers: expected a number >= 0", 2)
+        if args.grace < 0:
+            return _fail("--grace: expected a number of seconds >= 0", 2)
+        if args.nginx_config:
+            backend = args.auth_backend or f"127.0.0.1:{settings.server_port + 1}"
+            host, _, port = backend.rpartition(":")
+            if not host or not port.isdigit():
+                return _fail(f"--auth-backend: expected HOST:PORT, got {backend!r}", 2)
+            print(
+                nginx_config(
+                    settings.mirror_dir,
+                    settings.server_host,
+                    settings.server_port,
+                    settings.private_channels,
+                    backend,
+                ),
+                end="",
+            )
+            return 0
+        if args.auth_backend is not None:
+            return _fail("--auth-backend goes with --nginx-config", 2)
+        options = ServerOptions(
+            root=Path(settings.mirror_dir),
+            host=settings.server_host,
+            port=settings.server_port,
+            private_channels=list(settings.private_channels),
+            workers=args.workers,
+            access_log=None if args.access_log == "off" else args.access_log,
+            grace=args.grace,
+        )
+
+        def ready(url: str, workers: int) -> None:
+            private = ", ".join(options.private_channels) or "none"
+            print(
+                f"cas-server: serving {options.root} at {url} "
+                f"({workers} worker{'s' if workers > 1 else ''}; private channels: {private})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        status = serve(options, ready)
+        print("cas-server: stopped", file=sys.stderr)
+        return status
+    except (ServerError, NginxConfigError, TokenStoreError) as exc:
+        return _fail(str(exc), getattr(exc, "status", 1))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
