@@ -179,10 +179,17 @@ class SubdirIndexed(Event):
 
 @dataclass(frozen=True)
 class IndexFinished(Event):
-    """The channel is done."""
+    """The channel is done; the full story is the `IndexStats` that `index_channel` returns."""
 
     kind: ClassVar[str] = "index_finished"
-    stats: IndexStats
+    channel: str
+    packages: int
+    read: int
+    cached: int
+    problems: int
+    written: bool
+    withheld: bool
+    seconds: float
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -674,7 +681,18 @@ def index_channel(
 
     stats.subdirs = list(per_subdir.values())
     stats.seconds = time.perf_counter() - started
-    sink(IndexFinished(stats))
+    sink(
+        IndexFinished(
+            channel=str(channel),
+            packages=stats.packages,
+            read=stats.read,
+            cached=stats.cached,
+            problems=len(stats.problems),
+            written=stats.written,
+            withheld=stats.withheld,
+            seconds=stats.seconds,
+        )
+    )
     return stats
 
 

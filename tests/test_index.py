@@ -207,6 +207,8 @@ def test_unchanged_files_are_not_read_again_and_outputs_not_rewritten(tmp_path: 
     first: list = []
     index_channel(channel, sink=collect(first))
     assert len([e for e in first if isinstance(e, PackageRead)]) == 10
+    finished = json.loads(json.dumps(first[-1].to_json()))  # events feed JSON-lines logs
+    assert (finished["event"], finished["read"], finished["packages"]) == ("index_finished", 10, 10)
     outputs = [channel / "linux-64" / "repodata.json", channel / "channeldata.json"]
     before = [p.stat().st_mtime_ns for p in outputs]
 
