@@ -334,6 +334,9 @@ class Connection:
         while not self.busy and not self.closed:
             buf = self.buf
             end = buf.find(b"\r\n\r\n")
+            if end > MAX_HEAD:
+                self._send_error(431, "Request Header Fields Too Large")
+                return
             if end < 0:
                 if len(buf) > MAX_HEAD:
                     self._send_error(431, "Request Header Fields Too Large")

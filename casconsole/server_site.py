@@ -74,12 +74,14 @@ class Response:
 
 def error(status: int, log_path: str = "", text: str = "") -> Response:
     body = _NOT_FOUND_BODY if status == 404 else f"{status} {text}\n".encode()
-    return Response(
+    resp = Response(
         status,
         ["Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}"],
         body,
         log_path,
     )
+    resp.close = status == 400  # whatever else the client sent cannot be trusted
+    return resp
 
 
 class _BadRequest(Exception):
@@ -182,8 +184,8 @@ def parse_range(value: bytes, size: int) -> tuple[int, int] | bool | None:
         b = int(last) if last else size - 1
     except ValueError:
         return None
-    if b < a:
-        return None
+    if last and b < a:
+        return None  # syntactically invalid: ignored
     if a >= size:
         return False
     return a, min(b, size - 1)
