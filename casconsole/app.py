@@ -1,35 +1,203 @@
-"""The Textual application: the console's shell (screens live in casconsole/screens/)."""
+"""The Textual application: the console's shell. Screens live in casconsole/screens/, one each.
+
+The app holds the console state (settings layers, working settings, plan), runs the work that
+several screens share (loading the plan) and owns the one policy for failed workers: a
+notification, or a dialog for what the user must not miss; never a traceback on the screen.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.signal import Signal
+from textual.worker import Worker, WorkerState, get_current_worker
 
-from .config import Settings
+from .config import Layer, Settings
+from .screens.base import describe_error
+from .screens.channels import ChannelsScreen
+from .screens.clients import ClientsScreen
+from .screens.config import ConfigScreen
+from .screens.dialogs import MessageDialog
+from .screens.help import HelpScreen
+from .screens.index import IndexScreen
+from .screens.overview import OverviewScreen
+from .screens.plan import PlanScreen
+from .screens.state import ConsoleState
+from .screens.sync import SyncScreen
+
+SCREENS_BY_MODE = {
+    "overview": OverviewScreen,
+    "config": ConfigScreen,
+    "plan": PlanScreen,
+    "sync": SyncScreen,
+    "channels": ChannelsScreen,
+    "index": IndexScreen,
+    "clients": ClientsScreen,
+}
+
+# worker groups whose failure opens a dialog rather than a notification
+_DIALOG_GROUPS = {"sync": "The sync failed", "index": "Indexing failed", "plan": "The plan could not be made"}
 
 
 class CasConsole(App):
+    """casconsole: review, filter, sync, index and hand out an on-premises conda mirror."""
+
     TITLE = "casconsole"
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, Any]] = dict(SCREENS_BY_MODE)
+    SCREENS_BY_MODE = SCREENS_BY_MODE
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(str(n), f"show('{mode}')", screen.TITLE_TEXT, id=f"nav.{mode}")
+            for n, (mode, screen) in enumerate(SCREENS_BY_MODE.items(), 1)
+        ),
+        Binding("question_mark,f1", "help", "help", key_display="?", id="nav.help"),
+        Binding("ctrl+q", "quit", "quit", priority=True),
+    ]
 
-    def __init__(self, settings: Settings, **kwargs: Any):
+    def __init__(self, state: ConsoleState, *, load_plan: bool = True, probe: bool = True):
         super().__init__()
-        self.settings = settings
+        self.state = state
+        self.auto_load_plan = load_plan
+        self.probe = probe
+        self.plan_changed: Signal[None] = Signal(self, "plan_changed")
+        self.plan_progress = ""
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static(f"mirror of {self.settings.remote_url}\ninto {self.settings.channel_dir}")
-        yield Footer()
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+    def on_mount(self) -> None:
+        self.switch_mode("overview")
+        if self.state.problems:
+            self.notify(
+                f"{len(self.state.problems)} problem(s) in the settings: see Config (2)",
+                title="Settings",
+                severity="warning",
+                timeout=8,
+            )
+        if self.auto_load_plan:
+            self.load_plan()
+
+    # ---------------------------------------------------------------- navigation
+
+    def action_show(self, mode: str) -> None:
+        if self.current_mode != mode:
+            self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def run_on(self, mode: str, action: str) -> None:
+        """Show the screen of `mode` and run one of its actions (from the command palette)."""
+
+        def run() -> None:
+            screen = self.screen
+            self.call_later(screen.run_action, action)
+
+        self.switch_mode(mode)
+        self.call_after_refresh(run)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for mode, screen_type in SCREENS_BY_MODE.items():
+            yield SystemCommand(
+                f"Show {screen_type.TITLE_TEXT}",
+                screen_type.__doc__.splitlines()[0] if screen_type.__doc__ else "",
+                lambda mode=mode: self.action_show(mode),
+            )
+        for mode, screen_type in SCREENS_BY_MODE.items():
+            for title, help_text, action in getattr(screen_type, "COMMANDS_", ()):
+                yield SystemCommand(title, help_text, lambda m=mode, a=action: self.run_on(m, a))
+        yield SystemCommand("Keys", "List every key of the console (?)", self.action_help)
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":  # Textual's key panel: ours lists every screen's keys
+                yield command
+
+    # ---------------------------------------------------------------- the plan
+
+    def reload_plan(self) -> None:
+        self.state.plan = None
+        self.state.plan_error = None
+        self.plan_changed.publish(None)
+        self.load_plan()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
+    def load_plan(self) -> Any:
+        """Fetch the upstream repodata of every subdir and decide every record."""
+        from .plan import Plan, fetch_upstream
+        from .repodata import http_client
+
+        worker = get_current_worker()
+        settings = self.state.settings
+        upstream = {}
+        client = None
+        if settings.remote_url.startswith(("http://", "https://")):
+            client = http_client(settings.timeout, settings.ssl_verify, settings.proxy)
+        try:
+            for n, subdir in enumerate(settings.subdirs, 1):
+                self.call_from_thread(self._plan_progress, f"fetching {subdir} ({n}/{len(settings.subdirs)})")
+                upstream.update(fetch_upstream(settings, client, subdirs=[subdir]))
+                if worker.is_cancelled:
+                    return None
+        finally:
+            if client is not None:
+                client.close()
+        self.call_from_thread(self._plan_progress, "deciding every record")
+        return Plan.build(settings, upstream)
+
+    def _plan_progress(self, text: str) -> None:
+        self.plan_progress = text
+        self.plan_changed.publish(None)
+
+    def _plan_done(self, worker: Worker) -> None:
+        if worker.state == WorkerState.SUCCESS and worker.result is not None:
+            plan = worker.result
+            if plan.settings != self.state.settings:  # toggled while it loaded
+                plan.update(self.state.settings)
+            self.state.plan, self.state.plan_error = plan, None
+        elif worker.state == WorkerState.ERROR:
+            self.state.plan_error = describe_error(worker.error)
+        self.plan_progress = ""
+        self.plan_changed.publish(None)
+
+    # ---------------------------------------------------------------- failures
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        self.worker_state_changed(event)
+
+    def worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one policy for workers: failures become a dialog or a notification."""
+        worker = event.worker
+        if worker.group == "plan" and worker.node is self and event.state.name in ("SUCCESS", "ERROR"):
+            self._plan_done(worker)
+        if event.state != WorkerState.ERROR or worker.error is None:
+            return
+        error = worker.error
+        self.log.error("".join(traceback.format_exception(error)))
+        message = describe_error(error)
+        title = _DIALOG_GROUPS.get(worker.group)
+        if title is not None:
+            self.push_screen(MessageDialog(title, message))
+        else:
+            self.notify(message, title=f"{worker.name or worker.group} failed", severity="error", timeout=10)
 
 
 def run_app(
-    settings: Settings,
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
-    cli_args: Any = None,
+    cli: Mapping[str, tuple[Any, str]] | None = None,
+    layers: list[Layer] | None = None,
 ) -> int:
-    CasConsole(settings, config_file=config_file, env=env).run()
+    """Run the console over the given settings layers (read afresh when not given)."""
+    state = ConsoleState(config_file, env, cli, layers)
+    CasConsole(state).run()
     return 0

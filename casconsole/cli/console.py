@@ -9,7 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .common import add_settings_arguments, settings_from_args
+from .common import add_settings_arguments, cli_layer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         env, server = demo_environment()
     try:
-        settings = settings_from_args(args, env=env)
+        # the console opens even when the settings have problems: the Config screen shows them
+        # where they are, and the rest works on the values that are good
+        from ..config import read_layers
+
+        cli = cli_layer(args)
+        layers = read_layers(args.config, env=env, cli=cli)
         from ..app import run_app  # Textual is loaded only for the console itself
 
-        return run_app(settings, config_file=args.config, env=env, cli_args=args)
+        return run_app(config_file=args.config, env=env, cli=cli, layers=layers)
     finally:
         if server is not None:
             server.stop()
