@@ -207,10 +207,23 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
             shutil.rmtree(gzip_dir, ignore_errors=True)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies, even by SIGKILL: no orphaned workers."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None) -> int:
     stopping = False
     children: dict[int, tuple[int, float]] = {}  # pid -> (socket index, start time)
     quick_deaths = 0
+
+    parent = os.getpid()
 
     def spawn(index: int) -> None:
         sys.stdout.flush()
@@ -221,6 +234,7 @@ def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _die_with_parent(parent)
                 for i, s in enumerate(socks):
                     if i != index:
                         s.close()
@@ -241,6 +255,8 @@ def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        for s in socks:  # the last reference once workers close theirs: new connections refused
+            s.close()
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     try:

@@ -230,7 +230,7 @@ class GzipCache:
         self.dir = str(directory)
         self.executor = executor
         self.on_error = on_error
-        self.pending: set[str] = set()
+        self.pending: dict[str, float] = {}  # path -> not before (monotonic)
         self._prefixes: dict[str, str] = {}
 
     def _prefix(self, rel: str) -> str:
@@ -250,8 +250,8 @@ class GzipCache:
         try:
             gfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            if path not in self.pending:
-                self.pending.add(path)
+            if path not in self.pending or self.pending[path] < time.monotonic():
+                self.pending[path] = float("inf")
                 source = os.dup(fd)  # compress exactly the version that was opened
                 fut = self.executor.submit(self._compress, source, prefix, name)
                 fut.add_done_callback(self._done(path))
@@ -262,24 +262,29 @@ class GzipCache:
 
     def _done(self, path: str) -> Callable[[Future], None]:
         def done(fut: Future) -> None:
-            self.pending.discard(path)  # set ops are atomic under the GIL
+            # dict ops are atomic under the GIL; when another worker held the lock, ask
+            # again in a second rather than on every request meanwhile
             exc = fut.exception()
+            if exc is None and fut.result() == "busy":
+                self.pending[path] = time.monotonic() + 1.0
+            else:
+                self.pending.pop(path, None)
             if exc is not None:
                 self.on_error(f"gzip cache: {exc}")
 
         return done
 
-    def _compress(self, source: int, prefix: str, name: str) -> None:
+    def _compress(self, source: int, prefix: str, name: str) -> str:
         try:
             lock = os.open(f"{self.dir}/{prefix}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return  # another worker is on it
+                    return "busy"  # another worker is on it
                 target = f"{self.dir}/{name}"
                 if os.path.exists(target):
-                    return
+                    return "done"
                 comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
                 fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".", suffix=".part")
                 try:
@@ -298,6 +303,7 @@ class GzipCache:
                     if old.startswith(prefix + "-") and old != name:
                         with contextlib.suppress(OSError):
                             os.unlink(f"{self.dir}/{old}")
+                return "done"
             finally:
                 os.close(lock)
         finally:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from test_server_support import Server, make_mirror
+from test_server_support import Server, make_mirror, wait_for
 
 from casconsole.fsutil import atomic_write_bytes, write_repodata
 
@@ -126,8 +128,8 @@ def test_sigterm_finishes_the_response_in_flight_then_exits_0(tmp_path):
         srv.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert srv.proc.poll() is None  # still sending
-        # no new connections once it stops
-        with pytest.raises(OSError):
+        # no new connections once it stops: refused at once, not left hanging
+        with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).recv(1)
         while chunk := s.recv(1024 * 1024):
             received += chunk
@@ -180,3 +182,35 @@ def test_atomic_write_of_a_small_file_is_seen_whole(tmp_path):
         for n in range(50):
             atomic_write_bytes(f, json.dumps({"packages": {}, "n": n, "pad": "x" * n}).encode())
             assert c.get("/pkgs/noarch/repodata.json").json()["n"] == n
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    root = make_mirror(tmp_path / "mirror")
+    with Server(root, workers=2) as srv:
+        workers = _children(srv.proc.pid)
+        assert len(workers) == 2
+        srv.proc.kill()
+        srv.proc.wait()
+        assert wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
