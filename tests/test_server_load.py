@@ -209,8 +209,8 @@ def _alive(pid: int) -> bool:
 def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     root = make_mirror(tmp_path / "mirror")
     with Server(root, workers=2) as srv:
-        workers = _children(srv.proc.pid)
-        assert len(workers) == 2
+        workers = wait_for(lambda: len(_children(srv.proc.pid)) == 2 and _children(srv.proc.pid))
+        assert workers
         srv.proc.kill()
         srv.proc.wait()
         assert wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
