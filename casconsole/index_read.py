@@ -7,6 +7,7 @@ exception, so one broken file cannot take the pool down.
 
 from __future__ import annotations
 
+import bz2
 import fnmatch
 import hashlib
 import io
@@ -21,6 +22,8 @@ from typing import IO
 import msgspec
 import zstandard
 from conda_package_streaming import package_streaming
+
+from casconsole.index_tar import InfoScan, Unusual
 
 INDEX_JSON = "info/index.json"
 ABOUT_JSON = "info/about.json"
@@ -73,6 +76,7 @@ POST_INSTALL_KEYS = (
 
 _CHUNK = 1 << 20
 _IN_MEMORY = 16 << 20  # packages up to this size are read once, into memory
+_BZ2_STEP = 1 << 20  # about one bzip2 block of output at a time
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -143,30 +147,42 @@ def read_batch(items: list[tuple[str, str]]) -> list[ReadResult | None]:
 
 def _read_info_members(path: str, raw: bytes | None) -> dict[str, bytes]:
     """The wanted `info/` members of the package at `path` (whose bytes are `raw` if small)."""
-    if raw is not None and path.endswith(".conda"):
-        return _conda_info_from_memory(path, raw)
+    if raw is not None:
+        try:
+            return _info_in_memory(path, raw)
+        except Exception:  # declined or broken: tarfile reads it again and gives the reason
+            pass
     fileobj = io.BytesIO(raw) if raw is not None else open(path, "rb")  # noqa: SIM115
     with fileobj:
         return _collect(package_streaming.stream_conda_info(path, fileobj))
 
 
-def _conda_info_from_memory(path: str, raw: bytes) -> dict[str, bytes]:
-    """A `.conda`'s info tarball, unpacked in memory: several times cheaper than streaming it
-    from the file through zipfile and a zstd stream."""
-    stem = os.path.basename(path)[: -len(".conda")]
-    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-        names = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
-        # the file name may have been changed; a single info component is still unambiguous
-        preferred = [n for n in names if n == f"info-{stem}.tar.zst"] or names
-        if len(preferred) != 1:
-            raise ValueError(f"{len(names)} info components")
-        compressed = zf.read(preferred[0])
-    size = zstandard.frame_content_size(compressed)
-    if 0 <= size <= _IN_MEMORY:
-        tar_bytes = zstandard.ZstdDecompressor().decompress(compressed)
-        return _collect(_tar_members(io.BytesIO(tar_bytes)))
-    with zstandard.ZstdDecompressor().stream_reader(compressed) as reader:
-        return _collect(_tar_members(reader))
+def _info_in_memory(path: str, raw: bytes) -> dict[str, bytes]:
+    """The fast path: decompress in one go (a `.tar.bz2` block by block, only up to the end of
+    `info/`) and walk the tar headers without `tarfile`; several times cheaper per package."""
+    scan = InfoScan(_WANTED, stop_after=INDEX_JSON)
+    if path.endswith(".conda"):
+        stem = os.path.basename(path)[: -len(".conda")]
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            names = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
+            # a renamed file keeps its old component names; a single one is still unambiguous
+            chosen = [n for n in names if n == f"info-{stem}.tar.zst"] or names
+            if len(chosen) != 1:
+                raise Unusual(f"{len(names)} info components")
+            compressed = zf.read(chosen[0])
+        if not 0 <= zstandard.frame_content_size(compressed) <= _IN_MEMORY:
+            raise Unusual("info size unknown or large")
+        scan.feed(zstandard.ZstdDecompressor().decompress(compressed), final=True)
+    else:
+        decompressor = bz2.BZ2Decompressor()
+        buf = bytearray(decompressor.decompress(raw, max_length=_BZ2_STEP))
+        while not scan.feed(buf, final=decompressor.eof):
+            if decompressor.needs_input or len(buf) > _IN_MEMORY:
+                raise Unusual("truncated or large")
+            buf += decompressor.decompress(b"", max_length=_BZ2_STEP)
+    if INDEX_JSON not in scan.found:
+        raise Unusual("no index.json seen")
+    return scan.found
 
 
 def _tar_members(fileobj: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -485,3 +486,17 @@ def test_the_index_core_imports_no_ui() -> None:
         "assert not ui, ui"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_package_too_big_to_hold_in_memory_is_streamed(tmp_path: Path) -> None:
+    channel = tmp_path / "big"
+    payload = os.urandom(17 << 20)  # above the in-memory limit, incompressible
+    path = build_package(channel / "linux-64", spec("huge", "1.0", files={"lib/blob": payload}), ".conda")
+
+    index_channel(channel, workers=1)
+
+    record = records(channel, "linux-64")["huge-1.0-h0_0.conda"]
+    data = path.read_bytes()
+    assert record["size"] == len(data)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["md5"] == hashlib.md5(data).hexdigest()
