@@ -214,3 +214,19 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
         srv.proc.kill()
         srv.proc.wait()
         assert wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_a_worker_that_dies_is_replaced(tmp_path):
+    root = make_mirror(tmp_path / "mirror")
+    with Server(root, workers=2) as srv:
+        workers = wait_for(lambda: len(_children(srv.proc.pid)) == 2 and _children(srv.proc.pid))
+        os.kill(workers[0], signal.SIGKILL)
+        assert wait_for(
+            lambda: len(_children(srv.proc.pid)) == 2 and workers[0] not in _children(srv.proc.pid)
+        )
+        for _ in range(40):  # new connections each time, spread over both sockets
+            r = httpx.get(f"{srv.url}/pkgs/noarch/repodata.json", timeout=5)
+            assert r.status_code == 200
+        assert srv.stop() == 0
+    assert any("starting a new one" in line for line in srv.stderr)
