@@ -307,6 +307,9 @@ class VirtualTable(ScrollView, can_focus=True):
         width = sum(self._widths) + max(0, len(self._widths) - 1)
         self.virtual_size = Size(width, len(self.view) + 1)
 
+    def on_mount(self) -> None:
+        self._announce_cursor(force=True)
+
     def on_resize(self, event: events.Resize) -> None:
         self._update_virtual_size()
         self._scroll_cursor_into_view()
@@ -397,7 +400,11 @@ class VirtualTable(ScrollView, can_focus=True):
                     style = self.get_component_rich_style("virtual-table--empty")
                     return Strip([Segment(fit(" " + self.empty_text, width), style)], width)
                 return Strip.blank(width)
-            strip = self._row_strip(self.view[position], position == self.cursor)
+            is_cursor = position == self.cursor
+            strip = self._row_strip(self.view[position], is_cursor)
+            if is_cursor:
+                cursor_style = self.get_component_rich_style("virtual-table--cursor")
+                return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, cursor_style)
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width)
 
     def _header_strip(self) -> Strip:

@@ -1,0 +1,52 @@
+"""Helpers of the console tests (the fixtures are in console_fixtures.py)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from textual.worker import WorkerFailed
+
+from casconsole.app import CasConsole
+from casconsole.index import index_channel
+from casconsole.screens.state import ConsoleState
+
+
+def add_channel(
+    mirror: Path, name: str, upstream: Path, picks: dict[str, list[str]], index: bool = True
+) -> Path:
+    """A custom channel under `mirror`: the demo packages whose file names start with `picks`."""
+    channel = mirror / name
+    for subdir, prefixes in picks.items():
+        (channel / subdir).mkdir(parents=True, exist_ok=True)
+        for path in sorted((upstream / subdir).iterdir()):
+            if any(path.name.startswith(p) for p in prefixes):
+                shutil.copy2(path, channel / subdir / path.name)
+    if index:
+        index_channel(channel, workers=1)
+    return channel
+
+
+def make_app(**kwargs) -> CasConsole:
+    """The console over the settings the environment names (no server probe: tests own ports)."""
+    kwargs.setdefault("probe", False)
+    return CasConsole(ConsoleState(), **kwargs)
+
+
+async def wait_workers(pilot) -> None:
+    """Until every worker has finished (failed ones too) and the messages they sent are handled."""
+    for _ in range(2):
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerFailed:
+            pass  # the app's failure policy shows it; the tests look at what it showed
+        await pilot.pause()
+
+
+def static_text(app, selector: str) -> str:
+    """The text a Static of the current screen shows, as plain text."""
+    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
+    console.print(app.screen.query_one(selector).content)
+    return console.export_text()

@@ -1,0 +1,311 @@
+"""The console driven by keys as an administrator drives it: one flow per screen, outcomes checked.
+
+Each test starts the real app over real settings files, a real upstream channel (the demo, read
+from disk or served on 127.0.0.1) and real channel folders; nothing of casconsole is mocked.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from casconsole.widgets.keybar import KeyBar
+from casconsole.widgets.vtable import VirtualTable
+from console_helpers import add_channel, make_app, static_text, wait_workers
+from textual.widgets import Input
+
+from casconsole.screens.channels import ChannelsScreen
+from casconsole.screens.clients import ClientsScreen
+from casconsole.screens.config import ConfigScreen
+from casconsole.screens.dialogs import MessageDialog, PathDialog, SaveDialog
+from casconsole.screens.help import HelpScreen
+from casconsole.screens.index import IndexProgress, IndexScreen
+from casconsole.screens.overview import OverviewScreen
+from casconsole.screens.plan import PlanScreen
+
+pytest_plugins = ["console_fixtures"]
+
+
+def table(app) -> VirtualTable:
+    return app.screen.query_one(VirtualTable)
+
+
+async def goto_record(pilot, name: str) -> int:
+    """Search the Plan table for `name` and put the cursor on its first record; its index."""
+    await pilot.press("slash", *name, "enter")
+    t = table(pilot.app)
+    sp = pilot.app.screen.subdir_plan
+    position = next(p for p, i in enumerate(t.view) if sp.records[i].name == name)
+    t.cursor = position
+    return t.view[position]
+
+
+# ---------------------------------------------------------------- shell
+
+
+async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        assert "kept" in static_text(app, "#plan-summary")  # the plan loaded in a worker
+        expected = {
+            "2": ConfigScreen,
+            "3": PlanScreen,
+            "5": ChannelsScreen,
+            "6": IndexScreen,
+            "7": ClientsScreen,
+            "1": OverviewScreen,
+        }
+        for key, screen_type in expected.items():
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, screen_type), key
+            bar = str(app.screen.query_one(KeyBar).render())
+            # every screen's key is in the footer, whichever screen shows
+            assert all(f"{n} {t}" in bar for n, t in [("1", "Overview"), ("4", "Sync"), ("7", "Clients")])
+        await pilot.press("4")
+        assert app.current_mode == "sync"
+
+
+async def test_help_lists_every_key_and_the_palette_offers_screens_and_actions(console_dir):
+    app = make_app(load_plan=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        listed = {(title, b.key) for title, bindings in app.screen.sections() for b in bindings}
+        for mode, screen_type in app.SCREENS_BY_MODE.items():
+            for binding in screen_type.BINDINGS:
+                if binding.description:
+                    assert (screen_type.TITLE_TEXT, binding.key) in listed, (mode, binding.key)
+        text = app.screen.keys_table()
+        assert text.row_count > 40
+        await pilot.press("escape")
+        assert isinstance(app.screen, OverviewScreen)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for screen_type in app.SCREENS_BY_MODE.values():
+            assert f"Show {screen_type.TITLE_TEXT}" in titles
+        assert {"Save settings", "Reindex all channels", "Write .condarc", "Reload plan"} <= set(titles)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"show plan")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, PlanScreen)
+
+
+async def test_a_failing_plan_shows_a_dialog_and_the_console_stays_up(console_dir):
+    (console_dir / "user.yaml").write_text("remote_url: http://127.0.0.1:9/nothing\nplatforms: [linux-64]\n")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        assert isinstance(app.screen, MessageDialog)
+        assert "127.0.0.1:9" in app.screen.message and "Traceback" not in app.screen.message
+        await pilot.press("enter")
+        await pilot.press("3")
+        await pilot.pause()
+        assert "no plan" in table(app).empty_text
+        assert app.is_running
+
+
+# ---------------------------------------------------------------- config
+
+
+async def test_config_shows_layers_side_by_side_and_problems_in_place(console_dir, monkeypatch):
+    (console_dir / "system.yaml").write_text("concurrency: 4\nretries: lots\ncolour: blue\n")
+    monkeypatch.setenv("CAS_MIRROR_CONCURRENCY", "16")
+    app = make_app(load_plan=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        screen = app.screen
+        rows = {row.key: row for row in screen.rows}
+        assert rows["concurrency"].values == {"default": 8, "system": 4, "env": 16}
+        assert rows["concurrency"].winner == "env"
+        assert "system" in rows["retries"].problems  # a wrong type, shown on its key's row
+        assert not rows["colour"].known and "system" in rows["colour"].problems
+        t = table(app)
+        t.move_to_index(next(i for i, r in enumerate(screen.rows) if r.key == "retries"))
+        await pilot.pause()
+        detail = static_text(app, "#config-detail")
+        assert "system.yaml:2" in detail and "expected a whole number" in detail
+        t.move_to_index(next(i for i, r in enumerate(screen.rows) if r.key == "concurrency"))
+        await pilot.pause()
+        assert "from env CAS_MIRROR_CONCURRENCY" in static_text(app, "#config-detail")
+        # fix the file and reload: the problems go
+        (console_dir / "system.yaml").write_text("concurrency: 4\nretries: 5\n")
+        await pilot.press("r")
+        await pilot.pause()
+        assert not app.state.problems
+        assert {r.key for r in app.screen.rows if r.problems} == set()
+
+
+# ---------------------------------------------------------------- plan
+
+
+async def test_plan_toggle_replans_at_once_and_save_writes_the_shown_diff(http_console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        screen = app.screen
+        sp = screen.subdir_plan
+        kept_before = sp.funnel.kept
+        index = await goto_record(pilot, "curl")
+        curls = [i for i, r in enumerate(sp.records) if r.name == "curl"]
+        assert all(sp.decisions[i].included for i in curls)
+        await pilot.press("b")
+        await pilot.pause()
+        assert all(sp.decisions[i].reason == "blacklist: curl" for i in curls)
+        assert sp.funnel.kept == kept_before - len(curls)
+        assert "blacklist +curl" in static_text(app, "#plan-head")
+        assert "✗ dropped: blacklist: curl" in static_text(app, "#reason")
+        assert f"kept {kept_before - len(curls)}" in static_text(app, "#funnel")
+        assert table(app).cursor_index == index
+        # save: the diff first, then the file
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SaveDialog)
+        diff = str(app.screen.query_one("#diff").render())
+        assert re.search(r"^\+\s*- curl$", diff, re.MULTILINE), diff
+        before = (http_console_dir / "user.yaml").read_text()
+        await pilot.press("y")
+        await pilot.pause()
+        saved = yaml.safe_load((http_console_dir / "user.yaml").read_text())
+        assert saved["blacklist"] == ["r-*", "mkl", "curl"]
+        assert (http_console_dir / "user.yaml.bak").read_text() == before
+        assert "# settings of a console test" in (http_console_dir / "user.yaml").read_text()
+        assert app.state.pending() == {} and app.state.saved.blacklist[-1] == "curl"
+
+
+async def test_plan_whitelist_search_filter_and_discard(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        screen = app.screen
+        sp = screen.subdir_plan
+        funnel_before = (sp.funnel.kept, sp.funnel.added_whitelist)
+        index = await goto_record(pilot, "ghostscript")  # AGPL: dropped by license
+        assert sp.decisions[index].step == "license_blacklist"
+        assert all(sp.records[i].name.count("ghostscript") for i in table(app).view)
+        await pilot.press("w")
+        await pilot.pause()
+        assert sp.decisions[index].included and sp.decisions[index].step == "whitelist"
+        assert app.state.settings.whitelist == ["r-dplyr", "ghostscript"]
+        # the filter: only what was dropped, then only what the whitelist added back
+        await pilot.press("escape")
+        table(app).focus()
+        await pilot.press("slash", *["backspace"] * 11, "enter")
+        assert len(table(app).view) == len(sp.records)
+        await pilot.press("f", "f")
+        await pilot.pause()
+        assert "dropped" in static_text(app, "#plan-filter")
+        assert all(not sp.decisions[i].included for i in table(app).view)
+        assert index not in table(app).view
+        # discard: back to the files, the plan follows
+        await pilot.press("d")
+        await pilot.pause()
+        assert app.state.pending() == {}
+        assert sp.decisions[index].step == "license_blacklist"
+        assert (sp.funnel.kept, sp.funnel.added_whitelist) == funnel_before
+        assert index in table(app).view  # the filter re-ran: dropped again, shown again
+        assert yaml.safe_load((console_dir / "user.yaml").read_text())["whitelist"] == ["r-dplyr"]
+
+
+async def test_plan_subdirs_switch_with_brackets(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.screen.subdir_plan.subdir == "linux-64"
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert app.screen.subdir_plan.subdir == "noarch"
+        assert table(app).count == len(app.state.plan.subdirs["noarch"].records)
+
+
+# ---------------------------------------------------------------- channels and index
+
+
+async def test_channels_table_per_subdir_sortable_and_searchable(internal_channel):
+    app = make_app(load_plan=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await wait_workers(pilot)
+        screen = app.screen
+        t = table(app)
+        assert screen.channel.name == "internal-pkgs" and screen.subdir == "linux-64"
+        names = {screen.repodata.records[i].name for i in t.view}
+        assert names == {"curl", "openssl", "zlib"}
+        await pilot.press("s", "s", "s", "s")  # name, version, build, size
+        assert t.columns[t.sort_column].key == "size"
+        sizes = [screen.repodata.records[i].size for i in t.view]
+        assert sizes == sorted(sizes)
+        await pilot.press("slash", *"zlib", "enter")
+        assert {screen.repodata.records[i].name for i in t.view} == {"zlib"}
+        await pilot.press("right_square_bracket")
+        await wait_workers(pilot)
+        assert screen.subdir == "noarch"
+        assert {screen.repodata.records[i].name for i in range(len(screen.repodata.records))} == {
+            "six",
+            "flask",
+        }
+
+
+async def test_index_shows_stale_and_reindexes_with_progress(internal_channel, demo_channel):
+    add_channel(internal_channel.parent, "team", demo_channel, {"noarch": ["click-"]}, index=False)
+    progress: list[IndexProgress] = []
+    app = make_app(load_plan=False)
+
+    def hook(message):
+        if isinstance(message, IndexProgress):
+            progress.append(message)
+
+    async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
+        await pilot.press("6")
+        await wait_workers(pilot)
+        rows = {(r.channel, r.subdir): r for r in app.screen.rows}
+        assert rows[("internal-pkgs", "linux-64")].fresh
+        assert not rows[("team", "noarch")].fresh and rows[("team", "noarch")].new == 2
+        t = table(app)
+        t.move_to_index(next(i for i, r in enumerate(app.screen.rows) if r.channel == "team"))
+        await pilot.press("i")
+        await wait_workers(pilot)
+        rows = {(r.channel, r.subdir): r for r in app.screen.rows}
+        assert rows[("team", "noarch")].fresh and rows[("team", "noarch")].packages == 2
+        assert (internal_channel.parent / "team" / "noarch" / "repodata.json").exists()
+        assert progress and progress[-1].done and progress[-1].read == 2
+        assert "team: 2 packages, 2 read" in static_text(app, "#index-log")
+
+
+# ---------------------------------------------------------------- clients
+
+
+async def test_clients_condarc_order_ssl_verify_and_write(internal_channel):
+    app = make_app(load_plan=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("7")
+        await pilot.pause()
+        screen = app.screen
+        assert [c.name for c in screen.channels] == ["pkgs", "internal-pkgs"]
+        await pilot.press("J")  # pkgs moves below internal-pkgs
+        await pilot.press("v")  # ssl_verify: false
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, PathDialog)
+        field = app.screen.query_one(Input)
+        field.value = "client/.condarc"
+        await pilot.press("enter")
+        await pilot.pause()
+        written = Path("client/.condarc").read_text()
+        data = yaml.safe_load(written)
+        assert data["channels"] == ["http://127.0.0.1:8080/internal-pkgs", "http://127.0.0.1:8080/pkgs"]
+        assert data["ssl_verify"] is False
+        assert data["default_channels"] == ["http://127.0.0.1:8080/pkgs"]
