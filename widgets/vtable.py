@@ -431,8 +431,8 @@ class VirtualTable(ScrollView, can_focus=True):
             style: Style | None = None
             if column.style is not None:
                 tag = column.style(index)
-                if tag:
-                    style = self.get_component_rich_style(f"virtual-table--{tag}")
+                if tag:  # partial: the tag's colour over the table's own background
+                    style = self.get_component_rich_style(f"virtual-table--{tag}", partial=True)
             if cursor_style is not None:
                 style = style + cursor_style if style is not None else cursor_style
             segments.append(Segment(text, style))

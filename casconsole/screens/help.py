@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.keys import format_key
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
@@ -28,10 +29,18 @@ def _bindings(source: Iterable[BindingType]) -> list[Binding]:
 
 
 def _key_text(binding: Binding) -> str:
-    if binding.key_display:
-        return binding.key_display
-    keys = [k.strip() for k in binding.key.split(",")]
-    return " ".join(k.replace("ctrl+", "^").replace("shift+", "⇧") for k in keys)
+    """Every key of a binding, as a user types it: `? f1`, `^s`, `K ⇧↑`."""
+    arrows = {"up": "↑", "down": "↓", "left": "←", "right": "→"}
+    out = []
+    for key in (k.strip() for k in binding.key.split(",")):
+        *modifiers, name = key.split("+")
+        text = arrows.get(name) or format_key(name)
+        if "shift" in modifiers:
+            text = "⇧" + text
+        if "ctrl" in modifiers:
+            text = "^" + text
+        out.append(text)
+    return " ".join(out)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -66,7 +75,7 @@ class HelpScreen(ModalScreen[None]):
 
     def keys_table(self) -> Table:
         table = Table.grid(padding=(0, 2))
-        table.add_column(width=12, style="bold")
+        table.add_column(width=10, style="bold")
         table.add_column()
         for title, bindings in self.sections():
             table.add_row(Text(title, style="bold underline"), "")

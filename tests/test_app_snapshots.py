@@ -1,0 +1,90 @@
+"""Snapshots of every console screen at 80x24 (pytest-textual-snapshot).
+
+`pytest tests/test_app_snapshots.py --snapshot-update` rewrites them after a deliberate change;
+look at the report (snapshot_report.html) before accepting one. The tests run in a folder of
+relative paths with times frozen (console_fixtures), so the pictures are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+from console_helpers import add_channel, make_app, wait_workers
+
+pytest_plugins = ["console_fixtures"]
+
+SIZE = (80, 24)
+
+
+@pytest.fixture
+def mirror(internal_channel, demo_channel, frozen_ago):
+    """An indexed channel, and a second one with files its index does not know yet."""
+    add_channel(internal_channel.parent, "team", demo_channel, {"noarch": ["click-"]}, index=False)
+    return internal_channel.parent
+
+
+def settle(*keys: str):
+    async def run_before(pilot) -> None:
+        await wait_workers(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await wait_workers(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_overview(snap_compare, mirror):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle())
+
+
+def test_config(snap_compare, console_dir, monkeypatch):
+    (console_dir / "system.yaml").write_text("concurrency: 4\nretries: lots\n")
+    monkeypatch.setenv("CAS_MIRROR_TIMEOUT", "30")
+    # the cursor on `retries`: its problem shows in place
+    keys = ("2", *["down"] * 12)
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle(*keys))
+
+
+def test_plan(snap_compare, console_dir):
+    # ghostscript (AGPL, dropped by license) whitelisted: the funnel, the row, the reason change
+    keys = ("3", "down", "down", "w")
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+
+
+def test_plan_save_shows_the_diff(snap_compare, console_dir):
+    keys = ("3", "down", "b", "ctrl+s")
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+
+
+def test_plan_filter_dropped(snap_compare, console_dir):
+    keys = ("3", "f", "f")
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+
+
+def test_sync(snap_compare, console_dir):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle("4"))
+
+
+def test_channels(snap_compare, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("5"))
+
+
+def test_index(snap_compare, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("6"))
+
+
+def test_clients(snap_compare, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("7"))
+
+
+def test_help(snap_compare, console_dir):
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("question_mark"))
+
+
+def test_failure_dialog(snap_compare, console_dir):
+    # nothing listens on the discard port: the fetch fails with "connection refused"
+    (console_dir / "user.yaml").write_text(
+        "remote_url: http://127.0.0.1:9\nmirror_dir: mirror\nplatforms: [linux-64]\n"
+    )
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle())
