@@ -571,6 +571,10 @@ def index_channel(
     out. With `strict`, any problem leaves every output as it was (the cache still learns what
     was read); `stats.withheld` says so.
 
+    Safe to call from a thread (the console does): workers then start as fresh interpreters,
+    which, as always with multiprocessing, import the program's `__main__` module, so a script
+    calling this needs the usual `if __name__ == "__main__":` guard.
+
     Raises `ChannelError` for a folder that is not a channel or is being indexed already.
     """
     started = time.perf_counter()

@@ -263,6 +263,25 @@ def test_pool_and_single_process_give_identical_outputs(tmp_path: Path) -> None:
         assert (pooled / name).read_bytes() == (single / name).read_bytes()
 
 
+def test_indexing_from_a_thread_uses_fresh_worker_processes(tmp_path: Path) -> None:
+    # the console indexes from a worker thread: the pool must not fork a threaded process
+    from_main = tmp_path / "main"
+    for i in range(24):
+        build_package(from_main / "noarch", spec(f"pkg{i}", "1.0", "noarch"), (".conda", ".tar.bz2")[i % 2])
+    from_thread = tmp_path / "thread"
+    shutil.copytree(from_main, from_thread)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(index_channel(from_thread, workers=2)))
+
+    thread.start()
+    thread.join()
+    index_channel(from_main, workers=2)
+
+    assert result[0].read == 24 and result[0].problems == []
+    for name in ("noarch/repodata.json", "channeldata.json"):
+        assert (from_thread / name).read_bytes() == (from_main / name).read_bytes()
+
+
 # -- bad packages ------------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ linux-64, osx-arm64 and win-64; noarch empty), copies it once per tool, and time
 - casconsole `index_channel` and rattler `index_fs`, each in a fresh Python process, timing only
   the index call (imports and interpreter start excluded);
 - the same runs as a user waits for them: the `cas-index` command and a Python process running
-  rattler, wall clock from start to exit.
+  rattler, wall clock from start to exit, and the CPU time they used (all threads and worker
+  processes), which a busy machine disturbs less than the wall clock.
 
 Cold: no cache, no outputs. Warm: the same command again, nothing changed. rattler writes JSON
 only (no .zst, no shards) and runs in a subprocess because it can crash at interpreter exit after
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -80,20 +82,24 @@ def generate(channel: Path, count: int) -> None:
     (channel / "noarch").mkdir(exist_ok=True)
 
 
-def run(code_or_cmd: list[str]) -> tuple[float, str]:
-    """Wall seconds and stdout of a child process."""
+def run(argv: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (the child and its workers) and stdout of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(code_or_cmd, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - started
-    return wall, result.stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu, result.stdout
 
 
 def timed_pair(argv: list[str], parse: bool) -> dict[str, float]:
     """Cold then warm run of one command; in-process seconds when the child prints them."""
     times: dict[str, float] = {}
     for label in ("cold", "warm"):
-        wall, out = run(argv)
+        wall, cpu, out = run(argv)
         times[f"{label}_wall"] = wall
+        times[f"{label}_cpu"] = cpu
         if parse:
             if not out.strip():
                 sys.exit(f"no timing from {argv[:3]}: the run failed")
@@ -162,6 +168,13 @@ def main() -> int:
                 theirs["cold_wall"],
                 ours_cli["warm_wall"],
                 theirs["warm_wall"],
+            ),
+            (
+                "process, CPU time",
+                ours_cli["cold_cpu"],
+                theirs["cold_cpu"],
+                ours_cli["warm_cpu"],
+                theirs["warm_cpu"],
             ),
         ]
         print()
