@@ -364,7 +364,8 @@ class Connection:
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            if not colon or not name or name[-1:] in (b" ", b"\t"):
+            # no colon, a space before it, or a folded continuation line: malformed
+            if not colon or not name or name[-1:] in (b" ", b"\t") or name[:1] in (b" ", b"\t"):
                 self.req = (method, target, version, headers, start)
                 self._send_error(400, "Bad Request")
                 return

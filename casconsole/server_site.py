@@ -92,7 +92,7 @@ class _Hidden(Exception):
     pass
 
 
-def split_target(target: bytes) -> tuple[list[str], bool, str]:
+def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
     """Request target -> (path segments, trailing slash, raw path for redirects).
 
     Each segment is percent-decoded once. Encoded separators (%2f, %5c), NUL and backslashes
@@ -123,14 +123,12 @@ def split_target(target: bytes) -> tuple[list[str], bool, str]:
             raw = unquote_to_bytes(raw)
             if b"/" in raw or b"\\" in raw or b"\0" in raw:
                 raise _BadRequest
-        try:
-            seg = raw.decode()
-        except UnicodeDecodeError:
-            raise _BadRequest from None
+        # file names are bytes on POSIX: names that are not UTF-8 still map to their file
+        seg = raw.decode("utf-8", "surrogateescape")
         if seg[0] == ".":
             raise _Hidden
         segs.append(seg)
-    return segs, target.endswith(b"/"), target.decode("latin-1")
+    return segs, target.endswith(b"/"), target
 
 
 def content_type(name: str) -> str:
@@ -344,13 +342,13 @@ class Site:
             return error(404)
 
         token = None
-        log_path = "/" + "/".join(segs)
+        log_path = "/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] == TOKEN_PREFIX:
             if len(segs) < 2:
                 return error(404, log_path)
             token = segs[1]
             segs = segs[2:]
-            log_path = "/t/<token>/" + "/".join(segs)
+            log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
         granted: frozenset[str] = frozenset()
         if segs and segs[0] in self.private:
             if token is None:
@@ -376,7 +374,7 @@ class Site:
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 if not trailing:
-                    location = quote(raw_path, safe="/%:@!$&'()*+,;=-._~") + "/"
+                    location = quote(raw_path, safe="/%:@!$&'()*+,;=-._~") + "/"  # as sent
                     resp = error(301, log_path, "Moved Permanently")
                     resp.headers.append(f"Location: {location}")
                     return resp
@@ -560,14 +558,14 @@ class Site:
             out.append("<tr><td><a href='../'>../</a></td><td></td><td></td></tr>\n")
         for _, name, is_dir, size, mtime in rows:
             shown = name + "/" if is_dir else name
-            href = quote(shown)
+            href = quote(shown.encode("utf-8", "surrogateescape"))
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
             out.append(
                 f"<tr><td><a href='{href}'>{html.escape(shown)}</a></td>"
                 f"<td>{'' if is_dir else size}</td><td>{when}</td></tr>\n"
             )
         out.append("</table></body></html>\n")
-        return "".join(out).encode()
+        return "".join(out).encode("utf-8", "surrogateescape")
 
     # ---------------------------------------------------------------- nginx auth_request
 

@@ -295,7 +295,7 @@ def test_malformed_requests_get_4xx_not_a_crash(server):
         b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
         b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
         b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
-        b"GET /pkgs/%ff%fe HTTP/1.1\r\n\r\n",
+        b"GET /pkgs/%ff%fe HTTP/1.1\r\nConnection: close\r\n\r\n",
     ):
         status, _, _ = raw(server.port, request)
         assert 400 <= status < 500 or (status == 505 and b"HTTP/2" in request), request
@@ -339,3 +339,31 @@ def test_mtime_and_size_make_the_etag(tmp_path):
         r = c.get("/pkgs/noarch/repodata.json", headers={"If-None-Match": e1})
         assert r.status_code == 200
         assert r.json()["x"] == 1
+
+
+def test_odd_file_names_are_listed_and_served(tmp_path):
+    root = make_mirror(tmp_path / "mirror")
+    sub = root / "pkgs" / "noarch"
+    (sub / "café-1.0-0.tar.bz2").write_bytes(b"utf-8 name")
+    os.makedirs(os.fsencode(sub / "latin") + b"-\xe9")  # not UTF-8
+    (sub / "with space & 'quote'.json").write_bytes(b"{}")
+    with Server(root, workers=1) as srv, httpx.Client(base_url=srv.url) as c:
+        page = c.get("/pkgs/noarch/")
+        assert page.status_code == 200
+        assert "caf%C3%A9-1.0-0.tar.bz2" in page.text
+        assert "latin-%E9/" in page.text
+        assert "with%20space%20%26%20%27quote%27.json" in page.text
+        assert c.get("/pkgs/noarch/caf%C3%A9-1.0-0.tar.bz2").content == b"utf-8 name"
+        assert c.get("/pkgs/noarch/latin-%E9/").status_code == 200
+        r = c.get("/pkgs/noarch/latin-%E9")
+        assert r.status_code == 301
+        assert r.headers["location"] == "/pkgs/noarch/latin-%E9/"
+        assert c.get("/pkgs/noarch/with%20space%20%26%20'quote'.json").status_code == 200
+        status, headers, _ = get(srv.port, "/pkgs/noarch/latin-\xe9".encode("latin-1"))
+        assert status == 301
+        assert headers["location"] == "/pkgs/noarch/latin-%E9/"
+
+
+def test_folded_header_lines_are_refused(server):
+    status, _, _ = raw(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n folded: x\r\n\r\n")
+    assert status == 400
