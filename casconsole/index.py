@@ -305,6 +305,8 @@ class _SubdirCache(msgspec.Struct):
     # the (size, mtime_ns) of each output as written, to notice when another tool replaced it
     outputs: dict[str, tuple[int, int]] = {}
     indexed_at: float | None = None
+    # channeldata.json was written after these outputs (kept across runs: a run may stop between)
+    in_channeldata: bool = False
 
 
 class _Cache(msgspec.Struct):
@@ -588,25 +590,11 @@ def index_channel(
     stats = IndexStats(channel=channel)
     with _channel_lock(channel):
         cache = _load_cache(channel)
-        scans = [_scan_subdir(channel, s) for s in _subdir_names(channel)]
-        dirty = set(cache.subdirs) != {s.subdir for s in scans}
-        cache.subdirs = {s.subdir: cache.subdirs.get(s.subdir, _SubdirCache()) for s in scans}
-        per_subdir = {s.subdir: SubdirStats(s.subdir) for s in scans}
-
-        todo: list[_Todo] = []
-        for scan in scans:
-            sub, sub_stats = cache.subdirs[scan.subdir], per_subdir[scan.subdir]
-            for fn in [fn for fn in sub.files if fn not in scan.files]:
-                del sub.files[fn]
-                dirty = True
-            sub_stats.gone = sum(1 for fn in sub.published if fn not in scan.files)
-            for fn, (size, mtime_ns) in sorted(scan.files.items()):
-                entry = sub.files.get(fn)
-                if entry is None or entry.size != size or entry.mtime_ns != mtime_ns:
-                    todo.append((scan.subdir, fn, size))
-                else:
-                    sub_stats.cached += 1
-
+        scans = {s: _scan_subdir(channel, s) for s in _subdir_names(channel)}
+        dirty = set(cache.subdirs) != set(scans)
+        cache.subdirs = {s: cache.subdirs.get(s, _SubdirCache()) for s in scans}
+        per_subdir = {s: SubdirStats(s) for s in scans}
+        todo, forgot = _plan_reads(cache, scans, per_subdir)
         problems: list[Problem] = []
 
         def report(problem: Problem) -> None:
@@ -616,27 +604,25 @@ def index_channel(
         sink(
             IndexStarted(
                 channel=str(channel),
-                subdirs=tuple(s.subdir for s in scans),
-                packages=sum(len(s.files) for s in scans),
+                subdirs=tuple(scans),
+                packages=sum(len(s.files) for s in scans.values()),
                 to_read=len(todo),
                 to_read_bytes=sum(t[2] for t in todo),
             )
         )
-        for scan in scans:
+        for scan in scans.values():
             for stray in scan.strays:
                 report(stray)
-            sub = cache.subdirs[scan.subdir]
-            for fn in sorted(scan.files):
-                entry = sub.files.get(fn)
-                if entry and entry.problem and (entry.size, entry.mtime_ns) == scan.files[fn]:
-                    report(Problem(scan.subdir, fn, entry.problem))
-
-        scans_by_name = {s.subdir: s for s in scans}
+            files = cache.subdirs[scan.subdir].files
+            for fn, key in sorted(scan.files.items()):
+                entry = files.get(fn)
+                if entry and entry.problem and (entry.size, entry.mtime_ns) == key:
+                    report(Problem(scan.subdir, fn, entry.problem))  # remembered, not re-read
 
         def on_result(item: _Todo, result: ReadResult | None) -> None:
             subdir, fn, _ = item
             if result is None:  # deleted since the scan: it simply is not there
-                scans_by_name[subdir].files.pop(fn, None)
+                scans[subdir].files.pop(fn, None)
                 cache.subdirs[subdir].files.pop(fn, None)
                 return
             cache.subdirs[subdir].files[fn] = _Entry(
@@ -650,38 +636,20 @@ def index_channel(
         try:
             _read_all(channel, todo, workers, on_result)
         finally:
-            if todo or dirty:
+            if todo or forgot or dirty:
                 _save_cache(channel, cache)  # what was read is kept, even on Ctrl-C
 
         stats.problems = sorted(problems)
         stats.withheld = strict and bool(problems)
-        changed = False
-        for scan in scans:
-            sub, sub_stats = cache.subdirs[scan.subdir], per_subdir[scan.subdir]
-            current = {fn: (e.size, e.mtime_ns) for fn, e in sub.files.items() if fn in scan.files}
-            fresh = current == sub.published and _outputs_intact(scan.path, sub)
-            if not fresh and not stats.withheld:
-                sub.published = current
-                _write_subdir(scan, sub)
-                sub.outputs = _fingerprint(scan.path, _OUTPUTS)
-                sub.indexed_at = time.time()
-                sub_stats.written = changed = True
-            sub_stats.packages = _record_count(sub)
-            sink(SubdirIndexed(scan.subdir, sub_stats.packages, sub_stats.written))
-
-        subdir_names = [s.subdir for s in scans]
-        if not stats.withheld and (
-            changed
-            or cache.channeldata_subdirs != subdir_names
-            or cache.channeldata is None
-            or _channeldata_fingerprint(channel) != tuple(cache.channeldata)
-        ):
-            _write_channeldata(channel, cache)
-            cache.channeldata = _channeldata_fingerprint(channel)
-            cache.channeldata_subdirs = subdir_names
-            stats.channeldata_written = changed = True
-        if changed:
-            _save_cache(channel, cache)
+        if not stats.withheld:
+            for scan in scans.values():
+                per_subdir[scan.subdir].written = _publish_subdir(scan, cache.subdirs[scan.subdir])
+            stats.channeldata_written = _publish_channeldata(channel, cache)
+            if stats.written:
+                _save_cache(channel, cache)
+        for subdir, sub_stats in per_subdir.items():
+            sub_stats.packages = _record_count(cache.subdirs[subdir])
+            sink(SubdirIndexed(subdir, sub_stats.packages, sub_stats.written))
 
     stats.subdirs = list(per_subdir.values())
     stats.seconds = time.perf_counter() - started
@@ -698,6 +666,59 @@ def index_channel(
         )
     )
     return stats
+
+
+def _plan_reads(
+    cache: _Cache, scans: dict[str, _Scan], per_subdir: dict[str, SubdirStats]
+) -> tuple[list[_Todo], bool]:
+    """The files to read (new, or changed by size or mtime); forgets deleted ones, and says
+    whether it did."""
+    todo: list[_Todo] = []
+    forgot = False
+    for subdir, scan in scans.items():
+        sub, sub_stats = cache.subdirs[subdir], per_subdir[subdir]
+        for fn in [fn for fn in sub.files if fn not in scan.files]:
+            del sub.files[fn]
+            forgot = True
+        sub_stats.gone = sum(1 for fn in sub.published if fn not in scan.files)
+        for fn, (size, mtime_ns) in sorted(scan.files.items()):
+            entry = sub.files.get(fn)
+            if entry is None or entry.size != size or entry.mtime_ns != mtime_ns:
+                todo.append((subdir, fn, size))
+            else:
+                sub_stats.cached += 1
+    return todo, forgot
+
+
+def _publish_subdir(scan: _Scan, sub: _SubdirCache) -> bool:
+    """Write the subdir's outputs unless they already show exactly its current files."""
+    current = {fn: (e.size, e.mtime_ns) for fn, e in sub.files.items() if fn in scan.files}
+    if current == sub.published and _outputs_intact(scan.path, sub):
+        return False
+    sub.published = current
+    _write_subdir(scan, sub)
+    sub.outputs = _fingerprint(scan.path, _OUTPUTS)
+    sub.indexed_at = time.time()
+    sub.in_channeldata = False
+    return True
+
+
+def _publish_channeldata(channel: Path, cache: _Cache) -> bool:
+    """Write channeldata.json unless it is intact and no subdir changed since it was written."""
+    subdirs = sorted(cache.subdirs)
+    intact = (
+        cache.channeldata is not None
+        and cache.channeldata_subdirs == subdirs
+        and _channeldata_fingerprint(channel) == tuple(cache.channeldata)
+    )
+    if intact and all(sub.in_channeldata for sub in cache.subdirs.values()):
+        return False
+    _write_channeldata(channel, cache)
+    cache.channeldata = _channeldata_fingerprint(channel)
+    cache.channeldata_subdirs = subdirs
+    for sub in cache.subdirs.values():
+        sub.in_channeldata = True
+    return True
 
 
 def _write_channeldata(channel: Path, cache: _Cache) -> None:
@@ -754,5 +775,6 @@ def index_status(channel_dir: str | os.PathLike[str]) -> ChannelStatus:
         cache.channeldata is not None
         and _channeldata_fingerprint(channel) == tuple(cache.channeldata)
         and cache.channeldata_subdirs == [s.subdir for s in statuses]
+        and all(sub.in_channeldata for sub in cache.subdirs.values())
     )
     return ChannelStatus(channel, tuple(statuses), channeldata_fresh)
