@@ -132,7 +132,7 @@ def _open_log(target: str | None) -> int | None:
     try:
         return os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise ServerError(f"cannot open access log {target}: {exc.strerror}") from None
+        raise ServerError(f"cannot open access log {target}: {exc.strerror}", 2) from None
 
 
 def _raise_fd_limit() -> None:

@@ -67,6 +67,7 @@ def test_settings_give_the_root_host_port_and_private_channels(mirror, tmp_path)
         (["--auth-backend", "127.0.0.1:1"], "--auth-backend goes with --nginx-config"),
         (["--nginx-config", "--auth-backend", "nocolon"], "HOST:PORT"),
         (["--bogus"], "unrecognized arguments"),
+        (["--access-log", "/nonexistent/dir/access.log"], "cannot open access log"),
     ],
 )
 def test_bad_input_says_what_is_wrong_and_exits_2(mirror, args, message):
