@@ -416,6 +416,11 @@ def test_status_counts_new_changed_missing_without_writing(tmp_path: Path) -> No
     assert repaired["osx-arm64"].written and not repaired["linux-64"].written
     assert index_status(channel).fresh
 
+    (channel / "channeldata.json").unlink()
+    assert not index_status(channel).channeldata_fresh
+    assert index_channel(channel).channeldata_written
+    assert index_status(channel).fresh
+
 
 def test_status_to_json_is_plain_json(tmp_path: Path) -> None:
     channel = make_channel(tmp_path)
