@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --nginx-config: the cas-server nginx asks about tokens "
         "(default: 127.0.0.1 and the port after --port)",
     )
-    sub = parser.add_subparsers(dest="command", title="commands", metavar="token ...")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="token")
     token = sub.add_parser("token", help="manage tokens of private channels")
     tsub = token.add_subparsers(dest="action", metavar="add|list|revoke", required=True)
     add = tsub.add_parser("add", help="create a token for CHANNEL and print it (shown once)")
