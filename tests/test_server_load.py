@@ -230,3 +230,52 @@ def test_a_worker_that_dies_is_replaced(tmp_path):
             assert r.status_code == 200
         assert srv.stop() == 0
     assert any("starting a new one" in line for line in srv.stderr)
+
+
+@pytest.mark.slow
+def test_cas_index_rewriting_a_channel_while_serving_never_gives_a_partial_repodata(tmp_path):
+    from casconsole.archive import PackageSpec, build_package
+    from casconsole.index import index_channel
+
+    root = make_mirror(tmp_path / "mirror")
+    channel = root / "team-pkgs"
+    for i in range(30):
+        build_package(channel / "noarch", PackageSpec(f"base{i}", "1.0", subdir="noarch"), ".conda")
+    index_channel(channel, workers=1)
+    stop = threading.Event()
+    rounds = [0]
+    problems: list[str] = []
+
+    def indexer() -> None:
+        n = 0
+        while not stop.is_set():
+            path = build_package(channel / "noarch", PackageSpec("moving", f"{n}.0", subdir="noarch"))
+            index_channel(channel, workers=1)
+            path.unlink()
+            n += 1
+            rounds[0] = n
+
+    def reader(headers: dict) -> None:
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            while not stop.is_set():
+                r = c.get("/team-pkgs/noarch/repodata.json", headers=headers)
+                try:
+                    doc = r.json()
+                    assert r.status_code == 200
+                    assert sum(len(doc[k]) for k in ("packages", "packages.conda")) in (30, 31)
+                except (AssertionError, ValueError, KeyError) as exc:
+                    problems.append(repr(exc))
+
+    with Server(root) as srv:
+        threads = [threading.Thread(target=indexer)] + [
+            threading.Thread(target=reader, args=(h,))
+            for h in ({"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip"})
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not problems, problems[:5]
+    assert rounds[0] > 5
