@@ -67,6 +67,19 @@ def _payload_matches(prefix: Path, spec: PackageSpec) -> None:
         assert (prefix / rel).read_bytes() == content, rel
 
 
+def _prefix_matches_archive(prefix: Path, archive: Path) -> int:
+    """Every payload file of the package is in the prefix with the same bytes; returns the count."""
+    from conda_package_streaming.package_streaming import stream_conda_component
+
+    count = 0
+    with archive.open("rb") as fh:
+        for tar, member in stream_conda_component(archive.name, fh):
+            if member.isfile() and not member.name.startswith("info/"):
+                assert (prefix / member.name).read_bytes() == tar.extractfile(member).read(), member.name
+                count += 1
+    return count
+
+
 def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path):
     mirror = tmp_path / "mirror"
     channel = mirror / PRIVATE
@@ -92,6 +105,7 @@ def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path)
         by_name = {(s.name, s.version): s for s in specs}
         for r in records:
             _payload_matches(prefix, by_name[(r.name.normalized, str(r.version))])
+            assert _prefix_matches_archive(prefix, channel / r.subdir / r.file_name) > 0
             meta = prefix / "conda-meta" / f"{r.name.normalized}-{r.version}-{r.build}.json"
             assert meta.exists()
         # the downloaded archives are the served files, byte for byte
@@ -127,11 +141,12 @@ def test_demo_upstream_synced_then_served_installs(tmp_path, demo_url):
     assert synced.returncode == 0, synced.stderr
     with Server(mirror) as srv:
         prefix = tmp_path / "env"
-        records = _solve_and_install(f"{srv.url}/pkgs", ["python"], prefix, tmp_path / "cache")
-        assert len(records) > 1  # a package with dependencies
+        records = _solve_and_install(f"{srv.url}/pkgs", ["curl"], prefix, tmp_path / "cache")
+        assert {"curl", "openssl", "zlib"} <= {r.name.normalized for r in records}  # dependencies
         for r in records:
             served = mirror / "pkgs" / r.subdir / r.file_name
             assert hashlib.sha256(served.read_bytes()).hexdigest() == r.sha256.hex()
+            _prefix_matches_archive(prefix, served)
             meta = prefix / "conda-meta" / f"{r.name.normalized}-{r.version}-{r.build}.json"
             assert meta.exists()
     shutil.rmtree(prefix, ignore_errors=True)
