@@ -11,6 +11,7 @@ import humanize
 from ..config import Settings
 from ..plan import Plan, make_plan
 from ..repodata import RepoDataError
+from . import sync_run
 from .common import add_settings_arguments, fail, settings_from_args
 
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--show", action="store_true", help="print the effective settings and their origins")
     mode.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sync_run.add_sync_arguments(parser, mode)
     add_settings_arguments(parser)
     return parser
 
@@ -96,8 +98,7 @@ def print_plan(plan: Plan, out=None) -> None:
 
 
 def run_sync(settings: Settings, args: argparse.Namespace) -> int:
-    print("cas-sync: syncing is not yet available; use --dry-run or --show", file=sys.stderr)
-    return 2
+    return sync_run.run(settings, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,437 @@
+"""cas-sync's sync half: run a sync (progress bars, plain lines or JSON), --status, --detach.
+
+Exit status: 0 when every file is in place, 1 when a file (or the sync) failed, 2 when another
+sync holds the mirror or the settings are wrong, 130 when stopped by Ctrl-C (or SIGTERM/SIGHUP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import humanize
+import yaml
+
+from ..config import Settings
+from ..events import Event
+from ..sync import Sync, SyncError, SyncLocked, SyncStats, SyncStatus, lock_holder, log_path, read_status
+from ..sync_events import (
+    FileDone,
+    FileFailed,
+    FileProgress,
+    FileRemoved,
+    FileRetry,
+    FileStarted,
+    SubdirDone,
+    SubdirPlanned,
+    SyncFinished,
+    SyncStarted,
+    SyncWarning,
+)
+from ..sync_lock import state_dir
+from .common import fail
+
+DETACHED_OUTPUT = "sync-detached.out"
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser, mode: argparse._MutuallyExclusiveGroup) -> None:
+    mode.add_argument(
+        "--status", action="store_true", help="report the running or last sync of the mirror and exit"
+    )
+    parser.add_argument("--verify", action="store_true", help="re-hash every mirrored file; repair bad ones")
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="run the sync in the background as its own session (survives logout); print its pid",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="plain lines, even on a terminal")
+    parser.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.status:
+        return print_status(settings, args.json)
+    if args.detach:
+        return detach(settings, args)
+    if args.detached_child and args.config:
+        with contextlib.suppress(OSError):
+            Path(args.config).unlink()  # the settings handed over by --detach; read already
+    return foreground(settings, args)
+
+
+# ---------------------------------------------------------------- running in the foreground
+
+
+def foreground(settings: Settings, args: argparse.Namespace) -> int:
+    if args.json:
+        sink: _Sink = JsonSink(sys.stdout)
+    elif sys.stdout.isatty() and not args.no_progress:
+        sink = RichSink()
+    else:
+        sink = PlainSink(sys.stdout)
+    sync = Sync(settings, sink, verify=args.verify)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if sync.cancelled:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the workers
+        print(
+            f"cas-sync: {signal.Signals(signum).name}: stopping (press Ctrl-C again to force)",
+            file=sys.stderr,
+        )
+        sync.cancel()
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    try:
+        with sink:
+            stats = sync.run()
+    except SyncLocked as exc:
+        fail(str(exc), status=2)
+    except SyncError as exc:
+        fail(str(exc), status=2)
+    except KeyboardInterrupt:
+        print("cas-sync: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not args.json:
+        summary(stats, args.verify, sys.stdout if stats.exit_status == 0 else sys.stderr)
+    return stats.exit_status
+
+
+def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
+    if stats.state == "error":
+        print(f"cas-sync: error: {stats.error}", file=out)
+        return
+    rate = stats.fetched_bytes / stats.seconds if stats.seconds else 0
+    words = {"done": "done", "failed": "finished with failures", "cancelled": "cancelled"}[stats.state]
+    print(
+        f"cas-sync: {words} in {stats.seconds:.1f} s: {stats.downloaded:,} downloaded "
+        f"({humanize.naturalsize(stats.fetched_bytes)}, {humanize.naturalsize(rate)}/s), "
+        f"{stats.present:,} already verified, {stats.failed:,} failed, {stats.removed:,} removed; "
+        f"{stats.packages:,} packages in repodata",
+        file=out,
+    )
+    if verify or stats.checked:
+        print(f"cas-sync: hashed {stats.checked:,} files on disk: {stats.corrupt:,} bad", file=out)
+    for subdir, fn, reason in stats.failures:
+        print(f"cas-sync: failed: {subdir}/{fn}: {reason}", file=out)
+
+
+class _Sink:
+    def __call__(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class JsonSink(_Sink):
+    """One JSON object per event and line."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        self.out.write(json.dumps(event.to_json(), separators=(",", ":"), default=str) + "\n")
+        self.out.flush()
+
+
+class _Totals:
+    """Bytes settled so far, overall and per subdir, from the events."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.sub_total: dict[str, int] = {}
+        self.done: dict[tuple[str, str], int] = {}  # in flight
+
+    def planned(self, e: SubdirPlanned) -> None:
+        self.sub_total[e.subdir] = e.bytes + e.check_bytes
+        self.total += e.bytes + e.check_bytes
+
+    def moved(self, subdir: str, fn: str, done: int) -> int:
+        """Record `fn` at `done` bytes; returns the change."""
+        before = self.done.get((subdir, fn), 0)
+        self.done[(subdir, fn)] = done
+        return done - before
+
+
+class PlainSink(_Sink):
+    """Lines for logs and pipes: what was planned, warnings, failures, a progress line now and then."""
+
+    EVERY = 10.0  # seconds between progress lines
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.totals = _Totals()
+        self.settled = 0
+        self.files = self.files_done = 0
+        self.started = time.monotonic()
+        self.last = self.started
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        t = self.totals
+        if isinstance(event, SyncStarted):
+            self.line(
+                f"cas-sync: {event.remote_url} -> {event.mirror_dir}/{event.channel}"
+                f" ({', '.join(event.subdirs)})" + (", verifying every file" if event.verify else "")
+            )
+        elif isinstance(event, SyncWarning):
+            self.line(f"warning: {event.subdir + ': ' if event.subdir else ''}{event.message}")
+        elif isinstance(event, SubdirPlanned):
+            t.planned(event)
+            self.files += event.files + event.check
+            self.line(
+                f"{event.subdir}: {event.kept:,} kept of {event.upstream:,}; {event.present:,} in place, "
+                f"{event.files:,} to download ({humanize.naturalsize(event.bytes)}), "
+                f"{event.check:,} to check, {event.delete:,} to remove"
+            )
+        elif isinstance(event, (FileStarted, FileProgress)):
+            self.settled += t.moved(
+                event.subdir, event.fn, getattr(event, "done", getattr(event, "offset", 0))
+            )
+        elif isinstance(event, FileDone):
+            self.settled += t.moved(event.subdir, event.fn, event.size)
+            t.done.pop((event.subdir, event.fn), None)
+            self.files_done += 1
+        elif isinstance(event, FileRetry):
+            self.line(f"retry: {event.subdir}/{event.fn}: {event.reason} (attempt {event.attempt})")
+        elif isinstance(event, FileFailed):
+            self.settled -= t.done.pop((event.subdir, event.fn), 0)
+            t.total -= event.size
+            self.files_done += 1
+            self.line(f"failed: {event.subdir}/{event.fn}: {event.reason} (after {event.attempts} attempts)")
+        elif isinstance(event, FileRemoved):
+            self.line(f"removed: {event.subdir}/{event.fn} ({event.reason})")
+        elif isinstance(event, SubdirDone):
+            self.line(
+                f"{event.subdir}: done, {event.packages:,} packages in repodata.json"
+                + ("" if event.repodata_written else " (unchanged)")
+            )
+        now = time.monotonic()
+        if now - self.last >= self.EVERY and not isinstance(event, SyncFinished):
+            self.last = now
+            rate = self.settled / (now - self.started)
+            eta = (t.total - self.settled) / rate if rate else 0
+            self.line(
+                f"progress: {self.files_done:,}/{self.files:,} files, {humanize.naturalsize(self.settled)}"
+                f" of {humanize.naturalsize(t.total)}, {humanize.naturalsize(rate)}/s, {eta:.0f} s left"
+            )
+
+
+class RichSink(_Sink):
+    """Progress bars on a terminal: overall bytes with rate and ETA, one bar per subdir."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(bar_width=None),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+            refresh_per_second=5,
+        )
+        self.totals = _Totals()
+        self.overall = self.progress.add_task("all", total=None)
+        self.tasks: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> RichSink:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _advance(self, subdir: str, delta: int) -> None:
+        if delta:
+            self.progress.advance(self.overall, delta)
+            if subdir in self.tasks:
+                self.progress.advance(self.tasks[subdir], delta)
+
+    def __call__(self, event: Event) -> None:
+        p, t = self.progress, self.totals
+        with self.lock:
+            if isinstance(event, SyncStarted):
+                p.console.print(f"cas-sync: {event.remote_url} -> {event.mirror_dir}/{event.channel}")
+            elif isinstance(event, SubdirPlanned):
+                t.planned(event)
+                p.update(self.overall, total=t.total)
+                self.tasks[event.subdir] = p.add_task(event.subdir, total=event.bytes + event.check_bytes)
+            elif isinstance(event, (FileStarted, FileProgress)):
+                done = event.done if isinstance(event, FileProgress) else event.offset
+                self._advance(event.subdir, t.moved(event.subdir, event.fn, done))
+            elif isinstance(event, FileDone):
+                self._advance(event.subdir, t.moved(event.subdir, event.fn, event.size))
+                t.done.pop((event.subdir, event.fn), None)
+            elif isinstance(event, FileFailed):
+                self._advance(event.subdir, -t.done.pop((event.subdir, event.fn), 0))
+                t.total -= event.size
+                p.update(self.overall, total=t.total)
+                if event.subdir in self.tasks:
+                    task = self.tasks[event.subdir]
+                    p.update(task, total=p.tasks[task].total - event.size)
+                p.console.print(f"[red]failed[/]: {event.subdir}/{event.fn}: {event.reason}")
+            elif isinstance(event, FileRetry):
+                p.console.print(
+                    f"[yellow]retry[/]: {event.subdir}/{event.fn}: {event.reason}", highlight=False
+                )
+            elif isinstance(event, SyncWarning):
+                p.console.print(
+                    f"[yellow]warning[/]: {event.subdir + ': ' if event.subdir else ''}{event.message}"
+                )
+            elif isinstance(event, FileRemoved):
+                p.console.print(f"removed: {event.subdir}/{event.fn} ({event.reason})", highlight=False)
+
+
+# ---------------------------------------------------------------- --status
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_status(settings: Settings, as_json: bool) -> int:
+    status = read_status(settings.mirror_dir)
+    if as_json:
+        print(json.dumps(status.to_json(), indent=1, default=str))
+        return 0
+    print(format_status(status, settings.mirror_dir))
+    return 0
+
+
+def format_status(status: SyncStatus, mirror_dir: Path) -> str:
+    if status.state == "none":
+        return f"no sync has run in {mirror_dir} (no {log_path(mirror_dir)})"
+    state = status.state
+    if state == "running":
+        state = f"running (pid {status.pid})"
+    elif state == "interrupted":
+        state = f"interrupted (pid {status.pid} is gone without finishing; run cas-sync again to resume)"
+    size = humanize.naturalsize
+    lines = [
+        f"sync of {status.remote_url} into {status.mirror_dir}/{status.channel}",
+        f"  state     {state}" + (", verifying every file" if status.verify else ""),
+        f"  started   {_when(status.started)}",
+        f"  finished  {_when(status.finished)}",
+        f"  files     {status.files_done:,} done, {status.files_left:,} left, {status.files_failed:,} failed"
+        f" (of {status.files_total:,} to fetch or check)",
+        f"  bytes     {size(status.bytes_done)} done, {size(status.bytes_left)} left"
+        f" (of {size(status.bytes_total)}; {size(status.rate)}/s on average)",
+    ]
+    if status.eta is not None:
+        lines.append(f"  eta       {humanize.naturaldelta(status.eta)}")
+    if status.error:
+        lines.append(f"  error     {status.error}")
+    for name, sub in status.subdirs.items():
+        mark = f"{sub.packages:,} packages in repodata" if sub.finished else "in progress"
+        lines.append(
+            f"  {name:<10}{sub.done:,}/{sub.total:,} files, {sub.failed:,} failed,"
+            f" {sub.removed:,} removed; {mark}"
+        )
+    for transfer in list(status.active.values())[:10]:
+        lines.append(
+            f"  fetching  {transfer.subdir}/{transfer.fn} {size(transfer.done)} / {size(transfer.size)}"
+        )
+    for failure in status.failures[:50]:
+        lines.append(f"  failed    {failure['subdir']}/{failure['fn']}: {failure['reason']}")
+    if len(status.failures) > 50:
+        lines.append(
+            f"  ... and {len(status.failures) - 50:,} more failures (--status --json lists them all)"
+        )
+    for warning in status.warnings[:20]:
+        lines.append(f"  warning   {warning}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- --detach
+
+
+def _absolute(settings: Settings) -> dict[str, Any]:
+    values = settings.as_dict()
+    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
+    ssl_verify = values["ssl_verify"]
+    if isinstance(ssl_verify, str) and Path(ssl_verify).exists():
+        values["ssl_verify"] = str(Path(ssl_verify).resolve())
+    remote = values["remote_url"]
+    if "://" not in remote:
+        values["remote_url"] = str(Path(remote).expanduser().resolve())
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def detach(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the sync as its own session (setsid), print its pid and log, and return."""
+    holder = lock_holder(settings.mirror_dir)
+    if holder:
+        fail(f"another sync of this mirror is running (pid {holder})", status=2)
+    cas = state_dir(settings.mirror_dir)
+    cas.mkdir(parents=True, exist_ok=True)
+    config = cas / f"detached-settings.{os.getpid()}.yaml"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a proxy password
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(_absolute(settings), fh, sort_keys=False)
+    output = cas / DETACHED_OUTPUT
+    command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
+    command += ["--no-progress"] + (["--verify"] if args.verify else []) + (["--json"] if args.json else [])
+    with open(output, "ab") as out:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # setsid: no controlling terminal, no SIGHUP when the SSH session ends
+            cwd="/",
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # until the child holds the lock, or gave up
+        code = child.poll()
+        if code is not None:
+            with contextlib.suppress(OSError):
+                config.unlink()
+            tail = output.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            for line in tail:
+                print(line, file=sys.stderr)
+            return code
+        if read_status(settings.mirror_dir).pid == child.pid:
+            break
+        time.sleep(0.05)
+    print(f"cas-sync: syncing in the background, pid {child.pid}")
+    print(f"  status log  {log_path(settings.mirror_dir)}")
+    print(f"  output      {output}")
+    print(f"  follow it   cas-sync --status --mirror-dir {settings.mirror_dir}   (stop it: kill {child.pid})")
+    return 0

@@ -1,0 +1,335 @@
+"""Getting one package file into place: streamed, hashed while written, verified, renamed.
+
+A download goes to `.<fn>.part` beside its final name, is hashed as it is written, and is
+renamed to `<fn>` only when its size and sha256 (md5 where the record has no sha256) match the
+record. A `.part` left by an interrupted sync is resumed with a Range request where the server
+allows it (its bytes are hashed first); a resumed file that does not verify is fetched again
+from the start. Timeouts, connection errors, truncated bodies, wrong bytes and HTTP 5xx / 408
+/ 429 are retried with exponential backoff; other HTTP errors fail the file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .events import Event
+from .sync_events import FileProgress, FileRetry, FileStarted
+from .sync_store import Verified
+
+CHUNK = 1 << 20  # bytes read from the file when hashing what is on disk
+PROGRESS_EVERY = 0.25  # seconds between FileProgress events of one file
+BACKOFF_BASE = 0.5  # seconds before the first retry; doubled each time, capped
+BACKOFF_CAP = 30.0
+
+
+class Cancelled(Exception):
+    """The sync was cancelled while this file was in flight."""
+
+
+class _Retry(Exception):
+    """This attempt failed in a way another attempt may not; `fresh` drops the partial file."""
+
+    def __init__(self, reason: str, fresh: bool = False):
+        super().__init__(reason)
+        self.fresh = fresh
+
+
+class _Fail(Exception):
+    """This file cannot be had (HTTP 404, a local error): no retry."""
+
+
+@dataclass
+class FileJob:
+    """One file of the plan: where it comes from, where it goes, what it must hash to."""
+
+    subdir: str
+    fn: str
+    url: str
+    dest: Path
+    size: int
+    sha256: str | None
+    md5: str | None
+    check_first: bool = False  # a file is at `dest` already: hash it, download only if bad
+
+    @property
+    def part(self) -> Path:
+        return self.dest.with_name(f".{self.fn}.part")
+
+
+@dataclass
+class Outcome:
+    job: FileJob
+    ok: bool
+    action: str = "downloaded"  # downloaded | checked | repaired
+    reason: str = ""
+    attempts: int = 0
+    fetched: int = 0
+    resumed: bool = False
+    corrupt: str = ""  # why the file found at dest did not verify
+    verified: Verified | None = None
+
+
+class _Hashes:
+    """sha256 always (it is what the verified-file record keeps), md5 only when needed."""
+
+    def __init__(self, want_md5: bool):
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5() if want_md5 else None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha256.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
+
+    def mismatch(self, job: FileJob) -> str | None:
+        """Why the digests do not match the record, or None."""
+        sha = self.sha256.hexdigest()
+        if job.sha256:
+            return None if sha == job.sha256.lower() else f"sha256 mismatch (got {sha[:12]}…)"
+        md5 = self.md5.hexdigest() if self.md5 is not None else ""
+        return None if md5 == (job.md5 or "").lower() else f"md5 mismatch (got {md5[:12]}…)"
+
+    def verified(self, st: os.stat_result) -> Verified:
+        return Verified(
+            st.st_size, st.st_mtime_ns, self.sha256.hexdigest(), self.md5.hexdigest() if self.md5 else ""
+        )
+
+
+def hash_file(path: Path, job: FileJob, cancel: threading.Event) -> tuple[_Hashes, int]:
+    """Hash the file at `path` (never following a symlink); returns the hashes and bytes read."""
+    hashes = _Hashes(not job.sha256)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    total = 0
+    try:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while True:
+            if cancel.is_set():
+                raise Cancelled
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            hashes.update(view[:n])
+            total += n
+    finally:
+        os.close(fd)
+    return hashes, total
+
+
+class Fetcher:
+    """Downloads FileJobs with a shared httpx client; `cancel()` stops every transfer at once."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        emit: Callable[[Event], None],
+        cancel: threading.Event,
+        retries: int,
+    ):
+        self.client = client
+        self.emit = emit
+        self.cancel_event = cancel
+        self.retries = retries
+        self._active: dict[int, httpx.Response] = {}
+        self._lock = threading.Lock()
+
+    # ---- cancelling
+
+    def cancel(self) -> None:
+        """Stop: set the flag and shut down the sockets of transfers blocked in a read."""
+        self.cancel_event.set()
+        with self._lock:
+            responses = list(self._active.values())
+        for response in responses:
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.cancel_event.wait(seconds):
+            raise Cancelled
+
+    # ---- one file
+
+    def run(self, job: FileJob) -> Outcome:
+        """Get `job` into place; never raises but Cancelled."""
+        corrupt = ""
+        if job.check_first:
+            outcome = self._check(job)
+            if outcome.ok or outcome.reason:
+                return outcome
+            corrupt = outcome.corrupt
+        outcome = self._download(job)
+        if corrupt:
+            outcome.corrupt = corrupt
+            if outcome.ok:
+                outcome.action = "repaired"
+        return outcome
+
+    def _check(self, job: FileJob) -> Outcome:
+        """Hash a file already at its final name: ok, or `corrupt` says why it must be fetched."""
+        try:
+            st = os.stat(job.dest, follow_symlinks=False)
+            hashes, total = hash_file(job.dest, job, self.cancel_event)
+        except OSError as exc:
+            return Outcome(job, False, corrupt=f"unreadable ({exc.strerror})")
+        if total != job.size or st.st_size != total:
+            return Outcome(job, False, corrupt=f"size {total}, expected {job.size}")
+        why = hashes.mismatch(job)
+        if why:
+            return Outcome(job, False, corrupt=why)
+        return Outcome(job, True, action="checked", verified=hashes.verified(st))
+
+    def _download(self, job: FileJob) -> Outcome:
+        attempts = 0
+        fetched = 0
+        resumed = False
+        reason = ""
+        fresh = False
+        while True:
+            attempts += 1
+            if self.cancel_event.is_set():
+                raise Cancelled
+            start_fresh, fresh = fresh, False
+            try:
+                result = self._attempt(job, start_fresh)
+            except _Retry as exc:
+                reason, fresh = str(exc), exc.fresh
+                fetched += getattr(exc, "fetched", 0)
+            except _Fail as exc:
+                return Outcome(job, False, reason=str(exc), attempts=attempts, fetched=fetched)
+            except httpx.TimeoutException:
+                reason = f"timed out (no data for {self._timeout():g} s)"
+            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+                if self.cancel_event.is_set():
+                    raise Cancelled from None
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except httpx.HTTPError as exc:
+                return Outcome(job, False, reason=f"{type(exc).__name__}: {exc}", attempts=attempts)
+            except OSError as exc:
+                return Outcome(job, False, reason=f"cannot write: {exc.strerror or exc}", attempts=attempts)
+            else:
+                verified, got, was_resumed = result
+                return Outcome(
+                    job,
+                    True,
+                    attempts=attempts,
+                    fetched=fetched + got,
+                    resumed=resumed or was_resumed,
+                    verified=verified,
+                )
+            if self.cancel_event.is_set():
+                raise Cancelled
+            if attempts > self.retries:
+                return Outcome(job, False, reason=reason, attempts=attempts, fetched=fetched)
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+            self.emit(FileRetry(job.subdir, job.fn, attempts, reason, round(delay, 2)))
+            self._sleep(delay)
+
+    def _timeout(self) -> float:
+        return self.client.timeout.read or 0.0
+
+    def _attempt(self, job: FileJob, fresh: bool) -> tuple[Verified, int, bool]:
+        """One GET; returns (verified entry, bytes received, resumed) or raises."""
+        part = job.part
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(part, flags, 0o644)
+        received = 0
+        try:
+            offset = 0 if fresh else os.fstat(fd).st_size
+            if offset > job.size:
+                offset = 0
+            hashes = _Hashes(not job.sha256)
+            if offset:
+                hashes, offset = self._hash_part(part, job, offset)
+            if offset == job.size:  # complete already: only verifying is left
+                return self._finish(job, fd, hashes, 0, resumed=True)
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            request = self.client.build_request("GET", job.url, headers=headers)
+            response = self.client.send(request, stream=True)
+            key = id(response)
+            with self._lock:
+                self._active[key] = response
+            try:
+                offset = self._check_response(response, job, offset)
+                if offset == 0:
+                    hashes = _Hashes(not job.sha256)
+                os.ftruncate(fd, offset)
+                os.lseek(fd, offset, os.SEEK_SET)
+                self.emit(FileStarted(job.subdir, job.fn, job.size, offset))
+                done = offset
+                last = time.monotonic()
+                for chunk in response.iter_raw():
+                    if self.cancel_event.is_set():
+                        raise Cancelled
+                    done += len(chunk)
+                    received += len(chunk)
+                    if done > job.size:
+                        raise _Retry(f"more bytes than the {job.size} of the record", fresh=True)
+                    hashes.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_EVERY:
+                        last = now
+                        self.emit(FileProgress(job.subdir, job.fn, done, job.size))
+            finally:
+                with self._lock:
+                    self._active.pop(key, None)
+                response.close()
+            if done < job.size:
+                raise _Retry(f"truncated: got {done} of {job.size} bytes")
+            return self._finish(job, fd, hashes, received, resumed=offset > 0)
+        except _Retry as exc:
+            exc.fetched = received  # type: ignore[attr-defined]
+            raise
+        finally:
+            os.close(fd)
+
+    def _hash_part(self, part: Path, job: FileJob, offset: int) -> tuple[_Hashes, int]:
+        hashes, total = hash_file(part, job, self.cancel_event)
+        return hashes, min(total, offset)
+
+    def _check_response(self, response: httpx.Response, job: FileJob, offset: int) -> int:
+        """The offset the body starts at (0 when the server sent the whole file)."""
+        status = response.status_code
+        if status == 206 and offset:
+            content_range = response.headers.get("Content-Range", "")
+            if content_range.startswith(f"bytes {offset}-"):
+                return offset
+            raise _Retry(f"unexpected Content-Range {content_range!r}", fresh=True)
+        if status == 200:
+            return 0
+        if status == 416:
+            raise _Retry("server refused the range of the partial file", fresh=True)
+        if status >= 500 or status in (408, 429):
+            raise _Retry(f"HTTP {status}")
+        raise _Fail(f"HTTP {status}")
+
+    def _finish(self, job: FileJob, fd: int, hashes: _Hashes, received: int, resumed: bool):
+        size = os.fstat(fd).st_size
+        if size != job.size:
+            raise _Retry(f"size {size}, expected {job.size}", fresh=True)
+        why = hashes.mismatch(job)
+        if why:
+            raise _Retry(why + (" after resuming" if resumed else ""), fresh=True)
+        os.fchmod(fd, 0o644)
+        os.replace(job.part, job.dest)
+        st = os.stat(job.dest, follow_symlinks=False)
+        return hashes.verified(st), received, resumed
