@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casconsole.server_http import AccessLog, Worker
+from casconsole.server_http import AccessLog, Worker, loop_exception_handler
 from casconsole.server_site import GzipCache, Site
 from casconsole.tokens import STORE_DIR, TokenChecker
 
@@ -146,6 +146,7 @@ def run_worker(sock: socket.socket, options: ServerOptions, gzip_dir: Path, log_
     """Serve on `sock` in this process until SIGTERM/SIGINT; returns the exit status."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.set_exception_handler(loop_exception_handler)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cas-server")
     stop = loop.create_future()
 

@@ -384,8 +384,8 @@ class Connection:
             return
         try:
             result = self.worker.site.handle(method, target, headers)
-        except OSError as exc:
-            print(f"cas-server: {exc}", file=sys.stderr)
+        except Exception as exc:  # one request fails, the worker serves on
+            print(f"cas-server: {token_redacted(_log_text(target))}: {describe(exc)}", file=sys.stderr)
             result = error(500, text="Internal Server Error")
         if isinstance(result, Response):
             self._respond(result, keep)
@@ -404,7 +404,7 @@ class Connection:
         elif isinstance(exc, OSError):
             resp = error(404, text="Not Found")
         else:
-            print(f"cas-server: directory page: {exc!r}", file=sys.stderr)
+            print(f"cas-server: directory page: {describe(exc)}", file=sys.stderr)
             resp = error(500, text="Internal Server Error")
         self._respond(resp, keep)
         if not self.busy:
@@ -521,6 +521,22 @@ class Connection:
             f'"{_log_text(headers.get(b"user-agent"))}" '
             f"{time.monotonic() - start:.4f}\n"
         )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the server's log: the error and where it was raised, no traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
+    return f"{exc!r}{where}"
+
+
+def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Errors escaping a callback: one line on stderr instead of asyncio's traceback."""
+    exc = context.get("exception")
+    text = describe(exc) if exc is not None else context.get("message", "unknown error")
+    print(f"cas-server: internal error: {text}", file=sys.stderr)
 
 
 _date_sec = -1
