@@ -184,4 +184,3 @@ class SyncFinished(Event):
     @classmethod
     def of(cls, stats: SyncStats) -> SyncFinished:
         return cls(stats.state, stats.to_json(), stats.error)
-

@@ -249,7 +249,9 @@ class Fetcher:
         fd = os.open(part, flags, 0o644)
         received = 0
         try:
-            offset = 0 if fresh else os.fstat(fd).st_size
+            if fresh:  # what is there did not verify: start over, even if this attempt fails early
+                os.ftruncate(fd, 0)
+            offset = os.fstat(fd).st_size
             if offset > job.size:
                 offset = 0
             hashes = _Hashes(not job.sha256)
@@ -274,27 +276,35 @@ class Fetcher:
                 self.emit(FileStarted(job.subdir, job.fn, job.size, offset))
                 done = offset
                 last = time.monotonic()
-                for chunk in response.iter_raw():
+                try:
+                    for chunk in response.iter_raw():
+                        if self.cancel_event.is_set():
+                            raise Cancelled
+                        done += len(chunk)
+                        received += len(chunk)
+                        if done > job.size:
+                            raise _Retry(f"more bytes than the {job.size:,} of the record", fresh=True)
+                        hashes.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        now = time.monotonic()
+                        if now - last >= PROGRESS_EVERY:
+                            last = now
+                            self.emit(FileProgress(job.subdir, job.fn, done, job.size))
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                     if self.cancel_event.is_set():
-                        raise Cancelled
-                    done += len(chunk)
-                    received += len(chunk)
-                    if done > job.size:
-                        raise _Retry(f"more bytes than the {job.size} of the record", fresh=True)
-                    hashes.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    now = time.monotonic()
-                    if now - last >= PROGRESS_EVERY:
-                        last = now
-                        self.emit(FileProgress(job.subdir, job.fn, done, job.size))
+                        raise Cancelled from None
+                    what = "closed" if isinstance(exc, httpx.RemoteProtocolError) else f"failed ({exc})"
+                    raise _Retry(
+                        f"truncated: the connection {what} after {done:,} of {job.size:,} bytes"
+                    ) from None
             finally:
                 with self._lock:
                     self._active.pop(key, None)
                 response.close()
             if done < job.size:
-                raise _Retry(f"truncated: got {done} of {job.size} bytes")
+                raise _Retry(f"truncated: got {done:,} of {job.size:,} bytes")
             return self._finish(job, fd, hashes, received, resumed=offset > 0)
         except _Retry as exc:
             exc.fetched = received  # type: ignore[attr-defined]

@@ -253,4 +253,3 @@ def decode_fetched(fetched: Fetched) -> tuple[RepoData, RawRepoData]:
         decode_repodata(fetched.data, fetched.subdir, fetched.url),
         RawRepoData(fetched.data, fetched.url),
     )
-

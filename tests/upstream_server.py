@@ -284,3 +284,49 @@ def spec(name: str, version: str = "1.0", subdir: str = "noarch", kb: int = 4, *
         files={f"share/{name}/data.bin": payload, **kw.pop("files", {})},
         **kw,
     )
+
+
+# ---------------------------------------------------------------- checking a mirror
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mirror_problems(channel_dir: Path, upstream_root: Path, subdirs: Iterable[str]) -> list[str]:
+    """What breaks the sync's promises in a mirrored channel, checked against the upstream files.
+
+    No file under a final name differs from upstream's; `repodata.json` and `.zst` name only
+    files that are present and verified, with the upstream records.
+    """
+    import json
+
+    import zstandard
+
+    problems = []
+    for subdir in subdirs:
+        folder = channel_dir / subdir
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") or not path.name.endswith((".conda", ".tar.bz2")):
+                continue
+            source = upstream_root / subdir / path.name
+            if not source.is_file() or sha256_of(path) != sha256_of(source):
+                problems.append(f"{subdir}/{path.name}: differs from upstream under its final name")
+        for name in ("repodata.json", "repodata.json.zst"):
+            file = folder / name
+            if not file.exists():
+                continue
+            data = file.read_bytes()
+            if name.endswith(".zst"):
+                data = zstandard.ZstdDecompressor().stream_reader(data).read()
+            repodata = json.loads(data)
+            for table in ("packages", "packages.conda"):
+                for fn, record in repodata.get(table, {}).items():
+                    path = folder / fn
+                    if not path.is_file():
+                        problems.append(f"{subdir}/{name} names {fn}, which is missing")
+                    elif sha256_of(path) != record.get("sha256"):
+                        problems.append(f"{subdir}/{name} names {fn}, which does not match its record")
+    return problems
