@@ -121,15 +121,6 @@ def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path)
             assert not (tmp_path / "env2" / "bin" / "teamapp").exists()
 
 
-def _sync_available() -> bool:
-    """Does `cas-sync` mirror yet (its CLI wired to the sync engine), or only plan?"""
-    import casconsole.cli.sync as sync_cli
-
-    source = Path(sync_cli.__file__).read_text()
-    return "casconsole.sync import" in source or "from ..sync import" in source
-
-
-@pytest.mark.skipif(not _sync_available(), reason="cas-sync does not mirror yet")
 def test_demo_upstream_synced_then_served_installs(tmp_path, demo_url):
     mirror = tmp_path / "mirror"
     config = tmp_path / "cas.yaml"
