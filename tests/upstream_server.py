@@ -15,7 +15,9 @@ path and consumed one per request, so "fails twice, then works" is
 
 `upstream.ranges = False` makes it ignore Range headers (answering 200 with the whole file),
 as some servers do. `upstream.requests` lists every request seen (method, path, Range).
-`make_channel(root, {subdir: [PackageSpec, ...]})` writes real archives and their repodata.
+`make_channel(root, {subdir: [PackageSpec, ...]})` writes real archives and their repodata;
+`ForwardProxy()` is a plain HTTP proxy that records what it forwarded; `mirror_problems(...)`
+lists what breaks a sync's promises in a mirrored channel.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import http.client
+import http.server
 import random
 import re
 import socket
+import socketserver
 import ssl
 import struct
 import threading
+import urllib.parse
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -227,6 +233,60 @@ class Upstream:
     def _drop(request: web.Request) -> None:
         if request.transport is not None:
             request.transport.close()
+
+
+# ---------------------------------------------------------------- a forward proxy
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on 127.0.0.1 (absolute-URI requests); `seen` lists the URLs."""
+
+    def __init__(self):
+        proxy = self
+        self.seen: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy.seen.append(self.path)
+                target = urllib.parse.urlsplit(self.path)
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")
+                }
+                upstream.request("GET", target.path or "/", headers=headers)
+                response = upstream.getresponse()
+                body = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                upstream.close()
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="proxy")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
 
 
 # ---------------------------------------------------------------- channels made by tests

@@ -1,0 +1,96 @@
+"""The network settings take effect: ssl_verify against a self-signed https upstream on
+loopback (refused when verifying, accepted with its CA bundle or with ssl_verify false), and
+proxy (every request goes through it)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import sys
+
+import pytest
+from upstream_server import ForwardProxy, Upstream, make_channel, mirror_problems, spec
+
+from casconsole.config import load_settings
+from casconsole.sync import Sync
+
+SUBDIRS = ("linux-64", "noarch")
+
+
+def settings_for(url, mirror, **keys):
+    values = {"remote_url": url, "mirror_dir": str(mirror), "platforms": ["linux-64"], "retries": 0, **keys}
+    return load_settings(cli={key: (value, "test") for key, value in values.items()})
+
+
+@pytest.fixture
+def channel(tmp_path):
+    root = tmp_path / "upstream"
+    make_channel(root, {"linux-64": [spec("tls", "1.0", "linux-64")], "noarch": [spec("helper", "1.0")]})
+    return root
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (its own CA bundle) and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_upstream(channel, certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with Upstream(channel, ssl_context=context) as server:
+        yield server
+
+
+def test_https_with_a_self_signed_certificate_fails_when_verifying(https_upstream, tmp_path):
+    assert https_upstream.url.startswith("https://")
+    stats = Sync(settings_for(https_upstream.url, tmp_path / "mirror")).run()
+    assert stats.state == "error"
+    assert "CERTIFICATE_VERIFY_FAILED" in stats.error
+    assert not list((tmp_path / "mirror" / "pkgs").rglob("*.conda"))
+
+
+def test_https_works_with_the_ca_bundle_path(https_upstream, certificate, tmp_path):
+    stats = Sync(settings_for(https_upstream.url, tmp_path / "mirror", ssl_verify=str(certificate[0]))).run()
+    assert (stats.state, stats.downloaded) == ("done", 2)
+    assert mirror_problems(tmp_path / "mirror" / "pkgs", https_upstream.root, SUBDIRS) == []
+
+
+def test_https_works_with_ssl_verify_false(https_upstream, tmp_path):
+    stats = Sync(settings_for(https_upstream.url, tmp_path / "mirror", ssl_verify=False)).run()
+    assert (stats.state, stats.downloaded) == ("done", 2)
+
+
+def test_cas_sync_ssl_verify_flag(https_upstream, certificate, tmp_path):
+    args = [sys.executable, "-m", "casconsole.cli.sync", "--remote-url", https_upstream.url,
+            "--mirror-dir", str(tmp_path / "mirror"), "--platform", "linux-64"]  # fmt: skip
+    refused = subprocess.run(args, capture_output=True, text=True)
+    assert refused.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    accepted = subprocess.run([*args, "--ssl-verify", str(certificate[0])], capture_output=True, text=True)
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_every_request_goes_through_the_proxy(channel, tmp_path):
+    with Upstream(channel) as server, ForwardProxy() as proxy:
+        stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy=proxy.url)).run()
+        assert (stats.state, stats.downloaded) == ("done", 2)
+        through = {url.removeprefix(server.url) for url in proxy.seen}
+        assert {"/linux-64/tls-1.0-0.conda", "/noarch/helper-1.0-0.conda"} <= through
+        assert {r.path for r in server.requests} == {p.lstrip("/") for p in through}
+
+
+def test_an_unreachable_proxy_fails_the_sync(channel, tmp_path):
+    with Upstream(channel) as server:
+        stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy="http://127.0.0.1:9")).run()
+        assert stats.state == "error" and "ConnectError" in stats.error
+        assert server.requests == []

@@ -1,0 +1,81 @@
+"""End to end: the demo upstream mirrored by the sync engine, served over HTTP, then solved and
+installed from by a conda client (py-rattler)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import rattler
+from conda_package_streaming.package_streaming import stream_conda_component
+
+from casconsole.config import load_settings
+from casconsole.demo import DemoServer
+from casconsole.sync import Sync
+
+
+def installed_as_archived(prefix, archive) -> int:
+    """Every payload file of the archive is in the prefix with the same bytes; returns the count."""
+    count = 0
+    with archive.open("rb") as fh:
+        for tar, member in stream_conda_component(archive.name, fh):
+            if member.isfile() and not member.name.startswith("info/"):
+                assert (prefix / member.name).read_bytes() == tar.extractfile(member).read(), member.name
+                count += 1
+    return count
+
+
+def solve_and_install(channel_url, specs, prefix, cache):
+    async def run():
+        records = await rattler.solve(
+            [rattler.Channel(channel_url)],
+            specs,
+            gateway=rattler.Gateway(cache_dir=cache / "repodata"),
+            platforms=["linux-64", "noarch"],
+        )
+        await rattler.install(
+            records,
+            prefix,
+            cache_dir=cache / "pkgs",
+            show_progress=False,
+            platform=rattler.Subdir("linux-64"),
+        )
+        return records
+
+    return asyncio.run(run())
+
+
+def test_rattler_installs_requests_and_its_dependencies_from_the_synced_mirror(
+    demo_channel, demo_url, tmp_path
+):
+    mirror = tmp_path / "mirror"
+    settings = load_settings(
+        cli={
+            "remote_url": (demo_url, "test"),
+            "mirror_dir": (str(mirror), "test"),
+            "platforms": (["linux-64"], "test"),
+        }
+    )
+    stats = Sync(settings).run()
+    assert stats.state == "done" and stats.failed == 0
+    # the upstream patch is kept: requests 2.28.2's record is upstream's, not its index.json
+    upstream = json.loads((demo_channel / "noarch" / "repodata.json").read_bytes())
+    ours = json.loads((mirror / "pkgs" / "noarch" / "repodata.json").read_bytes())
+    patched = [fn for fn in upstream["packages"] if fn.startswith("requests-2.28.2-")]
+    assert patched and all(ours["packages"][fn] == upstream["packages"][fn] for fn in patched)
+    assert "chardet >=3.0.2,<6" in ours["packages"][patched[0]]["depends"]
+
+    with DemoServer(mirror) as server:
+        prefix = tmp_path / "env"
+        records = solve_and_install(f"{server.url}/pkgs", ["requests"], prefix, tmp_path / "cache")
+    names = {r.name.normalized for r in records}
+    assert {"requests", "python", "certifi", "idna", "urllib3", "openssl", "readline"} <= names
+    for record in records:
+        served = mirror / "pkgs" / record.subdir / record.file_name
+        assert hashlib.sha256(served.read_bytes()).hexdigest() == record.sha256.hex()
+        meta = prefix / "conda-meta" / f"{record.name.normalized}-{record.version}-{record.build}.json"
+        assert meta.is_file()
+        assert installed_as_archived(prefix, served) > 0
+    requests = next(r for r in records if r.name.normalized == "requests")
+    assert (prefix / "share" / "doc" / "requests" / "README").read_text() == f"requests {requests.version}\n"
