@@ -35,21 +35,37 @@ class Decision:
     """
 
     included: bool
-    step: str  # upstream, license_blacklist, blacklist, whitelist (and the dependency steps)
+    # upstream, license_blacklist, blacklist, whitelist; and the dependency-aware steps:
+    # newest_versions (a drop), curated (a drop), closure (kept as a whitelist entry's dependency)
+    step: str
     entry: str | None = None
     detail: str | None = None  # e.g. "license_family GPL3"
-    overrides: Decision | None = None  # the drop a whitelist entry overrode
+    overrides: Decision | None = None  # the drop a whitelist entry (or its closure) overrode
 
     @property
     def reason(self) -> str:
         if self.entry is None:
-            return "kept: no filter applies" if self.step == "upstream" else self.step
-        text = f"{self.step}: {self.entry}"
+            return _BARE_REASONS.get(self.step, self.step)
+        text = f"{_STEP_LABELS.get(self.step, self.step)}: {self.entry}"
         if self.detail:
             text += f" ({self.detail})"
         if self.overrides is not None:
             text += f", over {self.overrides.reason}"
         return text
+
+    @property
+    def cause(self) -> str:
+        """The step and entry, without detail: what a dependency report groups by."""
+        if self.entry is None:
+            return self.step
+        return f"{_STEP_LABELS.get(self.step, self.step)}: {self.entry}"
+
+
+_STEP_LABELS = {"closure": "dependency of whitelist"}
+_BARE_REASONS = {
+    "upstream": "kept: no filter applies",
+    "curated": "curated: not a whitelist entry or a dependency of one",
+}
 
 
 KEPT = Decision(True, "upstream")

@@ -3,13 +3,18 @@
 A plan is built once from the upstream repodata and the files on disk, then kept up to date:
 `Plan.update(settings, names)` re-decides only the records of the names a toggle touched and
 adjusts the counts, so the console re-plans 500,000 records in milliseconds.
+
+Beyond the five steps: `newest_versions` (keep each name's newest N versions per subdir),
+`whitelist_closure` (whitelist entries bring in every record their dependencies can resolve
+to), `curated` (only whitelist entries and their closure), and the dependency check: kept
+records whose `depends` no kept record satisfies, grouped by the entry that caused it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +23,20 @@ import httpx
 
 from .archive import split_package_name
 from .config import Settings
-from .filters import Decision, Selector
+from .deps import BrokenGroup, DependencyCheck, SubdirIndex, closure
+from .filters import Decision, EntryList, Selector
 from .repodata import Record, RepoData, http_client, load_repodata
 
 
 @dataclass
 class Funnel:
-    """The counts of one subdir's selection, in the order the steps apply."""
+    """The counts of one subdir's selection, in the order the steps apply.
+
+    kept = upstream - dropped_license - dropped_blacklist - dropped_newest - dropped_curated
+           + added_whitelist + added_closure
+    A record counts under the first step that dropped it, and under the whitelist (or the
+    closure) too when that added it back. `broken` counts kept records with unmet dependencies.
+    """
 
     upstream: int = 0
     dropped_license: int = 0
@@ -35,10 +47,23 @@ class Funnel:
     download_bytes: int = 0
     present: int = 0
     delete: int = 0
+    dropped_newest: int = 0
+    dropped_curated: int = 0
+    added_closure: int = 0
+    broken: int = 0
 
     def add(self, other: Funnel, sign: int = 1) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + sign * getattr(other, f.name))
+
+
+_DROPPED_BY = {
+    "license_blacklist": "dropped_license",
+    "blacklist": "dropped_blacklist",
+    "newest_versions": "dropped_newest",
+    "curated": "dropped_curated",
+}
+_ADDED_BY = {"whitelist": "added_whitelist", "closure": "added_closure"}
 
 
 def _contribution(decision: Decision, present: bool, size: int) -> Funnel:
@@ -46,12 +71,9 @@ def _contribution(decision: Decision, present: bool, size: int) -> Funnel:
     f = Funnel(upstream=1)
     drop = decision if not decision.included else decision.overrides
     if drop is not None:
-        if drop.step == "license_blacklist":
-            f.dropped_license = 1
-        else:
-            f.dropped_blacklist = 1
+        setattr(f, _DROPPED_BY.get(drop.step, "dropped_blacklist"), 1)
         if decision.included:
-            f.added_whitelist = 1
+            setattr(f, _ADDED_BY.get(decision.step, "added_whitelist"), 1)
     if decision.included:
         f.kept = 1
         if present:
@@ -76,9 +98,26 @@ def scan_local(subdir_dir: Path) -> dict[str, int]:
     return found
 
 
+CURATED = Decision(False, "curated")
+_shared_decisions: dict[tuple, Decision] = {}
+
+
+def _shared(*fields: Any) -> Decision:
+    """One Decision object per distinct reason of the dependency-aware steps."""
+    decision = _shared_decisions.get(fields)
+    if decision is None:
+        decision = _shared_decisions[fields] = Decision(*fields)
+    return decision
+
+
 @dataclass
 class SubdirPlan:
-    """One subdir: the upstream records, a decision for each, and what that means on disk."""
+    """One subdir: the upstream records, a decision for each, and what that means on disk.
+
+    Besides the selector's steps, a decision depends on `newest` (keep the newest N versions of
+    each name; 0 keeps all), `curated` (only whitelist entries and their closure) and `closure`
+    (record index -> the whitelist entry whose dependency closure holds it); the plan sets them.
+    """
 
     subdir: str
     repodata: RepoData
@@ -86,36 +125,83 @@ class SubdirPlan:
     prune: bool = True
     decisions: list[Decision] = field(default_factory=list)
     funnel: Funnel = field(default_factory=Funnel)
-    _by_name: dict[str, list[int]] | None = field(default=None, repr=False)
+    newest: int = 0
+    curated: bool = False
+    closure: dict[int, str] = field(default_factory=dict, repr=False)
+    _index: SubdirIndex | None = field(default=None, repr=False)
+    _ranks: list[int] | None = field(default=None, repr=False)
     _delete: set[str] = field(default_factory=set, repr=False)
+    _plan: Plan | None = field(default=None, repr=False, compare=False)  # set by Plan.build
 
     @property
     def records(self) -> list[Record]:
         return self.repodata.records
 
+    @property
+    def index(self) -> SubdirIndex:
+        """The records by name, each name's versions in conda order (built on first use)."""
+        if self._index is None:
+            self._index = SubdirIndex(self.subdir, self.records)
+        return self._index
+
     def is_present(self, rec: Record) -> bool:
         return self.local.get(rec.fn) == rec.size
 
-    def decide_all(self, selector: Selector) -> None:
+    # ---- deciding
+
+    def _decider(self, selector: Selector) -> Callable[[int, Record], Decision]:
+        """The decision for record `i`: the selector's, then newest-N, curated and the closure."""
         decide = selector.decide
-        self.decisions = [decide(rec) for rec in self.records]
+        newest, curated, closure = self.newest, self.curated, self.closure
+        if not (newest or curated or closure):
+            return lambda i, rec: decide(rec)
+        if newest and self._ranks is None:
+            self._ranks = self.index.ranks()
+        ranks = self._ranks
+
+        def final(i: int, rec: Record) -> Decision:
+            base = decide(rec)
+            if base.step == "whitelist":
+                return base
+            drop = None if base.included else base
+            if drop is None and newest and ranks[i] >= newest:
+                newer = ranks[i]
+                detail = f"{newer} newer version{'s' * (newer > 1)}"
+                drop = _shared(False, "newest_versions", str(newest), detail)
+            entry = closure.get(i)
+            if entry is not None:
+                if drop is not None:
+                    return _shared(True, "closure", entry, None, drop)
+                return _shared(True, "closure", entry) if curated else base
+            if drop is not None:
+                return drop
+            return CURATED if curated else base
+
+        return final
+
+    def decide_all(self, selector: Selector) -> None:
+        if not (self.newest or self.curated or self.closure):
+            decide = selector.decide
+            self.decisions = [decide(rec) for rec in self.records]
+        else:
+            final = self._decider(selector)
+            self.decisions = [final(i, rec) for i, rec in enumerate(self.records)]
         self._tally()
 
     def _tally(self) -> None:
         funnel = Funnel(upstream=len(self.records))
         included: set[str] = set()
         local = self.local
+        drops = dict.fromkeys(_DROPPED_BY.values(), 0)
+        adds = dict.fromkeys(_ADDED_BY.values(), 0)
         # one pass with plain integers: this loop runs over every record of the subdir
-        lic = bl = wl = kept = dl = dl_bytes = present = 0
+        kept = dl = dl_bytes = present = 0
         for rec, decision in zip(self.records, self.decisions):
             drop = decision if not decision.included else decision.overrides
             if drop is not None:
-                if drop.step == "license_blacklist":
-                    lic += 1
-                else:
-                    bl += 1
+                drops[_DROPPED_BY.get(drop.step, "dropped_blacklist")] += 1
                 if decision.included:
-                    wl += 1
+                    adds[_ADDED_BY.get(decision.step, "added_whitelist")] += 1
             if decision.included:
                 kept += 1
                 included.add(rec.fn)
@@ -124,29 +210,34 @@ class SubdirPlan:
                 else:
                     dl += 1
                     dl_bytes += rec.size
-        funnel.dropped_license, funnel.dropped_blacklist, funnel.added_whitelist = lic, bl, wl
+        for name, value in (drops | adds).items():
+            setattr(funnel, name, value)
         funnel.kept, funnel.download, funnel.download_bytes, funnel.present = kept, dl, dl_bytes, present
+        funnel.broken = self.funnel.broken
         self._delete = {fn for fn in local if fn not in included} if self.prune else set()
         funnel.delete = len(self._delete)
         self.funnel = funnel
 
     def indices_of(self, names: Iterable[str]) -> list[int]:
-        if self._by_name is None:
-            by_name: dict[str, list[int]] = {}
-            for i, rec in enumerate(self.records):
-                by_name.setdefault(rec.name, []).append(i)
-            self._by_name = by_name
-        return [i for name in names for i in self._by_name.get(name, ())]
+        index = self.index
+        return [i for name in dict.fromkeys(names) for i in index.indices(name)]
 
-    def redecide(self, selector: Selector, names: Iterable[str]) -> None:
-        """Re-decide the records of `names` only, adjusting the counts by the difference."""
+    def redecide(self, selector: Selector, names: Iterable[str], indices: Iterable[int] = ()) -> list[int]:
+        """Re-decide the records of `names` (and at `indices`) only, adjusting the counts.
+
+        Returns the indices of the records that went from kept to dropped or back.
+        """
         records, decisions = self.records, self.decisions
-        for i in self.indices_of(names):
+        final = self._decider(selector)
+        flipped = []
+        for i in dict.fromkeys([*self.indices_of(names), *indices]):
             rec, old = records[i], decisions[i]
-            new = selector.decide(rec)
+            new = final(i, rec)
             if new is old:
                 continue
             decisions[i] = new
+            if new.included != old.included:
+                flipped.append(i)
             present = self.is_present(rec)
             self.funnel.add(_contribution(old, present, rec.size), -1)
             self.funnel.add(_contribution(new, present, rec.size))
@@ -157,6 +248,7 @@ class SubdirPlan:
                 else:
                     self._delete.add(rec.fn)
         self.funnel.delete = len(self._delete)
+        return flipped
 
     # ---- views, computed on demand (the console reads the lists above directly)
 
@@ -175,6 +267,33 @@ class SubdirPlan:
     def excluded(self) -> dict[str, str]:
         return {rec.fn: d.reason for rec, d in zip(self.records, self.decisions) if not d.included}
 
+    # ---- dependencies (empty when the plan was built with check=False)
+
+    @property
+    def _check(self) -> DependencyCheck | None:
+        return self._plan.check if self._plan is not None else None
+
+    def unmet(self, i: int) -> list[str]:
+        """The `depends` specs of kept record `i` that no kept record satisfies."""
+        check = self._check
+        return list(check.broken(self.subdir).get(i, ())) if check is not None else []
+
+    @property
+    def broken(self) -> dict[str, list[str]]:
+        """Kept records with unmet dependencies: file name -> the unmet specs, by file name."""
+        check = self._check
+        if check is None:
+            return {}
+        records = self.records
+        return dict(sorted((records[i].fn, list(specs)) for i, specs in check.broken(self.subdir).items()))
+
+    def broken_groups(self) -> list[BrokenGroup]:
+        """The broken records grouped by the entry or step that caused them, largest first."""
+        plan = self._plan
+        if plan is None or plan.check is None:
+            return []
+        return plan.check.groups(self.subdir, plan.decisions_by_subdir())
+
     def to_json(self) -> dict[str, Any]:
         download = self.download()
         return {
@@ -185,46 +304,149 @@ class SubdirPlan:
             "download": [rec.fn for rec in download],
             "delete": self.delete(),
             "download_bytes": sum(rec.size for rec in download),
+            "broken": self.broken,
+            "broken_by": [
+                {"cause": g.cause, "records": len(g.files), "specs": g.specs} for g in self.broken_groups()
+            ],
         }
 
 
 @dataclass
 class Plan:
-    """The plan of every subdir the settings name (noarch always)."""
+    """The plan of every subdir the settings name (noarch always).
+
+    `check` holds the broken-dependency check (None when built with `check=False`): each
+    subdir's `broken`, `unmet(i)` and `broken_groups()` read it, and `update` keeps it current.
+    """
 
     settings: Settings
     subdirs: dict[str, SubdirPlan]
     selector: Selector
+    check: DependencyCheck | None = field(default=None, repr=False)
+    _closures: dict[str, dict[str, set[int]]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings, upstream: Mapping[str, RepoData]) -> Plan:
+    def build(cls, settings: Settings, upstream: Mapping[str, RepoData], check: bool = True) -> Plan:
         """Decide every record of `upstream` (subdir -> repodata) and compare with the disk."""
         selector = Selector.from_settings(settings)
-        subdirs = {}
-        for subdir in settings.subdirs:
-            sp = SubdirPlan(
+        subdirs = {
+            subdir: SubdirPlan(
                 subdir, upstream[subdir], scan_local(settings.channel_dir / subdir), settings.prune
             )
+            for subdir in settings.subdirs
+        }
+        plan = cls(settings, subdirs, selector)
+        maps = plan._closure_maps(settings)
+        for subdir, sp in subdirs.items():
+            sp._plan = plan
+            sp.newest, sp.curated, sp.closure = settings.newest_versions, settings.curated, maps[subdir]
             sp.decide_all(selector)
-            subdirs[subdir] = sp
-        return cls(settings, subdirs, selector)
+        if check:
+            plan.check = DependencyCheck({subdir: sp.index for subdir, sp in subdirs.items()})
+            plan._check_all()
+        return plan
+
+    def decisions_by_subdir(self) -> dict[str, list[Decision]]:
+        return {subdir: sp.decisions for subdir, sp in self.subdirs.items()}
+
+    def _check_all(self) -> None:
+        if self.check is not None:
+            self.check.run(self.decisions_by_subdir())
+            self._count_broken()
+
+    def _count_broken(self) -> None:
+        if self.check is not None:
+            for subdir, sp in self.subdirs.items():
+                sp.funnel.broken = len(self.check.broken(subdir))
+
+    # ---- the closure of the whitelist
+
+    def _closure_maps(self, settings: Settings) -> dict[str, dict[int, str]]:
+        """Per subdir, record index -> the first whitelist entry whose closure holds it."""
+        maps: dict[str, dict[int, str]] = {subdir: {} for subdir in self.subdirs}
+        if not (settings.whitelist_closure or settings.curated):
+            return maps
+        indexes = {subdir: sp.index for subdir, sp in self.subdirs.items()}
+        for text in settings.whitelist:
+            found = self._closures.get(text)
+            if found is None:
+                found = self._closures[text] = closure(indexes, self._roots(text))
+            for subdir, indices in found.items():
+                taken = maps[subdir]
+                taken.update(dict.fromkeys(indices - taken.keys(), text))
+        return maps
+
+    def _roots(self, entry: str) -> dict[str, list[int]]:
+        """The records one whitelist entry matches, per subdir."""
+        entries = EntryList([entry])
+        roots: dict[str, list[int]] = {}
+        for subdir, sp in self.subdirs.items():
+            records = sp.records
+            index = sp.index
+            roots[subdir] = [
+                i
+                for name in index.names
+                if entries.candidates(name)
+                for i in index.indices(name)
+                if entries.match(records[i]) is not None
+            ]
+        return roots
+
+    # ---- re-planning
 
     def update(self, settings: Settings, names: Iterable[str] | None = None) -> None:
-        """Apply new settings; with `names`, only the records of those names are re-decided."""
+        """Apply new settings; with `names`, only the records of those names are re-decided.
+
+        Records whose place in the whitelist's closure changed are re-decided too, and the
+        dependency check is brought up to date from the records that changed between kept and
+        dropped. A change of `newest_versions` or `curated` re-decides everything.
+        """
+        old = self.settings
         self.selector = Selector.from_settings(settings)
         self.settings = settings
-        for sp in self.subdirs.values():
+        names = None if names is None else list(names)
+        full = (
+            names is None
+            or settings.newest_versions != old.newest_versions
+            or settings.curated != old.curated
+        )
+        closure_changed = (settings.whitelist, settings.whitelist_closure, settings.curated) != (
+            old.whitelist,
+            old.whitelist_closure,
+            old.curated,
+        )
+        maps = self._closure_maps(settings) if closure_changed else None
+        flipped: dict[str, list[int]] = {}
+        for subdir, sp in self.subdirs.items():
             sp.prune = settings.prune
-            if names is None:
+            sp.newest, sp.curated = settings.newest_versions, settings.curated
+            moved: list[int] = []
+            if maps is not None:
+                before, after = sp.closure, maps[subdir]
+                moved = [i for i in before if i not in after]
+                moved += [i for i, entry in after.items() if before.get(i) != entry]
+                sp.closure = after
+            if full:
                 sp.decide_all(self.selector)
             else:
-                sp.redecide(self.selector, names)
+                flipped[subdir] = sp.redecide(self.selector, names or (), moved)
+        if full:
+            self._check_all()
+        elif self.check is not None:
+            self.check.update(self.decisions_by_subdir(), flipped)
+            self._count_broken()
 
     def rescan(self) -> None:
         """Look at the disk again (after a sync) without re-deciding anything."""
         for subdir, sp in self.subdirs.items():
             sp.local = scan_local(self.settings.channel_dir / subdir)
             sp._tally()
+
+    # ---- reports
+
+    def dependency_warnings(self) -> list[tuple[str, BrokenGroup]]:
+        """(subdir, group) for every cause of unmet dependencies, largest groups first."""
+        return [(subdir, group) for subdir, sp in self.subdirs.items() for group in sp.broken_groups()]
 
     @property
     def total(self) -> Funnel:
@@ -256,6 +478,6 @@ def fetch_upstream(
             client.close()
 
 
-def make_plan(settings: Settings, client: httpx.Client | None = None) -> Plan:
-    """Fetch upstream and build the plan: the dry run."""
-    return Plan.build(settings, fetch_upstream(settings, client))
+def make_plan(settings: Settings, client: httpx.Client | None = None, check: bool = True) -> Plan:
+    """Fetch upstream and build the plan: the dry run (with the dependency check unless told not)."""
+    return Plan.build(settings, fetch_upstream(settings, client), check)

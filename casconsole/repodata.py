@@ -3,7 +3,8 @@
 Records are decoded straight into typed structs holding only what the selection, the plan and
 the sync need; the upstream file itself stays the source of truth for what is written back.
 Python's garbage collector is paused during decoding: at 500,000 records it would otherwise
-spend most of the time scanning objects that cannot form cycles.
+spend most of the time scanning objects that cannot form cycles; afterwards the decoded objects
+are frozen out of its sight (`gc.freeze`) for the same reason.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def decode_repodata(data: bytes, subdir: str, source: str = "") -> RepoData:
         except msgspec.DecodeError as exc:
             raise RepoDataError(f"{source or subdir}: not valid JSON ({exc})") from exc
         records = _with_names(parsed.packages) + _with_names(parsed.packages_conda)
+    # The records' lists (depends, constrains) are a million GC-tracked objects at 500,000
+    # records, none part of a cycle; every full collection would walk them all again (measured:
+    # 0.2 s a time in the plan's first passes). Move them out of the collector's sight;
+    # reference counting still frees them when the repodata is dropped.
+    gc.freeze()
     info = parsed.info if parsed.info is not None else (parsed.metadata or {})
     return RepoData(subdir, records, info, parsed.removed, parsed.repodata_version, source)
 

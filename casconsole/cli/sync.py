@@ -75,24 +75,50 @@ def dry_run(settings: Settings, as_json: bool) -> int:
     return 0
 
 
-def print_plan(plan: Plan, out=None) -> None:
+def print_plan(plan: Plan, out=None, groups_shown: int = 8) -> None:
+    """The funnel of each subdir, then its dependency warnings grouped by the entry that caused them."""
     out = out or sys.stdout
-    print(f"plan for {plan.settings.remote_url} -> {plan.settings.channel_dir}", file=out)
+    settings = plan.settings
+    print(f"plan for {settings.remote_url} -> {settings.channel_dir}", file=out)
     for subdir, sp in plan.subdirs.items():
         f = sp.funnel
         rows = [
             ("upstream", f"{f.upstream:,}", ""),
             ("dropped by license", f"-{f.dropped_license:,}", ""),
             ("dropped by blacklist", f"-{f.dropped_blacklist:,}", ""),
-            ("added back by whitelist", f"+{f.added_whitelist:,}", ""),
+        ]
+        if settings.newest_versions:
+            rows.append(
+                ("dropped as older", f"-{f.dropped_newest:,}", f"newest_versions: {settings.newest_versions}")
+            )
+        if settings.curated:
+            rows.append(
+                ("dropped by curated", f"-{f.dropped_curated:,}", "not in the whitelist or its closure")
+            )
+        rows.append(("added back by whitelist", f"+{f.added_whitelist:,}", ""))
+        if settings.whitelist_closure or settings.curated:
+            rows.append(("added by closure", f"+{f.added_closure:,}", "dependencies of whitelist entries"))
+        rows += [
             ("kept", f"{f.kept:,}", ""),
             ("to download", f"{f.download:,}", humanize.naturalsize(f.download_bytes)),
             ("already present", f"{f.present:,}", ""),
-            ("to delete", f"{f.delete:,}", "" if plan.settings.prune else "prune is off"),
+            ("to delete", f"{f.delete:,}", "" if settings.prune else "prune is off"),
         ]
+        if plan.check is not None:
+            rows.append(("unmet dependencies", f"{f.broken:,}", "kept records" if f.broken else ""))
         print(f"\n{subdir}", file=out)
         for label, number, extra in rows:
             print(f"  {label:<24}{number:>10}  {extra}".rstrip(), file=out)
+        groups = sp.broken_groups()
+        for group in groups[:groups_shown]:
+            print(f"  ! {group.summary}", file=out)
+            examples = ", ".join(group.files[:3]) + (", ..." if len(group.files) > 3 else "")
+            print(f"      e.g. {examples}", file=out)
+        if len(groups) > groups_shown:
+            print(
+                f"  ! ... and {len(groups) - groups_shown} more causes (all in --json, under broken_by)",
+                file=out,
+            )
         for warning in sp.repodata.warnings:
             print(f"  warning: {warning}", file=out)
 
