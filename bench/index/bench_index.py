@@ -121,7 +121,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--packages", type=int, default=5000)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per tool; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per tool; the best counts")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-index-"))
