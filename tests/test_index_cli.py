@@ -99,3 +99,17 @@ def test_status_text_and_json(tmp_path: Path) -> None:
     linux = {s["subdir"]: s for s in status["subdirs"]}["linux-64"]
     assert (status["fresh"], linux["fresh"], linux["new"], linux["packages"]) == (False, False, 1, 2)
     assert linux["indexed_at"].endswith("Z")
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    channel = make_channel(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casconsole.cli.index", "--status", "--json", str(channel)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head` exiting before cas-index writes
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in stderr
