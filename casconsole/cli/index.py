@@ -135,8 +135,11 @@ def _index(directory: Path, *, strict: bool, workers: int | None) -> int:
     except ChannelError as exc:
         print(f"cas-index: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # not a channel problem: main() handles it
     except OSError as exc:
-        print(f"cas-index: {directory}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"cas-index: {directory}: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     _print_summary(stats)
     if stats.withheld:
