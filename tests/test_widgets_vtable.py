@@ -162,3 +162,38 @@ def test_fit_pads_and_cuts_to_cells():
     assert fit("abcdef", 4) == "abc…"
     assert fit("日本語", 4) == "日 …"  # wide characters count two cells; half of one is a space
     assert fit("", 0) == ""
+
+
+async def test_large_tables_sort_in_a_thread_and_stay_usable():
+    app = TableApp()
+    async with app.run_test(size=(40, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.BACKGROUND_SORT_ROWS = 100  # this table of 1,000 rows counts as large
+        table.cursor = 5
+        table.sort_by("size")
+        assert table.sorting and "…" in row_text(app, 0)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not table.sorting and "size ▲" in row_text(app, 0)
+        sizes = [SIZES[i] for i in table.view]
+        assert sizes == sorted(sizes)
+        assert table.cursor_index == 5  # the cursor stayed on its row
+        # new data while a sort runs: the late order is dropped
+        table.sort_by("size", reverse=True)
+        table.set_data(None, 500)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(table.view) == 500 and sorted(table.view) == list(range(500))
+
+
+async def test_typing_on_narrows_the_last_search():
+    app = TableApp()
+    async with app.run_test(size=(40, 12)):
+        table = app.query_one(VirtualTable)
+        table.set_query("pkg-0009")
+        first = table._searched
+        table.set_query("pkg-00099")
+        assert table._searched[2] == [i for i in first[2] if "pkg-00099" in NAMES[i]]
+        assert [NAMES[i] for i in table.view] == [f"pkg-00099{d}" for d in range(10)]
+        table.set_query("pkg-0001")  # not a narrowing: from every row again
+        assert len(table.view) == 100

@@ -71,6 +71,12 @@ def fit(text: str, width: int, align: str = "left") -> str:
     return set_cell_size(text, width - 1) + "…" if width > 0 else ""
 
 
+def _sorted_order(column: Column, count: int, reverse: bool) -> list[int]:
+    key = column.sort or column.text
+    keys = [key(i) for i in range(count)]
+    return sorted(range(count), key=keys.__getitem__, reverse=reverse)
+
+
 class VirtualTable(ScrollView, can_focus=True):
     """A table over `count` rows addressed by index; only the visible rows are ever drawn."""
 
@@ -113,6 +119,9 @@ class VirtualTable(ScrollView, can_focus=True):
         & > .virtual-table--dim { color: $text-muted; }
     }
     """
+
+    BACKGROUND_SORT_ROWS = 100_000
+    """Tables with more rows than this sort in a thread."""
 
     cursor = reactive(0, always_update=True, repaint=False, init=False)
     """The cursor's position in the view (not a row index: see `cursor_index`)."""
@@ -178,6 +187,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self._order: Sequence[int] = range(count)  # every row, sorted when a sort is set
         self.view: Sequence[int] = self._order  # the rows shown
+        self.sorting = False  # a sort is being computed in a thread
+        self._generation = 0  # bumped by new data and new sorts, so a late sort is dropped
+        self._search_texts: list[str] | None = None  # each row's search text, lower case
+        self._searched: tuple[str, Sequence[int], list[int]] | None = None  # query, order, rows
         self._widths: list[int] = []
         self._last_index: int | None = None
 
@@ -188,9 +201,14 @@ class VirtualTable(ScrollView, can_focus=True):
         if columns is not None:
             self.columns = list(columns)
         self.count = count
+        self._generation += 1
+        self._search_texts = None
+        self._searched = None
         if not keep_sort or self.sort_column is None or self.sort_column >= len(self.columns):
             self.sort_column, self.sort_reverse = None, False
-        self._order = self._sorted()
+        self._order = range(count)
+        if self.sort_column is not None:
+            self._sort()
         self._rebuild(keep=False)
 
     def set_query(self, text: str) -> None:
@@ -206,27 +224,31 @@ class VirtualTable(ScrollView, can_focus=True):
         self._rebuild()
 
     def sort_by(self, column: int | str | None, reverse: bool = False) -> None:
-        """Sort by a column (its position or key); None restores the data's own order."""
+        """Sort by a column (its position or key); None restores the data's own order.
+
+        Over `BACKGROUND_SORT_ROWS` rows the order is computed in a thread: the table stays
+        usable in its current order meanwhile, and the header says it is sorting.
+        """
         if isinstance(column, str):
             column = next(i for i, c in enumerate(self.columns) if c.key == column)
         self.sort_column, self.sort_reverse = column, reverse
-        self._order = self._sorted()
-        self._rebuild()
+        if column is None:
+            self._order = range(self.count)
+            self._rebuild()
+        elif self._sort():
+            self._rebuild()
 
     def refresh_rows(self) -> None:
-        """The data changed in place (same rows, other values): filter again and repaint."""
-        if self.row_filter is not None or (self.sort_column is not None and self._sort_is_volatile()):
-            if self.sort_column is not None and self._sort_is_volatile():
-                self._order = self._sorted()
+        """The data changed in place (same rows, other values): filter again and repaint.
+
+        The order stays as it is (a sort is redone when asked for): rows do not jump away from
+        the cursor because their values changed.
+        """
+        if self.row_filter is not None:
             self._rebuild()
         else:
             self.refresh()
             self._announce_cursor(force=True)
-
-    def _sort_is_volatile(self) -> bool:
-        # a column whose text depends on more than the row (a decision) re-sorts on refresh
-        column = self.columns[self.sort_column] if self.sort_column is not None else None
-        return bool(column and column.style is not None)
 
     @property
     def cursor_index(self) -> int | None:
@@ -243,25 +265,64 @@ class VirtualTable(ScrollView, can_focus=True):
         self.cursor = position
         return True
 
-    def _sorted(self) -> Sequence[int]:
-        if self.sort_column is None:
-            return range(self.count)
-        column = self.columns[self.sort_column]
-        key = column.sort or column.text
-        keys = [key(i) for i in range(self.count)]
-        return sorted(range(self.count), key=keys.__getitem__, reverse=self.sort_reverse)
+    # ---- sorting
+
+    def _sort(self) -> bool:
+        """Sort by `sort_column`: now (True) or, for a large table, in a thread (False)."""
+        column, reverse, count = self.sort_column, self.sort_reverse, self.count
+        if column is None:
+            return True
+        if count < self.BACKGROUND_SORT_ROWS or not self.is_mounted:
+            self._order = _sorted_order(self.columns[column], count, reverse)
+            return True
+        generation = self._generation = self._generation + 1
+        self.sorting = True
+        self.refresh_line_at(0)
+        spec = self.columns[column]
+
+        def work() -> None:
+            order = _sorted_order(spec, count, reverse)
+            self.app.call_from_thread(self._sorted, generation, order)
+
+        self.run_worker(work, thread=True, exclusive=True, group="virtual-table-sort", exit_on_error=False)
+        return False
+
+    def _sorted(self, generation: int, order: list[int]) -> None:
+        if generation != self._generation:
+            return  # the data or the sort changed while this one ran
+        self.sorting = False
+        self._order = order
+        self._searched = None
+        self._rebuild()
+
+    # ---- the view
+
+    def _search_rows(self) -> Sequence[int]:
+        """The order restricted to the rows matching the query; typing on narrows the last result."""
+        query, order = self.query_text, self._order
+        if not query or self.search is None:
+            return order
+        if self._search_texts is None:
+            search = self.search
+            self._search_texts = [t if t.islower() else t.lower() for t in map(search, range(self.count))]
+        texts = self._search_texts
+        base: Sequence[int] = order
+        if self._searched is not None:
+            last_query, last_order, last_rows = self._searched
+            if last_order is order and query == last_query:
+                return last_rows
+            if last_order is order and query.startswith(last_query):
+                base = last_rows
+        rows = [i for i in base if query in texts[i]]
+        self._searched = (query, order, rows)
+        return rows
 
     def _rebuild(self, keep: bool = True) -> None:
         """Recompute the view; with `keep`, the cursor stays on its row if that is still shown."""
         current = self.cursor_index if keep else None
-        view: Sequence[int] = self._order
-        query, predicate, search = self.query_text, self.row_filter, self.search
-        if query and search is not None:
-            if predicate is not None:
-                view = [i for i in view if query in search(i).lower() and predicate(i)]
-            else:
-                view = [i for i in view if query in search(i).lower()]
-        elif predicate is not None:
+        view = self._search_rows()
+        predicate = self.row_filter
+        if predicate is not None:
             view = [i for i in view if predicate(i)]
         self.view = view
         self._update_virtual_size()
@@ -413,7 +474,7 @@ class VirtualTable(ScrollView, can_focus=True):
         for n, (column, width) in enumerate(zip(self.columns, self._widths)):
             label = column.label
             if n == self.sort_column:
-                label += " ▼" if self.sort_reverse else " ▲"
+                label += " …" if self.sorting else " ▼" if self.sort_reverse else " ▲"
             cells.append(fit(label, width, column.align))
         text = " ".join(cells)
         return Strip([Segment(text, style)], cell_len(text))

@@ -71,8 +71,8 @@ class ChannelsScreen(ConsoleScreen):
         self.channel_index = 0
         self.subdir_index = 0
         self.repodata: RepoData | None = None
+        self.total_size = 0
         self.table = self.query_one("#channels-table", VirtualTable)
-        self.table.search = lambda i: self.repodata.records[i].name if self.repodata else ""
         self.table.focus()
 
     def refresh_state(self) -> None:
@@ -129,12 +129,15 @@ class ChannelsScreen(ConsoleScreen):
 
     def show_repodata(self, repodata: RepoData | None, problem: str) -> None:
         self.repodata = repodata
+        self.total_size = sum(r.size for r in repodata.records) if repodata else 0
         if repodata is None:
             self.table.empty_text = problem
             self.table.set_data(None, 0)
         else:
-            self.table.empty_text = "no package matches" if repodata.records else "no packages in this subdir"
-            self.table.set_data(channel_columns(repodata.records), len(repodata.records), keep_sort=True)
+            records = repodata.records
+            self.table.empty_text = "no package matches" if records else "no packages in this subdir"
+            self.table.search = lambda i: records[i].name
+            self.table.set_data(channel_columns(records), len(records), keep_sort=True)
         self.show_head()
         self.show_count()
 
@@ -142,8 +145,8 @@ class ChannelsScreen(ConsoleScreen):
         records = self.repodata.records if self.repodata else []
         text = Text(f"{count(len(self.table.view))} of {count(len(records))} packages", "dim")
         if records:
-            text.append(f" · {size(sum(r.size for r in records))}", "dim")
-        self.query_one("#channels-count", Static).update(text)
+            text.append(f" · {size(self.total_size)}", "dim")
+        self.query_one("#channels-count", Static).update(text, layout=False)
 
     @on(VirtualTable.ViewChanged, "#channels-table")
     def view_changed(self) -> None:
@@ -153,7 +156,7 @@ class ChannelsScreen(ConsoleScreen):
     def cursor_moved(self, event: VirtualTable.CursorMoved) -> None:
         detail = self.query_one("#channels-detail", Static)
         if self.repodata is None or event.index is None:
-            detail.update("")
+            detail.update("", layout=False)
             return
         rec = self.repodata.records[event.index]
         text = Text()
@@ -161,7 +164,7 @@ class ChannelsScreen(ConsoleScreen):
         text.append(f"  sha256 {rec.sha256 or '-'}", "dim")
         text.append("\ndepends: ", "dim")
         text.append(", ".join(rec.depends or []) or "nothing", "dim")
-        detail.update(text)
+        detail.update(text, layout=False)  # a fixed height: no layout pass per cursor key
 
     def action_channel(self, step: int) -> None:
         if self.channels:

@@ -126,7 +126,6 @@ class PlanScreen(ConsoleScreen):
         self.filter_index = 0
         self._shown: tuple[int, str] | None = None  # (id of the plan, subdir) in the table
         self.table = self.query_one("#plan-table", VirtualTable)
-        self.table.search = lambda i: self.subdir_plan.records[i].name if self.subdir_plan else ""
         self.table.focus()
         self.console.plan_changed.subscribe(self, lambda _: self.refresh_state())
 
@@ -154,7 +153,9 @@ class PlanScreen(ConsoleScreen):
         elif self._shown != (id(plan), sp.subdir):
             self._shown = (id(plan), sp.subdir)
             self.table.empty_text = "no record matches"
-            self.table.set_data(plan_columns(sp), len(sp.records), keep_sort=True)
+            records = sp.records
+            self.table.search = lambda i: records[i].name
+            self.table.set_data(plan_columns(sp), len(records), keep_sort=True)
             self.apply_filter()
         else:
             self.table.refresh_rows()
@@ -173,12 +174,12 @@ class PlanScreen(ConsoleScreen):
         if pending:
             text.append("  unsaved: ", "bold yellow")
             text.append(pending, "yellow")
-        self.query_one("#plan-head", Static).update(text)
+        self.query_one("#plan-head", Static).update(text, layout=False)
 
     def show_funnel(self) -> None:
         sp = self.subdir_plan
         if sp is None:
-            self.query_one("#funnel", Static).update("")
+            self.query_one("#funnel", Static).update("", layout=False)
             return
         f = sp.funnel
         text = Text()
@@ -189,7 +190,7 @@ class PlanScreen(ConsoleScreen):
         text.append(f" = kept {count(f.kept)}", "bold green")
         text.append(f"\nto download {count(f.download)} ({size(f.download_bytes)})", "bold")
         text.append(f" · on disk {count(f.present)} · to delete {count(f.delete)}")
-        self.query_one("#funnel", Static).update(text)
+        self.query_one("#funnel", Static).update(text, layout=False)
 
     def show_filter(self, shown: int | None = None, total: int | None = None) -> None:
         label = FILTERS[self.filter_index][0]
@@ -198,7 +199,7 @@ class PlanScreen(ConsoleScreen):
         text.append(label)
         if shown is not None and total is not None:
             text.append(f"  {count(shown)} of {count(total)}", "dim")
-        self.query_one("#plan-filter", Static).update(text)
+        self.query_one("#plan-filter", Static).update(text, layout=False)
 
     @on(VirtualTable.ViewChanged, "#plan-table")
     def view_changed(self, event: VirtualTable.ViewChanged) -> None:
@@ -212,7 +213,7 @@ class PlanScreen(ConsoleScreen):
         reason = self.query_one("#reason", Static)
         sp = self.subdir_plan
         if sp is None or index is None or index >= len(sp.records):
-            reason.update("")
+            reason.update("", layout=False)
             return
         rec, decision = sp.records[index], sp.decisions[index]
         text = Text()
@@ -231,7 +232,7 @@ class PlanScreen(ConsoleScreen):
         text.append("\n")
         text.append("depends: ", "dim")
         text.append(", ".join(rec.depends or []) or "nothing", "dim")
-        reason.update(text)
+        reason.update(text, layout=False)  # a fixed height: no layout pass per cursor key
 
     # ---------------------------------------------------------------- keys
 
