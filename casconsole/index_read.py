@@ -17,7 +17,6 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
 
 import msgspec
 import zstandard
@@ -183,12 +182,6 @@ def _info_in_memory(path: str, raw: bytes) -> dict[str, bytes]:
     if INDEX_JSON not in scan.found:
         raise Unusual("no index.json seen")
     return scan.found
-
-
-def _tar_members(fileobj: IO[bytes]) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-        for member in tar:
-            yield tar, member
 
 
 def _collect(stream: Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]) -> dict[str, bytes]:
