@@ -7,6 +7,7 @@ Archives are deterministic (fixed mtimes, sorted members) so the same inputs giv
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import tarfile
@@ -19,6 +20,15 @@ import zstandard
 from conda_package_streaming import package_streaming
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+# conda-package-streaming decompresses with the standard library's zstd (3.14+) or its backport,
+# whose errors are not zstandard's
+_STREAM_ZSTD_ERRORS: tuple[type[Exception], ...] = ()
+for _module in ("compression.zstd", "backports.zstd"):
+    try:
+        _STREAM_ZSTD_ERRORS += (importlib.import_module(_module).ZstdError,)
+    except ImportError:
+        pass
 _EPOCH = 1_700_000_000  # fixed member mtime keeps archives reproducible
 
 
@@ -170,10 +180,11 @@ def read_info_files(path: Path, wanted: Iterable[str] = ("info/index.json",)) ->
         OSError,
         EOFError,
         ValueError,
-        KeyError,
+        LookupError,
         tarfile.TarError,
         zipfile.BadZipFile,
         zstandard.ZstdError,
+        *_STREAM_ZSTD_ERRORS,
     ) as exc:
         raise ArchiveError(f"{path.name}: not a readable conda package ({exc})") from exc
     return found
