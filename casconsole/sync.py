@@ -48,7 +48,7 @@ from .sync_events import (
     SyncStats,
     SyncWarning,
 )
-from .sync_fetch import Cancelled, Fetcher, FileJob, Outcome
+from .sync_fetch import USER_AGENT, Cancelled, Fetcher, FileJob, Outcome
 from .sync_lock import SyncLock, SyncLocked, lock_holder, state_dir
 from .sync_status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from .sync_store import VerifiedStore
@@ -193,20 +193,33 @@ class Sync:
                 sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
                 subdirs[name] = sub
                 jobs.extend(sub_jobs)
-            self._fetcher = Fetcher(client, self.emit, self._cancel, settings.retries)
             if self.cancelled:
                 raise Cancelled
-            self._download(jobs, subdirs)
+            with self._transport() as transport:
+                self._fetcher = Fetcher(
+                    transport, settings.timeout, self.emit, self._cancel, settings.retries
+                )
+                self._download(jobs, subdirs)
 
     def _client(self) -> httpx.Client:
+        """The client for repodata: the settings' timeout, ssl_verify and proxy, nothing from
+        the environment (the `proxy` setting is the one place a proxy is set)."""
         s = self.settings
         return httpx.Client(
             timeout=httpx.Timeout(s.timeout),
             verify=ssl_context(s.ssl_verify),
             proxy=s.proxy,
+            trust_env=False,
             follow_redirects=True,
-            headers={"User-Agent": "casconsole"},
-            # one connection per worker, kept alive from file to file
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def _transport(self) -> httpx.HTTPTransport:
+        """The transport for package files: one kept-alive connection per worker."""
+        s = self.settings
+        return httpx.HTTPTransport(
+            verify=ssl_context(s.ssl_verify),
+            proxy=s.proxy,
             limits=httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency),
         )
 
