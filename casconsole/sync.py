@@ -255,6 +255,8 @@ class Sync:
         download_bytes = check_bytes = checks = 0
         for rec in included:
             fn = rec.fn
+            if fn in wanted:  # named in both tables upstream: one file, fetched once
+                continue
             wanted.add(fn)
             st = on_disk.get(fn)
             job = FileJob(subdir, fn, repodata.package_url(fn), folder / fn, rec.size, rec.sha256, rec.md5)

@@ -17,7 +17,9 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,24 +282,16 @@ class Fetcher:
                 hashes, offset = self._hash_part(part, job, offset)
             if offset == job.size:  # complete already: only verifying is left
                 return self._finish(job, fd, hashes, 0, resumed=True)
-            headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            response = self._get(job.url, headers)
-            key = id(response)
-            with self._lock:
-                self._active[key] = response
-            try:
-                offset = self._check_response(response, job, offset)
-                if offset == 0:
+            with self._body(job, offset) as (body, start):
+                if start == 0:
                     hashes = _Hashes(not job.sha256)
-                os.ftruncate(fd, offset)
-                os.lseek(fd, offset, os.SEEK_SET)
-                self.emit(FileStarted(job.subdir, job.fn, job.size, offset))
-                done = offset
+                os.ftruncate(fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
+                self.emit(FileStarted(job.subdir, job.fn, job.size, start))
+                done = start
                 last = time.monotonic()
                 try:
-                    for chunk in response.iter_raw():
+                    for chunk in body:
                         if self.cancel_event.is_set():
                             raise Cancelled
                         done += len(chunk)
@@ -319,18 +313,42 @@ class Fetcher:
                     raise _Retry(
                         f"truncated: the connection {what} after {done:,} of {job.size:,} bytes"
                     ) from None
-            finally:
-                with self._lock:
-                    self._active.pop(key, None)
-                response.close()
             if done < job.size:
                 raise _Retry(f"truncated: got {done:,} of {job.size:,} bytes")
-            return self._finish(job, fd, hashes, received, resumed=offset > 0)
+            return self._finish(job, fd, hashes, received, resumed=start > 0)
         except _Retry as exc:
             exc.fetched = received  # type: ignore[attr-defined]
             raise
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _body(self, job: FileJob, offset: int) -> Iterator[tuple[Iterable[bytes], int]]:
+        """The file's bytes from `offset` (or from 0, when the source cannot start there) and
+        where they start: an HTTP response, or a local file for a file:// channel."""
+        if job.url.startswith("file:"):
+            path = urllib.request.url2pathname(urllib.parse.urlsplit(job.url).path)
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                raise _Fail(f"not found: {path}") from None
+            with fh:
+                fh.seek(offset)
+                yield iter(lambda: fh.read(CHUNK), b""), offset
+            return
+        headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        response = self._get(job.url, headers)
+        key = id(response)
+        with self._lock:
+            self._active[key] = response
+        try:
+            yield response.iter_raw(), self._check_response(response, job, offset)
+        finally:
+            with self._lock:
+                self._active.pop(key, None)
+            response.close()
 
     def _hash_part(self, part: Path, job: FileJob, offset: int) -> tuple[_Hashes, int]:
         hashes, total = hash_file(part, job, self.cancel_event)

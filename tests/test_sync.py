@@ -451,3 +451,14 @@ def test_status_reports_the_last_sync(upstream, tmp_path):
     assert (status.state, status.files_total, status.files_done, status.failures) == ("done", 1, 1, [])
     lines = (mirror / ".cas" / "sync.jsonl").read_text().splitlines()
     assert [json.loads(line)["event"] for line in lines].count("started") == 2
+
+
+def test_a_channel_on_a_local_path_is_mirrored_too(tmp_path):
+    root = tmp_path / "usb" / "channel"
+    build(root)
+    mirror = tmp_path / "mirror"
+    for remote in (str(root), root.as_uri()):
+        stats = Sync(settings_for(remote, mirror)).run()
+        assert stats.state == "done"
+        assert mirror_problems(mirror / "pkgs", root, SUBDIRS) == []
+    assert len(list((mirror / "pkgs").rglob("*.conda"))) == 5
