@@ -273,42 +273,80 @@ def contexts(subdirs: Iterable[str]) -> dict[str, tuple[str, ...]]:
 # ---------------------------------------------------------------- the closure
 
 
-def closure(indexes: Mapping[str, SubdirIndex], roots: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
-    """Every record reachable from `roots` (subdir -> record indices) through `depends`.
+class Closure:
+    """The dependency closure of whitelist entries, each record credited to the first entry
+    (in whitelist order) whose closure holds it.
 
     All records a spec matches are taken (any of them may be what a client's solver picks). A
     platform's records are followed into that platform and `noarch`; `noarch` roots are
-    followed once with each platform subdir.
+    followed once with each platform subdir. Entries are added in order and share one walk:
+    what an earlier entry reached (and every spec it expanded) is not walked again, which gives
+    the same credit as walking each entry alone at the cost of one walk. Adding an entry at the
+    end (a console toggle) walks only what is new.
     """
-    platforms = [s for s in indexes if s != "noarch"]
-    pairs = [(p, "noarch") if "noarch" in indexes else (p,) for p in platforms] or [("noarch",)]
-    found: dict[str, set[int]] = {s: set() for s in indexes}
-    for pair in pairs:
-        seen = {s: set(roots.get(s, ())) for s in pair}
-        todo = {s: list(seen[s]) for s in pair}
-        expanded: set[str] = set()  # specs whose every match is already in `seen`
-        while any(todo.values()):  # in waves: each wave's new specs, then their new matches
+
+    def __init__(self, indexes: Mapping[str, SubdirIndex]):
+        self.indexes = indexes
+        platforms = [s for s in indexes if s != "noarch"]
+        self.pairs = [(p, "noarch") if "noarch" in indexes else (p,) for p in platforms] or [("noarch",)]
+        self.entries: list[str] = []
+        # per pair: subdir -> record index -> entry; and the specs already expanded
+        self._seen = [{s: {} for s in pair} for pair in self.pairs]
+        self._expanded: list[set[str]] = [set() for _ in self.pairs]
+
+    def add(self, entry: str, roots: Mapping[str, Iterable[int]]) -> None:
+        """Walk from `roots` (subdir -> record indices, the records `entry` matches)."""
+        self.entries.append(entry)
+        indexes = self.indexes
+        for pair, seen, expanded in zip(self.pairs, self._seen, self._expanded):
+            todo: dict[str, list[int]] = {}
             for s in pair:
-                wave, todo[s] = todo[s], []
-                depends = indexes[s].depends
-                texts = set(chain.from_iterable(depends[i] for i in wave))
-                texts -= expanded
-                expanded |= texts
-                for text in texts:
-                    spec = parse_dep(text)
-                    if spec is None or spec.virtual:
-                        continue
-                    for t in pair:
-                        matches = indexes[t].matching(spec)
-                        if matches:
-                            new = set(matches)
-                            new -= seen[t]
-                            if new:
-                                seen[t] |= new
-                                todo[t].extend(new)
-        for s, indices in seen.items():
-            found[s] |= indices
-    return found
+                new = set(roots.get(s, ())).difference(seen[s])
+                seen[s].update(dict.fromkeys(new, entry))
+                todo[s] = list(new)
+            while any(todo.values()):  # in waves: each wave's new specs, then their new matches
+                for s in pair:
+                    wave, todo[s] = todo[s], []
+                    depends = indexes[s].depends
+                    texts = set(chain.from_iterable(depends[i] for i in wave))
+                    texts -= expanded
+                    expanded |= texts
+                    for text in texts:
+                        spec = parse_dep(text)
+                        if spec is None or spec.virtual:
+                            continue
+                        for t in pair:
+                            matches = indexes[t].matching(spec)
+                            if matches:
+                                new = set(matches).difference(seen[t])
+                                if new:
+                                    seen[t].update(dict.fromkeys(new, entry))
+                                    todo[t].extend(new)
+
+    def maps(self) -> dict[str, dict[int, str]]:
+        """Per subdir, record index -> the entry credited with it (the earliest over all pairs)."""
+        order: dict[str, int] = {}
+        for n, entry in enumerate(self.entries):
+            order.setdefault(entry, n)
+        out: dict[str, dict[int, str]] = {s: {} for s in self.indexes}
+        for seen in self._seen:
+            for s, credited in seen.items():
+                taken = out[s]
+                if not taken:
+                    taken.update(credited)
+                    continue
+                for i, entry in credited.items():
+                    have = taken.get(i)
+                    if have is None or order[entry] < order[have]:
+                        taken[i] = entry
+        return out
+
+
+def closure(indexes: Mapping[str, SubdirIndex], roots: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
+    """Every record reachable from `roots` (subdir -> record indices) through `depends`."""
+    walk = Closure(indexes)
+    walk.add("", roots)
+    return {s: set(credited) for s, credited in walk.maps().items()}
 
 
 # ---------------------------------------------------------------- the broken-dependency check
@@ -377,6 +415,7 @@ class DependencyCheck:
         self._key = keys
         self.broken_by_subdir: dict[str, dict[int, list[str]]] = {s: {} for s in self.indexes}
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
+        self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
         self._causes: dict[tuple[str, str], list[str]] = {}
 
     # ---- the answers
@@ -540,9 +579,29 @@ class DependencyCheck:
     ) -> dict[int, list[str]]:
         """Kept records of `subdir` that depend on one of `specs`, with all their unmet specs."""
         depends, own = self.indexes[subdir].depends, decisions[subdir]
-        # the pass over every record runs in C: a set test per record, nothing else
-        hits = compress(range(len(depends)), map(not_, map(specs.isdisjoint, depends)))
+        dependents = self._dependents.get(subdir)
+        if dependents is not None and len(specs) < 1000:
+            hits: Iterable[int] = {i for t in specs for i in dependents.get(t, ())}
+        else:  # one pass over every record, in C: a set test per record, nothing else
+            hits = compress(range(len(depends)), map(not_, map(specs.isdisjoint, depends)))
         return {i: [t for t in depends[i] if t in unmet] for i in hits if own[i].included}
+
+    def index_dependents(self) -> None:
+        """Index which records name each spec, so that `update` finds a newly unmet spec's
+        dependents without a pass over every record (0.1 s at 500,000 records). Building it
+        costs a few tenths of a second: for a console, worth doing once in the background."""
+        for subdir, index in self.indexes.items():
+            if subdir in self._dependents:
+                continue
+            dependents: dict[str, list[int]] = {}
+            for i, depends in enumerate(index.depends):
+                for text in depends:
+                    found = dependents.get(text)
+                    if found is None:
+                        dependents[text] = [i]
+                    else:
+                        found.append(i)
+            self._dependents[subdir] = dependents
 
     # ---- why: grouped by the entry (or step) that dropped what a spec needs
 

@@ -1,0 +1,188 @@
+"""The plan benchmark: our dry run beside `conda-mirror --dry-run` on the same upstream.
+
+    python bench/plan/run.py [--dir DIR] [--repeat 3] [--no-conda-mirror]
+
+Generates (once) a 500,000-record linux-64 + noarch channel with generate.py, serves it on
+127.0.0.1, and runs each command in a fresh subprocess, measuring wall time and peak RSS
+(`os.wait4`), with no blacklist and with the generated 100-name blacklist:
+
+- ours: `cas-sync --dry-run --config FILE` (fetch, parse, select, plan, dependency check,
+  report), once reading `repodata.json.zst` as it prefers, once from a server that only has
+  `repodata.json` (what conda-mirror reads);
+- conda-mirror: `conda-mirror --dry-run --upstream-channel URL --platform P [--config FILE]`
+  for linux-64 and for noarch (it takes one platform a run): times added, peak the larger.
+
+Then bench/plan/phases.py times our phases (parse, select+plan, check, closure, curated,
+newest-N, console toggles) in one process per blacklist. Prints a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+SUBDIRS = ("linux-64", "noarch")
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MB, stdout) of one run of `cmd`; raises when it fails."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+        if code != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(cmd)} exited {code}:\n{tail}")
+    return seconds, usage.ru_maxrss / 1024, text
+
+
+def serve_trees(data: Path, root: Path) -> None:
+    """root/full/bench -> data (json + zst); root/json/bench/<subdir>/repodata.json only."""
+    (root / "full").mkdir(parents=True)
+    (root / "full" / "bench").symlink_to(data)
+    for subdir in SUBDIRS:
+        folder = root / "json" / "bench" / subdir
+        folder.mkdir(parents=True)
+        (folder / "repodata.json").symlink_to(data / subdir / "repodata.json")
+
+
+def ours(url: str, blacklist: list[str], work: Path) -> tuple[float, float]:
+    config = work / "ours.yaml"
+    lines = [f"remote_url: {url}", f"mirror_dir: {work / 'mirror'}", "platforms: [linux-64]"]
+    lines.append(
+        "blacklist:" + "".join(f"\n  - {name}" for name in blacklist) if blacklist else "blacklist: []"
+    )
+    config.write_text("\n".join(lines) + "\n")
+    env = {
+        **os.environ,
+        "CAS_MIRROR_SYSTEM_CONFIG": str(work / "none"),
+        "CAS_MIRROR_USER_CONFIG": str(work / "none"),
+    }
+    env = {k: v for k, v in env.items() if not k.startswith("CAS_MIRROR_") or k.endswith("_CONFIG")}
+    seconds, rss, text = measure([str(BIN / "cas-sync"), "--dry-run", "--config", str(config)], env)
+    assert "linux-64" in text and "noarch" in text, text[:500]
+    return seconds, rss
+
+
+def conda_mirror(url: str, blacklist: list[str], work: Path) -> tuple[float, float]:
+    config = work / "conda-mirror.yaml"
+    config.write_text(
+        "blacklist:" + "".join(f"\n  - name: {name}" for name in blacklist) + "\n" if blacklist else "{}\n"
+    )
+    total, peak = 0.0, 0.0
+    for subdir in SUBDIRS:
+        target = work / "cm-target"
+        target.mkdir(exist_ok=True)
+        cmd = [str(BIN / "conda-mirror"), "--dry-run", "--upstream-channel", url,
+               "--target-directory", str(target), "--platform", subdir, "--config", str(config)]  # fmt: skip
+        seconds, rss, _ = measure(cmd)
+        total += seconds
+        peak = max(peak, rss)
+    return total, peak
+
+
+def phases(url: str, blacklist_file: Path | None, whitelist_file: Path) -> dict:
+    cmd = [sys.executable, str(HERE / "phases.py"), url, "--whitelist", str(whitelist_file)]
+    if blacklist_file is not None:
+        cmd += ["--blacklist", str(blacklist_file)]
+    _, _, text = measure(cmd)
+    return json.loads(text)
+
+
+def median_run(fn, repeat: int) -> tuple[float, float, list[float]]:
+    runs = [fn() for _ in range(repeat)]
+    times = [t for t, _ in runs]
+    return statistics.median(times), max(r for _, r in runs), times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "casconsole-bench-plan")
+    parser.add_argument("--records", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-conda-mirror", action="store_true")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    import generate  # beside this file
+
+    from casconsole.demo import DemoServer
+
+    data = args.dir.resolve()
+    if not (data / "noarch" / "repodata.json").exists():
+        generate.main([str(data), "--records", str(args.records)])
+    blacklist_file = data / "blacklist.txt"
+    names = blacklist_file.read_text().split()
+    size = sum((data / s / "repodata.json").stat().st_size for s in SUBDIRS)
+    work = Path(tempfile.mkdtemp(prefix="bench-plan-"))
+    serve_trees(data, work / "serve")
+    rows = []
+    try:
+        with DemoServer(work / "serve" / "full") as full, DemoServer(work / "serve" / "json") as json_only:
+            for label, blacklist in (("no blacklist", []), (f"{len(names)}-name blacklist", names)):
+                row = {"case": label}
+                row["ours_zst"] = median_run(
+                    lambda b=blacklist: ours(f"{full.url}/bench", b, work), args.repeat
+                )
+                row["ours_json"] = median_run(
+                    lambda b=blacklist: ours(f"{json_only.url}/bench", b, work), args.repeat
+                )
+                if not args.no_conda_mirror:
+                    repeat = args.repeat if not blacklist else 1  # about two minutes a run
+                    row["conda_mirror"] = median_run(
+                        lambda b=blacklist: conda_mirror(f"{json_only.url}/bench", b, work), repeat
+                    )
+                row["phases"] = phases(
+                    f"{full.url}/bench", blacklist_file if blacklist else None, data / "whitelist.txt"
+                )
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(rows, size, args)
+    return 0
+
+
+def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
+    print(f"## Plan benchmark ({args.records:,} records, {size / 1e6:.0f} MB of JSON, linux-64 + noarch)\n")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"median of {args.repeat} runs (conda-mirror with a blacklist: 1 run).\n")  # fmt: skip
+    print("| case | ours, .zst | ours, .json | conda-mirror | time ratio (json) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        zt, zr, _ = row["ours_zst"]
+        jt, jr, _ = row["ours_json"]
+        cm = row.get("conda_mirror")
+        cm_text = f"{cm[0]:.1f} s, {cm[1]:,.0f} MB" if cm else "not run"
+        ratio = f"{cm[0] / jt:.1f}x faster, {cm[1] / jr:.1f}x less memory" if cm else ""
+        print(
+            f"| {row['case']} | {zt:.2f} s, {zr:,.0f} MB | {jt:.2f} s, {jr:,.0f} MB | {cm_text} | {ratio} |"
+        )
+    print("\nOur phases (bench/plan/phases.py, one process, seconds):\n")
+    keys = [k for k in rows[0]["phases"] if k != "records"]
+    print("| phase | " + " | ".join(row["case"] for row in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(str(row["phases"].get(key)) for row in rows) + " |")
+    print("\nAll runs:", json.dumps({row["case"]: {k: v[2] for k, v in row.items() if isinstance(v, tuple)}
+                                     for row in rows}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
