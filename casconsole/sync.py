@@ -41,6 +41,7 @@ from .sync_events import (
     FileDone,
     FileFailed,
     FileRemoved,
+    RepodataFetched,
     SubdirDone,
     SubdirPlanned,
     SyncFinished,
@@ -231,8 +232,9 @@ class Sync:
         for subdir in self.settings.subdirs:
             if self.cancelled:
                 raise Cancelled
-            fetched = fetch_upstream_cached(self.settings.remote_url, subdir, client, cache)
+            fetched = fetch_upstream_cached(self.settings.remote_url, subdir, client, cache, self._cancel)
             repodata, raw = decode_fetched(fetched)
+            self.emit(RepodataFetched(subdir, fetched.url, len(repodata.records), fetched.not_modified))
             for message in [*repodata.warnings, *screen(repodata, subdir)]:
                 self.emit(SyncWarning(subdir, message))
             upstream[subdir], raws[subdir] = repodata, raw

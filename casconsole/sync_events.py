@@ -30,6 +30,17 @@ class SyncStarted(Event):
 
 
 @dataclasses.dataclass(frozen=True)
+class RepodataFetched(Event):
+    """A subdir's upstream repodata is in hand (`not_modified`: the copy kept was still current)."""
+
+    kind: ClassVar[str] = "repodata"
+    subdir: str
+    url: str
+    records: int
+    not_modified: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class SyncWarning(Event):
     """Something refused or skipped that does not fail the sync (a hostile record, a stale lock)."""
 

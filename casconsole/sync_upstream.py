@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .repodata import (
     decode_repodata,
     decompress,
 )
+from .sync_fetch import Cancelled
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -175,7 +177,11 @@ def _decompress(where: str, name: str, raw: bytes) -> bytes:
 
 
 def fetch_upstream_cached(
-    remote_url: str, subdir: str, client: httpx.Client | None, cache_dir: Path
+    remote_url: str,
+    subdir: str,
+    client: httpx.Client | None,
+    cache_dir: Path,
+    cancel: threading.Event | None = None,
 ) -> Fetched:
     """A subdir's upstream repodata, asking with the kept copy's validators first.
 
@@ -196,7 +202,7 @@ def fetch_upstream_cached(
         if meta.last_modified:
             headers["If-Modified-Since"] = meta.last_modified
         if headers:
-            response = _get(client, meta.url, headers)
+            response = _get(client, meta.url, headers, cancel)
             if response.status_code == 304:
                 return Fetched(subdir, meta.url, _decompress(meta.url, meta.name, body), not_modified=True)
             if response.status_code < 300:
@@ -205,7 +211,7 @@ def fetch_upstream_cached(
                 raise RepoDataError(f"{meta.url}: HTTP {response.status_code}")
     for name in REPODATA_NAMES:
         url = f"{base}/{subdir}/{name}"
-        response = _get(client, url, {})
+        response = _get(client, url, {}, cancel)
         if response.status_code in (403, 404):
             continue
         if response.status_code >= 300:
@@ -216,14 +222,31 @@ def fetch_upstream_cached(
     raise RepoDataNotFound(f"{base}/{subdir}/: no repodata.json there")
 
 
-def _get(client: httpx.Client, url: str, headers: dict[str, str]) -> httpx.Response:
+@dataclass
+class _Reply:
+    status_code: int
+    headers: httpx.Headers
+    content: bytes = b""
+
+
+def _get(client: httpx.Client, url: str, headers: dict[str, str], cancel: threading.Event | None) -> _Reply:
+    """GET `url`, the body read in full (checking `cancel` as it comes: repodata can be large)."""
     try:
-        return client.get(url, headers=headers)
+        with client.stream("GET", url, headers=headers) as response:
+            reply = _Reply(response.status_code, response.headers)
+            if response.status_code < 300:
+                chunks = []
+                for chunk in response.iter_bytes():
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled
+                    chunks.append(chunk)
+                reply.content = b"".join(chunks)
+            return reply
     except httpx.HTTPError as exc:
         raise RepoDataError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
-def _keep(path: Path, subdir: str, url: str, name: str, response: httpx.Response) -> Fetched:
+def _keep(path: Path, subdir: str, url: str, name: str, response: _Reply) -> Fetched:
     body = response.content
     data = _decompress(url, name, body)
     meta = _CacheMeta(url, name, response.headers.get("ETag"), response.headers.get("Last-Modified"))
