@@ -22,10 +22,11 @@ The core stays UI-free: progress goes to the `sink` as typed events (sync_events
 
 from __future__ import annotations
 
+import collections
 import os
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class _Subdir:
 
 
 class Sync:
-    """One sync of `settings`; `run()` once, `cancel()` from any thread.
+    """One sync of `settings`: call `run()` once; `cancel()` from any thread.
 
     `sink` receives the events (from worker threads, one call at a time). `verify=True`
     re-hashes every file on disk and repairs those that do not match.
@@ -163,6 +164,9 @@ class Sync:
                 stats.state = "cancelled"
             except (SyncError, RepoDataError) as exc:
                 stats.state, stats.error = "error", str(exc)
+            except OSError as exc:  # the mirror cannot be written: permissions, a full disk
+                where = f"{exc.filename}: " if exc.filename else ""
+                stats.state, stats.error = "error", f"{where}{exc.strerror or exc}"
             except KeyboardInterrupt:
                 self.cancel()
                 stats.state = "cancelled"
@@ -301,7 +305,10 @@ class Sync:
         return sub, jobs
 
     def _download(self, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
-        """Run the jobs `concurrency` at a time; settle each subdir as its last job ends."""
+        """Run the jobs on `concurrency` threads; settle each subdir as its last job ends.
+
+        Workers take jobs from a deque and put outcomes on a queue; this thread records them.
+        """
         assert self._fetcher is not None
         for sub in subdirs.values():
             if sub.pending == 0:
@@ -309,32 +316,54 @@ class Sync:
         if not jobs:
             return
         fetcher = self._fetcher
-        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="cas-sync")
+        todo = collections.deque(jobs)
+        results: queue.SimpleQueue[tuple[FileJob, Outcome | BaseException | None]] = queue.SimpleQueue()
+
+        def work() -> None:
+            while not self.cancelled:
+                try:
+                    job = todo.popleft()
+                except IndexError:
+                    return
+                try:
+                    results.put((job, fetcher.run(job)))
+                except Cancelled:
+                    results.put((job, None))
+                    return
+                except BaseException as exc:  # a bug: handed to the main thread, which stops the sync
+                    results.put((job, exc))
+                    return
+
+        count = min(self.settings.concurrency, len(jobs))
+        workers = [threading.Thread(target=work, name=f"cas-sync-{i}", daemon=True) for i in range(count)]
+        for worker in workers:
+            worker.start()
+        left = len(jobs)
         try:
-            futures: dict[Future[Outcome], FileJob] = {pool.submit(fetcher.run, job): job for job in jobs}
-            pending = set(futures)
-            while pending:
-                # a short wait keeps the main thread responsive to signals (Ctrl-C)
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        outcome = future.result()
-                    except Cancelled:
-                        continue
-                    sub = subdirs[futures[future].subdir]
-                    self._record(sub, outcome)
-                    sub.pending -= 1
-                    if sub.pending == 0 and not self.cancelled:
-                        self._settle(sub)
-                if self.cancelled:
-                    break
+            while left and not self.cancelled:
+                try:
+                    # a short wait keeps this thread responsive to signals (Ctrl-C)
+                    job, outcome = results.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                left -= 1
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                if outcome is None:
+                    continue
+                sub = subdirs[job.subdir]
+                self._record(sub, outcome)
+                sub.pending -= 1
+                if sub.pending == 0 and not self.cancelled:
+                    self._settle(sub)
         except BaseException:
             self.cancel()
             raise
         finally:
             if self.cancelled:
                 fetcher.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            for worker in workers:
+                worker.join()
             for sub in subdirs.values():
                 sub.store.close()
         if self.cancelled:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .events import Event
 from .sync_events import FileProgress
 from .sync_lock import pid_alive, state_dir
@@ -34,6 +36,16 @@ def log_path(mirror_dir: Path) -> Path:
     return state_dir(mirror_dir) / LOG_NAME
 
 
+def event_line(event: Event) -> bytes:
+    """The event as one JSON line: `event`, `time`, then its fields (`Event.to_json()`, faster)."""
+    data = {"event": event.kind, "time": time.time()}
+    data.update(event.__dict__)
+    return _encode(data) + b"\n"
+
+
+_encode = msgspec.json.Encoder(enc_hook=str).encode
+
+
 class StatusLog:
     """A sink that appends events to the status log (open it only while holding the lock)."""
 
@@ -43,7 +55,7 @@ class StatusLog:
         with contextlib.suppress(FileNotFoundError):
             if self.path.stat().st_size > ROTATE_BYTES:
                 os.replace(self.path, self.path.with_name(LOG_NAME + ".1"))
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._fh = open(self.path, "ab")  # noqa: SIM115 (closed in close())
         self._progress_at: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
@@ -54,7 +66,7 @@ class StatusLog:
             if now - self._progress_at.get(key, 0.0) < LOG_PROGRESS_EVERY:
                 return
             self._progress_at[key] = now
-        line = json.dumps(event.to_json(), separators=(",", ":"), default=str) + "\n"
+        line = event_line(event)
         with self._lock:
             if self._fh is not None:
                 self._fh.write(line)

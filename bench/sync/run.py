@@ -6,7 +6,8 @@ The upstream (bench/sync/upstream.py: 2,500 linux-64 packages of ~20 KB and 200 
 served by one server on 127.0.0.1 (nginx when installed, else Python's threading HTTP server).
 Each tool syncs it cold into an empty folder, then again with nothing new (the no-op re-sync);
 wall time, MB/s and peak memory (the process's max RSS) are measured per run. sha256sum then
-hashes the same files, for a sense of what "fast" means on this machine. Results are printed
+hashes the same files, and `cp -r` copies them on the same disk, for a sense of what "fast"
+means on this machine (the copy is the floor for writing these files, network aside). Results are printed
 as a markdown table (and saved as JSON beside the work folder).
 """
 
@@ -122,6 +123,13 @@ def main() -> int:
         )
         files = sorted(str(p) for p in (ours / "pkgs" / "linux-64").iterdir() if p.name.endswith(".conda"))
         results["sha256sum"] = measure(["sha256sum", *files])
+        # what writing these files costs on this machine at all: a plain copy on the same disk
+        copy = work / "cp"
+        shutil.rmtree(copy, ignore_errors=True)
+        results["cp -r (writing the files, no network)"] = measure(
+            ["cp", "-r", str(upstream / "linux-64"), str(copy)]
+        )
+        shutil.rmtree(copy, ignore_errors=True)
         # the sync engine's own time for the no-op, without the interpreter's start
         last = [json.loads(line) for line in (ours / ".cas" / "sync.jsonl").read_text().splitlines()][-1]
         results["casconsole no-op"]["engine_seconds"] = last["stats"]["seconds"]

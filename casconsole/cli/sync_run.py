@@ -39,6 +39,7 @@ from ..sync_events import (
     SyncWarning,
 )
 from ..sync_lock import state_dir
+from ..sync_status import event_line
 from .common import fail
 
 DETACHED_OUTPUT = "sync-detached.out"
@@ -147,9 +148,15 @@ class JsonSink(_Sink):
 
     def __init__(self, out: TextIO):
         self.out = out
+        out.flush()
 
     def __call__(self, event: Event) -> None:
-        self.out.write(json.dumps(event.to_json(), separators=(",", ":"), default=str) + "\n")
+        line = event_line(event)
+        buffer = getattr(self.out, "buffer", None)
+        if buffer is not None:
+            buffer.write(line)
+        else:
+            self.out.write(line.decode())
         self.out.flush()
 
 
