@@ -274,7 +274,7 @@ class Fetcher:
         try:
             if fresh:  # what is there did not verify: start over, even if this attempt fails early
                 os.ftruncate(fd, 0)
-            offset = os.fstat(fd).st_size
+            on_disk = offset = os.fstat(fd).st_size
             if offset > job.size:
                 offset = 0
             hashes = _Hashes(not job.sha256)
@@ -285,7 +285,8 @@ class Fetcher:
             with self._body(job, offset) as (body, start):
                 if start == 0:
                     hashes = _Hashes(not job.sha256)
-                os.ftruncate(fd, start)
+                if on_disk != start:
+                    os.ftruncate(fd, start)
                 os.lseek(fd, start, os.SEEK_SET)
                 self.emit(FileStarted(job.subdir, job.fn, job.size, start))
                 done = start
@@ -371,13 +372,13 @@ class Fetcher:
         raise _Fail(f"HTTP {status}")
 
     def _finish(self, job: FileJob, fd: int, hashes: _Hashes, received: int, resumed: bool):
-        size = os.fstat(fd).st_size
-        if size != job.size:
-            raise _Retry(f"size {size}, expected {job.size}", fresh=True)
+        st = os.fstat(fd)
+        if st.st_size != job.size:
+            raise _Retry(f"size {st.st_size}, expected {job.size}", fresh=True)
         why = hashes.mismatch(job)
         if why:
             raise _Retry(why + (" after resuming" if resumed else ""), fresh=True)
-        os.fchmod(fd, 0o644)
-        os.replace(job.part, job.dest)
-        st = os.stat(job.dest, follow_symlinks=False)
+        if st.st_mode & 0o777 != 0o644:  # readable by the web server whatever the umask
+            os.fchmod(fd, 0o644)
+        os.replace(job.part, job.dest)  # keeps size and mtime: `st` is the verified file's
         return hashes.verified(st), received, resumed
