@@ -40,13 +40,18 @@ def _read_pid(fd: int) -> int | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Is process `pid` running (a zombie, killed but not yet reaped, is not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, someone else's
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc: trust the signal
         return True
-    return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class SyncLock:

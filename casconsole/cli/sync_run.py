@@ -127,7 +127,8 @@ def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
         file=out,
     )
     if verify or stats.checked:
-        print(f"cas-sync: hashed {stats.checked:,} files on disk: {stats.corrupt:,} bad", file=out)
+        files = "file" if stats.checked == 1 else "files"
+        print(f"cas-sync: hashed {stats.checked:,} {files} on disk: {stats.corrupt:,} bad", file=out)
     for subdir, fn, reason in stats.failures:
         print(f"cas-sync: failed: {subdir}/{fn}: {reason}", file=out)
 
