@@ -120,7 +120,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def decode_repodata(data: bytes, subdir: str, source: str = "") -> RepoData:
+def decode_repodata(data: bytes | bytearray, subdir: str, source: str = "") -> RepoData:
     """Parse repodata JSON bytes; RepoDataError names `source` when they are not repodata."""
     with gc_paused():
         try:
@@ -185,9 +185,16 @@ def _decode_loose(data: bytes, subdir: str, source: str) -> RepoData:
     return RepoData(subdir, records, info, removed, version, source, warnings)
 
 
-def decompress(name: str, data: bytes) -> bytes:
+def decompress(name: str, data: bytes | bytearray) -> bytes | bytearray:
     """The JSON bytes of a repodata file named `name` (`.zst`, `.bz2` or plain)."""
     if name.endswith(".zst"):
+        try:
+            if zstandard.frame_content_size(data) > 0:
+                # one frame of known size, decompressed into one buffer: twice as fast as
+                # streaming (0.16 s against 0.37 s for 133 MB); several frames raise here
+                return zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
+        except zstandard.ZstdError:
+            pass
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
             return reader.read()
     if name.endswith(".bz2"):
@@ -238,7 +245,7 @@ def http_client(
 
 def fetch_repodata_bytes(
     remote_url: str, subdir: str, client: httpx.Client | None = None
-) -> tuple[str, bytes]:
+) -> tuple[str, bytes | bytearray]:
     """(URL of the file found, its decompressed JSON bytes), trying each name in REPODATA_NAMES."""
     base, local = channel_location(remote_url)
     tried = []
@@ -260,22 +267,46 @@ def fetch_repodata_bytes(
         for name in REPODATA_NAMES:
             url = f"{base}/{subdir}/{name}"
             try:
-                response = client.get(url)
+                with client.stream("GET", url) as response:
+                    if response.status_code in (403, 404):
+                        tried.append(url)
+                        continue
+                    if response.status_code >= 400:
+                        raise RepoDataError(f"{url}: HTTP {response.status_code}")
+                    body = _read_body(url, response)
             except httpx.HTTPError as exc:
                 raise RepoDataError(f"{url}: {type(exc).__name__}: {exc}") from exc
-            if response.status_code in (403, 404):
-                tried.append(url)
-                continue
-            if response.status_code >= 400:
-                raise RepoDataError(f"{url}: HTTP {response.status_code}")
-            return url, _decompress_named(url, name, response.content)
+            return url, _decompress_named(url, name, body)
     finally:
         if own_client:
             client.close()
     raise RepoDataNotFound(f"{base}/{subdir}/: no repodata.json there")
 
 
-def _decompress_named(where: str, name: str, raw: bytes) -> bytes:
+def _read_body(url: str, response: httpx.Response) -> bytes | bytearray:
+    """The body, received straight into one buffer of its Content-Length when it has one.
+
+    `response.read()` holds the chunks and their join at once: 537 MB of peak memory for a
+    133 MB repodata.json (measured), against 161 MB this way.
+    """
+    length = response.headers.get("content-length", "")
+    if not length.isdigit() or response.headers.get("content-encoding", "identity") != "identity":
+        return response.read()
+    body = bytearray(int(length))
+    with memoryview(body) as view:
+        received = 0
+        for chunk in response.iter_raw():
+            end = received + len(chunk)
+            if end > len(body):
+                raise RepoDataError(f"{url}: more bytes than its Content-Length ({length})")
+            view[received:end] = chunk
+            received = end
+    if received != len(body):
+        raise RepoDataError(f"{url}: {received} of {length} bytes received")
+    return body
+
+
+def _decompress_named(where: str, name: str, raw: bytes | bytearray) -> bytes | bytearray:
     try:
         return decompress(name, raw)
     except (zstandard.ZstdError, OSError, ValueError, EOFError) as exc:

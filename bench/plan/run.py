@@ -6,9 +6,10 @@ Generates (once) a 500,000-record linux-64 + noarch channel with generate.py, se
 127.0.0.1, and runs each command in a fresh subprocess, measuring wall time and peak RSS
 (`os.wait4`), with no blacklist and with the generated 100-name blacklist:
 
-- ours: `cas-sync --dry-run --config FILE` (fetch, parse, select, plan, dependency check,
-  report), once reading `repodata.json.zst` as it prefers, once from a server that only has
-  `repodata.json` (what conda-mirror reads);
+- ours, parse + select + plan: bench/plan/ours.py, from a server that only has
+  `repodata.json` (what conda-mirror reads), without and with the dependency check;
+- ours as a user runs it: `cas-sync --dry-run --config FILE` (settings, fetch preferring
+  `repodata.json.zst`, parse, select, plan, dependency check, the printed report);
 - conda-mirror: `conda-mirror --dry-run --upstream-channel URL --platform P [--config FILE]`
   for linux-64 and for noarch (it takes one platform a run): times added, peak the larger.
 
@@ -63,20 +64,35 @@ def serve_trees(data: Path, root: Path) -> None:
         (folder / "repodata.json").symlink_to(data / subdir / "repodata.json")
 
 
-def ours(url: str, blacklist: list[str], work: Path) -> tuple[float, float]:
+def clean_env(work: Path) -> dict[str, str]:
+    """The environment without the developer's CAS_MIRROR_* settings or files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
+    return env | {
+        "CAS_MIRROR_SYSTEM_CONFIG": str(work / "none"),
+        "CAS_MIRROR_USER_CONFIG": str(work / "none"),
+    }
+
+
+def ours_plan(url: str, blacklist_file: Path | None, check: bool, work: Path) -> tuple[float, float]:
+    """bench/plan/ours.py: parse, select and plan (and check), nothing else."""
+    cmd = [sys.executable, str(HERE / "ours.py"), url]
+    cmd += ["--blacklist", str(blacklist_file)] if blacklist_file else []
+    cmd += ["--check"] if check else []
+    seconds, rss, text = measure(cmd, clean_env(work))
+    assert text.startswith("kept "), text
+    return seconds, rss
+
+
+def cas_sync(url: str, blacklist: list[str], work: Path) -> tuple[float, float]:
+    """`cas-sync --dry-run` as a user runs it: settings file, plan, check, the printed report."""
     config = work / "ours.yaml"
     lines = [f"remote_url: {url}", f"mirror_dir: {work / 'mirror'}", "platforms: [linux-64]"]
     lines.append(
         "blacklist:" + "".join(f"\n  - {name}" for name in blacklist) if blacklist else "blacklist: []"
     )
     config.write_text("\n".join(lines) + "\n")
-    env = {
-        **os.environ,
-        "CAS_MIRROR_SYSTEM_CONFIG": str(work / "none"),
-        "CAS_MIRROR_USER_CONFIG": str(work / "none"),
-    }
-    env = {k: v for k, v in env.items() if not k.startswith("CAS_MIRROR_") or k.endswith("_CONFIG")}
-    seconds, rss, text = measure([str(BIN / "cas-sync"), "--dry-run", "--config", str(config)], env)
+    cmd = [str(BIN / "cas-sync"), "--dry-run", "--config", str(config)]
+    seconds, rss, text = measure(cmd, clean_env(work))
     assert "linux-64" in text and "noarch" in text, text[:500]
     return seconds, rss
 
@@ -135,22 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         with DemoServer(work / "serve" / "full") as full, DemoServer(work / "serve" / "json") as json_only:
-            for label, blacklist in (("no blacklist", []), (f"{len(names)}-name blacklist", names)):
-                row = {"case": label}
-                row["ours_zst"] = median_run(
-                    lambda b=blacklist: ours(f"{full.url}/bench", b, work), args.repeat
+            cases = (("no blacklist", [], None), (f"{len(names)}-name blacklist", names, blacklist_file))
+            json_url, full_url = f"{json_only.url}/bench", f"{full.url}/bench"
+            for label, blacklist, listed in cases:
+                row: dict = {"case": label}
+                row["plan"] = median_run(lambda f=listed: ours_plan(json_url, f, False, work), args.repeat)
+                row["plan_check"] = median_run(
+                    lambda f=listed: ours_plan(json_url, f, True, work), args.repeat
                 )
-                row["ours_json"] = median_run(
-                    lambda b=blacklist: ours(f"{json_only.url}/bench", b, work), args.repeat
-                )
+                row["cas_sync"] = median_run(lambda b=blacklist: cas_sync(full_url, b, work), args.repeat)
                 if not args.no_conda_mirror:
-                    repeat = args.repeat if not blacklist else 1  # about two minutes a run
+                    repeat = args.repeat if not blacklist else 1  # minutes a run
                     row["conda_mirror"] = median_run(
-                        lambda b=blacklist: conda_mirror(f"{json_only.url}/bench", b, work), repeat
+                        lambda b=blacklist: conda_mirror(json_url, b, work), repeat
                     )
-                row["phases"] = phases(
-                    f"{full.url}/bench", blacklist_file if blacklist else None, data / "whitelist.txt"
-                )
+                row["phases"] = phases(full_url, listed, data / "whitelist.txt")
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
@@ -160,28 +175,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
-    print(f"## Plan benchmark ({args.records:,} records, {size / 1e6:.0f} MB of JSON, linux-64 + noarch)\n")
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"median of {args.repeat} runs (conda-mirror with a blacklist: 1 run).\n")  # fmt: skip
-    print("| case | ours, .zst | ours, .json | conda-mirror | time ratio (json) |")
-    print("|---|---|---|---|---|")
+    print(f"## Plan benchmark: {args.records:,} records, {size / 1e6:.0f} MB of JSON (linux-64 + noarch)\n")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
+          f"Median wall time of {args.repeat} runs (conda-mirror with a blacklist: 1 run), "
+          "peak RSS the largest seen.\n")  # fmt: skip
+    columns = [
+        ("plan", "ours: parse + select + plan"),
+        ("plan_check", "ours: + dependency check"),
+        ("cas_sync", "`cas-sync --dry-run`"),
+        ("conda_mirror", "`conda-mirror --dry-run`"),
+    ]
+    print("| case | " + " | ".join(title for _, title in columns) + " | conda-mirror / ours (plan) |")
+    print("|---|" + "---|" * (len(columns) + 1))
     for row in rows:
-        zt, zr, _ = row["ours_zst"]
-        jt, jr, _ = row["ours_json"]
-        cm = row.get("conda_mirror")
-        cm_text = f"{cm[0]:.1f} s, {cm[1]:,.0f} MB" if cm else "not run"
-        ratio = f"{cm[0] / jt:.1f}x faster, {cm[1] / jr:.1f}x less memory" if cm else ""
-        print(
-            f"| {row['case']} | {zt:.2f} s, {zr:,.0f} MB | {jt:.2f} s, {jr:,.0f} MB | {cm_text} | {ratio} |"
-        )
-    print("\nOur phases (bench/plan/phases.py, one process, seconds):\n")
+        cells = []
+        for key, _ in columns:
+            value = row.get(key)
+            cells.append(f"{value[0]:.2f} s, {value[1]:,.0f} MB" if value else "not run")
+        cm, plan = row.get("conda_mirror"), row["plan"]
+        ratio = f"{cm[0] / plan[0]:.1f}x the time, {cm[1] / plan[1]:.2f}x the memory" if cm else ""
+        print(f"| {row['case']} | " + " | ".join(cells) + f" | {ratio} |")
+    print("\nOur phases in one process (bench/plan/phases.py; wall seconds):\n")
     keys = [k for k in rows[0]["phases"] if k != "records"]
     print("| phase | " + " | ".join(row["case"] for row in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for key in keys:
-        print(f"| {key} | " + " | ".join(str(row["phases"].get(key)) for row in rows) + " |")
-    print("\nAll runs:", json.dumps({row["case"]: {k: v[2] for k, v in row.items() if isinstance(v, tuple)}
-                                     for row in rows}))  # fmt: skip
+        cells = []
+        for row in rows:
+            value = row["phases"].get(key)
+            cells.append(str(value["wall"]) if isinstance(value, dict) else str(value))
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    runs = {row["case"]: {k: [round(t, 2) for t in v[2]] for k, v in row.items() if isinstance(v, tuple)}
+            for row in rows}  # fmt: skip
+    print("\nEvery run (seconds):", json.dumps(runs))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import humanize
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         return show(settings, args.json)
     if args.dry_run:
-        return dry_run(settings, args.json)
+        return dry_run(settings, args.json, exit_when_done=argv is None)
     return run_sync(settings, args)
 
 
@@ -63,7 +64,10 @@ def show(settings: Settings, as_json: bool) -> int:
     return 0
 
 
-def dry_run(settings: Settings, as_json: bool) -> int:
+def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> int:
+    """Print the plan. With `exit_when_done` (cas-sync run as a program) the process ends here:
+    freeing a 500,000-record plan object by object at interpreter exit takes half a second
+    (measured), and a dry run has nothing left to clean up."""
     try:
         plan = make_plan(settings)
     except RepoDataError as err:
@@ -72,6 +76,10 @@ def dry_run(settings: Settings, as_json: bool) -> int:
         print(json.dumps(plan.to_json(), indent=1))
     else:
         print_plan(plan)
+    if exit_when_done:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
