@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from .archive import split_package_name
 from .config import Settings
@@ -85,6 +86,7 @@ class _Subdir:
     present: set[str] = field(default_factory=set)  # verified files, now or as they complete
     bad: dict[str, str] = field(default_factory=dict)  # files on disk found bad: fn -> why
     leaving: list[str] = field(default_factory=list)  # files on disk that left the plan
+    wanted: set[str] = field(default_factory=set)  # files the plan keeps
     pending: int = 0
     downloaded: int = 0
     failed: int = 0
@@ -285,6 +287,7 @@ class Sync:
                     sub.bad[fn] = f"size {st.st_size}, expected {rec.size}"
             jobs.append(job)
         sub.leaving = sorted(fn for fn in on_disk if fn not in wanted)
+        sub.wanted = wanted
         sub.pending = len(jobs)
         self.stats.present += len(sub.present)
         self.stats.files += len(jobs) - checks
@@ -405,7 +408,7 @@ class Sync:
         except OSError:
             same = False
         if not same:
-            write_repodata(sub.folder, sub.raw.restricted(sub.present))
+            write_repodata(sub.folder, msgspec.Raw(data))
         removed = 0
         for fn, why in sorted(sub.bad.items()):  # bad on disk and not fetched again: never served
             if _unlink(sub.folder / fn):
@@ -417,7 +420,7 @@ class Sync:
                     removed += 1
                     self.emit(FileRemoved(sub.name, fn, "left the plan"))
                     sub.store.forget(fn)
-                _unlink(sub.folder / f".{fn}.part")
+        self._sweep(sub)
         self.stats.removed += removed
         self.stats.packages += len(sub.present)
         sub.store.compact(keep=sub.present)
@@ -426,6 +429,28 @@ class Sync:
                 sub.name, len(sub.present), sub.downloaded, sub.failed, removed, repodata_written=not same
             )
         )
+
+    def _sweep(self, sub: _Subdir) -> None:
+        """Remove temporary files nobody will finish: partial downloads of files that are in
+        place or left the plan, and repodata temporaries left by a sync killed mid-write (older
+        than this sync, so never another writer's file in progress)."""
+        with os.scandir(sub.folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if not (name.startswith(".") and name.endswith(".part")):
+                    continue
+                fn = name[1:-5]
+                if split_package_name(fn):
+                    stale = fn in sub.present or fn not in sub.wanted
+                elif name.startswith(".repodata.json"):
+                    try:
+                        stale = entry.stat(follow_symlinks=False).st_mtime < self.stats.started
+                    except FileNotFoundError:
+                        continue
+                else:
+                    continue
+                if stale:
+                    _unlink(Path(entry.path))
 
 
 def _scan(folder: Path) -> dict[str, os.stat_result]:

@@ -462,3 +462,22 @@ def test_a_channel_on_a_local_path_is_mirrored_too(tmp_path):
         assert stats.state == "done"
         assert mirror_problems(mirror / "pkgs", root, SUBDIRS) == []
     assert len(list((mirror / "pkgs").rglob("*.conda"))) == 5
+
+
+def test_temporaries_nobody_will_finish_are_swept_and_a_failed_files_partial_is_kept(upstream, tmp_path):
+    mirror = tmp_path / "mirror"
+    folder = mirror / "pkgs" / "linux-64"
+    folder.mkdir(parents=True)
+    left = [folder / ".repodata.json.zst.k1ll3d.part", folder / ".gone-1.0-0.conda.part"]
+    for path in left:
+        path.write_bytes(b"left by a killed sync")
+        os.utime(path, (1, 1))
+    fn = "extra-1.0-0.conda"
+    whole = (upstream.root / "linux-64" / fn).read_bytes()
+    (folder / f".{fn}.part").write_bytes(whole[:1000])
+    upstream.always(f"linux-64/{fn}", Fault.status(503))
+    stats = Sync(settings_for(upstream.url, mirror, retries=0)).run()
+    assert stats.failures == [("linux-64", fn, "HTTP 503")]
+    assert [p.exists() for p in left] == [False, False]
+    assert (folder / f".{fn}.part").read_bytes() == whole[:1000]  # resumed next time
+    assert sorted(p.name for p in folder.glob(".*")) == [f".{fn}.part"]
