@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -44,6 +43,7 @@ def event_line(event: Event) -> bytes:
 
 
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+_decode = msgspec.json.Decoder().decode
 
 
 class StatusLog:
@@ -313,8 +313,8 @@ class StatusReader:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
-            except ValueError:
+                event = _decode(line)
+            except msgspec.DecodeError:
                 continue  # a line cut short by a kill
             if isinstance(event, dict):
                 self.status.apply(event)

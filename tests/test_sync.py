@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from upstream_server import Fault, Upstream, make_channel, mirror_problems, sha2
 
 from casconsole.config import load_settings
 from casconsole.fsutil import write_repodata
-from casconsole.sync import Sync, SyncLocked, read_status, run_sync
+from casconsole.sync import StatusReader, Sync, SyncLocked, read_status, run_sync
 from casconsole.sync_events import FileDone, FileRemoved, FileRetry, SyncWarning
 from casconsole.sync_lock import SyncLock
 
@@ -481,3 +482,37 @@ def test_temporaries_nobody_will_finish_are_swept_and_a_failed_files_partial_is_
     assert [p.exists() for p in left] == [False, False]
     assert (folder / f".{fn}.part").read_bytes() == whole[:1000]  # resumed next time
     assert sorted(p.name for p in folder.glob(".*")) == [f".{fn}.part"]
+
+
+def test_a_status_reader_follows_a_sync_as_it_goes(upstream, tmp_path):
+    mirror = tmp_path / "mirror"
+    fn = "libfoo-1.0-0.conda"
+    upstream.always(f"linux-64/{fn}", Fault.slow(60_000))  # about 5 s for the whole file
+    reader = StatusReader(mirror)
+    assert reader.poll().state == "none"
+    worker = threading.Thread(target=lambda: Sync(settings_for(upstream.url, mirror)).run())
+    worker.start()
+    deadline = time.monotonic() + 60
+    status = reader.poll()
+    while not (status.state == "running" and status.files_done >= 6) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = reader.poll()
+    assert (status.state, status.files_total, status.files_done, status.pid) == ("running", 7, 6, os.getpid())
+    assert list(status.active) == [f"linux-64/{fn}"]
+    assert status.bytes_left > 0
+    worker.join(60)
+    status = reader.poll()
+    assert (status.state, status.files_done, status.files_left, status.bytes_left) == ("done", 7, 0, 0)
+    assert status.active == {}
+    # a line being written is read once it is whole
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    log = mirror / ".cas" / "sync.jsonl"
+    with open(log, "ab") as fh:
+        fh.write(b'{"event":"started","time":1.0,"pid":' + dead.stdout.strip().encode())
+    assert reader.poll().state == "done"
+    with open(log, "ab") as fh:
+        fh.write(b',"subdirs":["noarch"]}\n')
+    status = reader.poll()
+    assert (status.state, list(status.subdirs), status.files_total) == ("interrupted", ["noarch"], 0)
