@@ -22,9 +22,7 @@ The core stays UI-free: progress goes to the `sink` as typed events (sync_events
 
 from __future__ import annotations
 
-import collections
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,11 +49,12 @@ from .sync_events import (
     SyncStats,
     SyncWarning,
 )
-from .sync_fetch import USER_AGENT, Cancelled, Fetcher, FileJob, Outcome
+from .sync_fetch import USER_AGENT, Cancelled, FileJob, Outcome
 from .sync_lock import SyncLock, SyncLocked, lock_holder, state_dir
 from .sync_status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from .sync_store import VerifiedStore
 from .sync_upstream import RawRepoData, decode_fetched, fetch_upstream_cached, screen
+from .sync_workers import WORKERS_LOCK, WorkerConfig, WorkerDied, WorkerPool, plan_processes
 
 __all__ = [
     "StatusReader",
@@ -106,7 +105,6 @@ class Sync:
         self._sink = sink or null_sink
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
-        self._fetcher: Fetcher | None = None
         self._log: StatusLog | None = None
         self.stats = SyncStats()
 
@@ -115,9 +113,7 @@ class Sync:
     def cancel(self) -> None:
         """Stop as soon as possible: transfers in flight are dropped (their partial files kept
         for the next run), nothing more is written, the lock is released. Thread-safe."""
-        self._cancel.set()
-        if self._fetcher is not None:
-            self._fetcher.cancel()
+        self._cancel.set()  # the download loop tells the workers (safe from a signal handler)
 
     @property
     def cancelled(self) -> bool:
@@ -164,7 +160,7 @@ class Sync:
                 stats.state = "cancelled" if self.cancelled else ("failed" if stats.failed else "done")
             except Cancelled:
                 stats.state = "cancelled"
-            except (SyncError, RepoDataError) as exc:
+            except (SyncError, RepoDataError, WorkerDied) as exc:
                 stats.state, stats.error = "error", str(exc)
             except OSError as exc:  # the mirror cannot be written: permissions, a full disk
                 where = f"{exc.filename}: " if exc.filename else ""
@@ -202,11 +198,7 @@ class Sync:
                 jobs.extend(sub_jobs)
             if self.cancelled:
                 raise Cancelled
-            with self._transport() as transport:
-                self._fetcher = Fetcher(
-                    transport, settings.timeout, self.emit, self._cancel, settings.retries
-                )
-                self._download(jobs, subdirs)
+            self._download(jobs, subdirs)
 
     def _client(self) -> httpx.Client:
         """The client for repodata: the settings' timeout, ssl_verify and proxy, nothing from
@@ -219,15 +211,6 @@ class Sync:
             trust_env=False,
             follow_redirects=True,
             headers={"User-Agent": USER_AGENT},
-        )
-
-    def _transport(self) -> httpx.HTTPTransport:
-        """The transport for package files: one kept-alive connection per worker."""
-        s = self.settings
-        return httpx.HTTPTransport(
-            verify=ssl_context(s.ssl_verify),
-            proxy=s.proxy,
-            limits=httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency),
         )
 
     def _fetch_all(
@@ -308,50 +291,22 @@ class Sync:
         return sub, jobs
 
     def _download(self, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
-        """Run the jobs on `concurrency` threads; settle each subdir as its last job ends.
-
-        Workers take jobs from a deque and put outcomes on a queue; this thread records them.
-        """
-        assert self._fetcher is not None
+        """Run the jobs in worker processes (`concurrency` at a time in all); settle each
+        subdir as its last job ends. Outcomes are recorded here, in this thread."""
         for sub in subdirs.values():
             if sub.pending == 0:
                 self._settle(sub)
         if not jobs:
             return
-        fetcher = self._fetcher
-        todo = collections.deque(jobs)
-        results: queue.SimpleQueue[tuple[FileJob, Outcome | BaseException | None]] = queue.SimpleQueue()
-
-        def work() -> None:
-            while not self.cancelled:
-                try:
-                    job = todo.popleft()
-                except IndexError:
-                    return
-                try:
-                    results.put((job, fetcher.run(job)))
-                except Cancelled:
-                    results.put((job, None))
-                    return
-                except BaseException as exc:  # a bug: handed to the main thread, which stops the sync
-                    results.put((job, exc))
-                    return
-
-        count = min(self.settings.concurrency, len(jobs))
-        workers = [threading.Thread(target=work, name=f"cas-sync-{i}", daemon=True) for i in range(count)]
-        for worker in workers:
-            worker.start()
-        left = len(jobs)
+        s = self.settings
+        processes, threads = plan_processes(s.concurrency, len(jobs))
+        config = WorkerConfig(
+            s.timeout, s.retries, s.ssl_verify, s.proxy, threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK)
+        )
+        pool = WorkerPool(config, processes, self.emit, self._cancel)
         try:
-            while left and not self.cancelled:
-                try:
-                    # a short wait keeps this thread responsive to signals (Ctrl-C)
-                    job, outcome = results.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                left -= 1
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            pool.start()
+            for job, outcome in pool.results(jobs):
                 if outcome is None:
                     continue
                 sub = subdirs[job.subdir]
@@ -363,10 +318,7 @@ class Sync:
             self.cancel()
             raise
         finally:
-            if self.cancelled:
-                fetcher.cancel()
-            for worker in workers:
-                worker.join()
+            pool.close()
             for sub in subdirs.values():
                 sub.store.close()
         if self.cancelled:

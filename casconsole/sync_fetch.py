@@ -288,7 +288,11 @@ class Fetcher:
                 if on_disk != start:
                     os.ftruncate(fd, start)
                 os.lseek(fd, start, os.SEEK_SET)
-                self.emit(FileStarted(job.subdir, job.fn, job.size, start))
+                # a transfer is announced when it resumes, or once it has run a while: the
+                # many small files that come and go in milliseconds are reported done only
+                announced = start > 0
+                if announced:
+                    self.emit(FileStarted(job.subdir, job.fn, job.size, start))
                 done = start
                 last = time.monotonic()
                 try:
@@ -306,6 +310,9 @@ class Fetcher:
                         now = time.monotonic()
                         if now - last >= PROGRESS_EVERY:
                             last = now
+                            if not announced:
+                                announced = True
+                                self.emit(FileStarted(job.subdir, job.fn, job.size, start))
                             self.emit(FileProgress(job.subdir, job.fn, done, job.size))
                 except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                     if self.cancel_event.is_set():

@@ -494,7 +494,9 @@ def test_a_status_reader_follows_a_sync_as_it_goes(upstream, tmp_path):
     worker.start()
     deadline = time.monotonic() + 60
     status = reader.poll()
-    while not (status.state == "running" and status.files_done >= 6) and time.monotonic() < deadline:
+    while not (status.state == "running" and status.files_done >= 6 and status.active) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.05)
         status = reader.poll()
     assert (status.state, status.files_total, status.files_done, status.pid) == ("running", 7, 6, os.getpid())
