@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
@@ -49,18 +50,39 @@ def start(config, *args):
     )
 
 
-def kill_after(process, stop) -> list[dict]:
-    """Read events until `stop(event)` says so (or the process ends), then SIGKILL it."""
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def gone(pids: list[int], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def kill_after(process, stop) -> tuple[list[dict], list[int]]:
+    """Read events until `stop(event)` says so (or the process ends), then SIGKILL it.
+
+    Its download workers, left without a parent, stop by themselves.
+    """
     events = []
     for line in process.stdout:
         events.append(json.loads(line))
         if stop(events[-1]):
             break
+    workers = children(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     process.stdout.close()
     process.stderr.close()
-    return events
+    assert gone(workers), "download workers outlived their killed sync"
+    return events, workers
 
 
 def test_sigkill_at_any_moment_then_rerun_completes(slow_upstream, tmp_path):
@@ -95,8 +117,10 @@ def test_sigkill_at_any_moment_then_rerun_completes(slow_upstream, tmp_path):
         ("after a subdir was settled", counter("subdir_done", 1)),
         ("in the middle of files", lambda e: e["event"] == "file_progress" and e["done"] > 50_000),
     ]
+    orphans = []
     for label, stop in moments:
-        events = kill_after(start(config), stop)
+        events, workers = kill_after(start(config), stop)
+        orphans += workers
         assert events, label
         assert mirror_problems(channel, slow_upstream.root, SUBDIRS) == [], label
         assert read_status(mirror).state in ("interrupted", "done", "failed"), label
@@ -107,6 +131,7 @@ def test_sigkill_at_any_moment_then_rerun_completes(slow_upstream, tmp_path):
         if part.stat().st_size
     }
     assert resumable, "no kill landed in the middle of a file"
+    assert orphans, "no kill left download workers behind (to see them stop)"
     assert read_status(mirror).state == "interrupted"
 
     slow_upstream.requests.clear()
