@@ -5,9 +5,11 @@
 The upstream (bench/sync/upstream.py: 2,500 linux-64 packages of ~20 KB and 200 of ~5 MB) is
 served by one server on 127.0.0.1 (nginx when installed, else Python's threading HTTP server).
 Each tool syncs it cold into an empty folder, then again with nothing new (the no-op re-sync);
-wall time, MB/s and peak memory (the process's max RSS) are measured per run. sha256sum then
-hashes the same files, and `cp -r` copies them on the same disk, for a sense of what "fast"
-means on this machine (the copy is the floor for writing these files, network aside). Results are printed
+wall time, MB/s and peak memory (the resident memory of the tool's processes together,
+sampled every 50 ms) are measured per run. sha256sum then
+hashes the same files, `cp -r` copies them on the same disk, and curl fetches them from the
+same server (one kept-alive connection, no hashing), for a sense of what "fast" means on this
+machine: the copy is the floor for writing the files, curl for fetching them. Results are printed
 as a markdown table (and saved as JSON beside the work folder).
 """
 
@@ -21,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,17 +72,44 @@ def start_server(kind: str, root: Path, work: Path) -> tuple[subprocess.Popen, s
     raise SystemExit(f"the {kind} server did not start")
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of process `root` and all its descendants, in MB."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # gone meanwhile
+    return total / 1024
+
+
 def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run `command`; its wall time (s) and peak RSS (MB)."""
+    """Run `command`; its wall time (s) and peak memory (MB, the process and its children)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:  # the processes of a tool together, not the largest alone
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], tree_rss_mb(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
     err = process.stderr.read().decode(errors="replace") if process.stderr else ""
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[0]} exited {process.returncode}:\n{err[-2000:]}")
-    return {"seconds": round(wall, 3), "peak_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"seconds": round(wall, 3), "peak_mb": round(max(peak[0], usage.ru_maxrss / 1024), 1)}
 
 
 def folder_bytes(folder: Path) -> tuple[int, int]:
@@ -130,12 +160,29 @@ def main() -> int:
             ["cp", "-r", str(upstream / "linux-64"), str(copy)]
         )
         shutil.rmtree(copy, ignore_errors=True)
+        # what fetching them over loopback costs at all: curl, one kept-alive connection, no hashing
+        if shutil.which("curl"):
+            fetched = work / "curl"
+            fetched.mkdir()
+            config = work / "curl.cfg"
+            config.write_text(
+                "".join(
+                    f'url = "{url}/linux-64/{Path(f).name}"\noutput = "{fetched / Path(f).name}"\n'
+                    for f in files
+                )
+            )
+            results["curl (fetching the files, no hashing)"] = measure(["curl", "-s", "-K", str(config)])
+            shutil.rmtree(fetched, ignore_errors=True)
         # the sync engine's own time for the no-op, without the interpreter's start
         last = [json.loads(line) for line in (ours / ".cas" / "sync.jsonl").read_text().splitlines()][-1]
         results["casconsole no-op"]["engine_seconds"] = last["stats"]["seconds"]
     finally:
         server.terminate()
         server.wait()
+        # removed now rather than at the next start: ext4 avoids reusing inodes freed in the last
+        # minutes, which would slow the next run's file creation
+        for folder in (work / "casconsole", work / "conda-mirror"):
+            shutil.rmtree(folder, ignore_errors=True)
     mb = total / 1e6
     for row in results.values():
         row["mb_per_s"] = round(mb / row["seconds"], 1)
