@@ -24,7 +24,7 @@ from .screens.base import describe_error
 from .screens.channels import ChannelsScreen
 from .screens.clients import ClientsScreen
 from .screens.config import ConfigScreen
-from .screens.dialogs import MessageDialog
+from .screens.dialogs import ConfirmDialog, MessageDialog
 from .screens.help import HelpScreen
 from .screens.index import IndexScreen
 from .screens.overview import OverviewScreen
@@ -69,6 +69,7 @@ class CasConsole(App):
         self.probe = probe
         self.plan_changed: Signal[None] = Signal(self, "plan_changed")
         self.plan_progress = ""
+        self.sync_job: Any = None  # the Sync this console runs, if any
 
     @property
     def settings(self) -> Settings:
@@ -168,6 +169,69 @@ class CasConsole(App):
         self.plan_progress = ""
         self.plan_changed.publish(None)
 
+    # ---------------------------------------------------------------- the sync
+
+    def start_sync(self, verify: bool = False) -> None:
+        """Run a sync of the working settings in this process (the Sync screen follows its log)."""
+        from .sync import Sync
+
+        self.sync_job = Sync(self.state.settings, verify=verify)
+        self.run_sync(self.sync_job)
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sync", name="the sync")
+    def run_sync(self, job: Any) -> Any:
+        return job.run()
+
+    def _sync_done(self, worker: Worker) -> None:
+        self.sync_job = None
+        self.refresh_bindings()
+        self.sync_finished("", None)
+        if worker.state != WorkerState.SUCCESS:
+            return  # a failure to start: the policy below shows it
+        stats = worker.result
+        if stats.state == "error":
+            self.push_screen(MessageDialog("The sync failed", stats.error or "no reason given"))
+        elif stats.state == "failed":
+            self.notify(
+                f"{stats.failed} file(s) could not be had; the rest is in place. See Sync (4).",
+                title="Sync finished with failures",
+                severity="warning",
+                timeout=10,
+            )
+        elif stats.state == "cancelled":
+            self.notify("Sync cancelled; partial files are kept for the next run", title="Sync", timeout=5)
+        else:
+            self.notify(f"{stats.downloaded} file(s) downloaded", title="Sync done", timeout=5)
+
+    def sync_finished(self, state: str, error: str | None) -> None:
+        """A sync (this console's or another process's) ended: look at the disk again."""
+        if self.state.plan is not None:
+            self.rescan_plan()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan-rescan", name="rescanning the mirror")
+    def rescan_plan(self) -> None:
+        plan = self.state.plan
+        if plan is not None:
+            plan.rescan()
+            self.call_from_thread(self.plan_changed.publish, None)
+
+    async def action_quit(self) -> None:
+        if self.sync_job is None:
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.sync_job.cancel()
+                self.exit()
+
+        question = (
+            "A sync runs in this console: quitting cancels it (partial files are kept and resume "
+            "on the next run). Use b on Sync to run one that survives the console. Quit?"
+        )
+        self.push_screen(ConfirmDialog("Quit and cancel the sync?", question), answer)
+
     # ---------------------------------------------------------------- failures
 
     @on(Worker.StateChanged)
@@ -177,8 +241,11 @@ class CasConsole(App):
     def worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one policy for workers: failures become a dialog or a notification."""
         worker = event.worker
-        if worker.group == "plan" and worker.node is self and event.state.name in ("SUCCESS", "ERROR"):
+        finished = event.state in (WorkerState.SUCCESS, WorkerState.ERROR)
+        if finished and worker.node is self and worker.group == "plan":
             self._plan_done(worker)
+        if finished and worker.node is self and worker.group == "sync":
+            self._sync_done(worker)
         if event.state != WorkerState.ERROR or worker.error is None:
             return
         error = worker.error

@@ -7,6 +7,8 @@ relative paths with times frozen (console_fixtures), so the pictures are the sam
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from console_helpers import add_channel, make_app, wait_workers
 
@@ -62,8 +64,28 @@ def test_plan_filter_dropped(snap_compare, console_dir):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
 
 
-def test_sync(snap_compare, console_dir):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle("4"))
+def test_sync(snap_compare, console_dir, monkeypatch):
+    """A sync run here, finished: clock times, durations and the rate frozen."""
+    import casconsole.screens.sync as sync
+
+    monkeypatch.setattr(sync, "clock", lambda t: "12:00:00" if t else "--:--:--")
+    monkeypatch.setattr(sync, "duration", lambda seconds: "unknown" if seconds is None else "3 seconds")
+    monkeypatch.setattr(sync.SyncStatus, "rate", property(lambda self: 2_500_000.0))
+    with (console_dir / "user.yaml").open("a") as fh:
+        fh.write("concurrency: 1\n")  # one file at a time: the log lines come in one order
+
+    async def run_before(pilot) -> None:
+        await wait_workers(pilot)
+        await pilot.press("4", "s")
+        deadline = time.monotonic() + 30
+        while pilot.app.screen.view.state != "done" or pilot.app.sync_job is not None:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await wait_workers(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
 
 def test_channels(snap_compare, mirror):

@@ -88,7 +88,10 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror}"
-    known = ("SettingsError", "RepoDataError", "RepoDataNotFound", "ChannelError", "SyncError", "ServerError")
+    known = {
+        "SettingsError", "RepoDataError", "RepoDataNotFound", "ChannelError", "SyncError", "SyncLocked",
+        "SyncStartError", "ServerError",
+    }  # fmt: skip
     if type(error).__name__ in known and text:
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -35,9 +35,19 @@ class StatusRow:
     problems: int
     indexed_at: float | None
     note: str = ""
+    synced: bool = False  # the mirrored channel: its repodata is written by each sync, not indexed
+
+    @property
+    def state(self) -> str:
+        return "synced" if self.synced else "fresh" if self.fresh else "stale"
 
 
-def status_rows(channels: list[Path]) -> list[StatusRow]:
+def status_rows(channels: list[Path], mirrored: Path | None = None) -> list[StatusRow]:
+    """A row per channel and subdir (and channeldata.json when stale), as `index_status` says.
+
+    The mirrored channel is not indexed: the sync writes its repodata from upstream's records
+    (upstream's patches kept), so its rows say so and count the package files on disk.
+    """
     from ..index import ChannelError, index_status
 
     rows = []
@@ -47,17 +57,22 @@ def status_rows(channels: list[Path]) -> list[StatusRow]:
         except ChannelError as exc:
             rows.append(StatusRow(channel.name, "", False, 0, 0, 0, 0, 0, None, str(exc)))
             continue
+        if mirrored is not None and channel.resolve() == mirrored.resolve():
+            for s in status.subdirs:
+                files = s.packages - s.missing + s.new
+                rows.append(StatusRow(channel.name, s.subdir, True, files, 0, 0, 0, s.problems, None,
+                                      "by each sync", synced=True))  # fmt: skip
+            continue
         for s in status.subdirs:
+            note = "outputs replaced" if s.outputs_changed and s.indexed_at else ""
             rows.append(
                 StatusRow(
                     channel.name, s.subdir, s.fresh, s.packages, s.new, s.changed, s.missing, s.problems,
-                    s.indexed_at, "outputs replaced since" if s.outputs_changed and s.indexed_at else "",
+                    s.indexed_at, note,
                 )
             )  # fmt: skip
         if not status.channeldata_fresh:
-            rows.append(
-                StatusRow(channel.name, "channeldata", False, 0, 0, 0, 0, 0, None, "channeldata.json stale")
-            )
+            rows.append(StatusRow(channel.name, "channeldata", False, 0, 0, 0, 0, 0, None, "channeldata.json"))
     return rows
 
 
@@ -150,20 +165,20 @@ class IndexScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="index-status", name="index status")
     def load_status(self) -> None:
-        channels = find_channels(self.state.settings.mirror_dir)
-        rows = status_rows(channels)
+        settings = self.state.settings
+        rows = status_rows(find_channels(settings.mirror_dir), settings.channel_dir)
         self.app.call_from_thread(self.show_status, rows)
 
     def show_status(self, rows: list[StatusRow]) -> None:
         self.rows = rows
         columns = [
-            Column("channel", 12, lambda i: rows[i].channel, flex=True),
+            Column("channel", 11, lambda i: rows[i].channel, flex=True),
             Column("subdir", 11, lambda i: rows[i].subdir),
             Column(
                 "state",
                 6,
-                lambda i: "fresh" if rows[i].fresh else "stale",
-                lambda i: "good" if rows[i].fresh else "warn",
+                lambda i: rows[i].state,
+                lambda i: "note" if rows[i].synced else "good" if rows[i].fresh else "warn",
             ),
             Column(
                 "pkgs", 7, lambda i: count(rows[i].packages), sort=lambda i: rows[i].packages, align="right"
@@ -181,13 +196,13 @@ class IndexScreen(ConsoleScreen):
                 sort=lambda i: rows[i].problems,
                 align="right",
             ),
-            Column("indexed", 13, lambda i: rows[i].note or ago(rows[i].indexed_at)),
+            Column("indexed", 14, lambda i: rows[i].note or ago(rows[i].indexed_at)),
         ]
         position = self.table.cursor
         self.table.empty_text = f"no channel under {self.state.settings.mirror_dir} yet"
         self.table.set_data(columns, len(rows))
         self.table.cursor = position
-        stale = sorted({r.channel for r in rows if not r.fresh})
+        stale = sorted({r.channel for r in rows if not r.fresh and not r.synced})
         text = Text()
         channels = sorted({r.channel for r in rows})
         text.append(f"{len(channels)} channel(s) under {self.state.settings.mirror_dir}")

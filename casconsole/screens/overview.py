@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from rich.table import Table
@@ -37,29 +38,28 @@ class MirrorSummary:
     last_sync: str = ""
 
 
-def summarize_channel(path) -> ChannelSummary:
-    from ..index import ChannelError, index_status
+def summarize_channel(path: Path, mirrored: Path) -> ChannelSummary:
+    from .index import status_rows
 
+    rows = status_rows([path], mirrored)
     summary = ChannelSummary(path.name)
-    try:
-        status = index_status(path)
-    except ChannelError as exc:
-        summary.index = str(exc)
-        return summary
-    summary.subdirs = len(status.subdirs)
-    summary.packages = sum(s.packages for s in status.subdirs)
-    summary.fresh = status.fresh
-    if status.fresh:
-        summary.index = "fresh"
+    subdirs = [r for r in rows if r.subdir and r.subdir != "channeldata"]
+    summary.subdirs = len(subdirs)
+    summary.packages = sum(r.packages for r in subdirs)
+    if not rows or not rows[0].subdir:  # not a channel after all: the row says why
+        summary.index = rows[0].note if rows else "empty"
+    elif rows[0].synced:
+        summary.fresh, summary.index = True, "mirror: repodata written by each sync"
+    elif all(r.fresh for r in rows):
+        summary.fresh, summary.index = True, "fresh"
+    elif all(r.indexed_at is None for r in subdirs):
+        summary.index = "never indexed"
     else:
-        new = sum(s.new for s in status.subdirs)
-        changed = sum(s.changed for s in status.subdirs)
-        missing = sum(s.missing for s in status.subdirs)
-        never = all(s.indexed_at is None for s in status.subdirs)
-        detail = ", ".join(
-            f"{n} {what}" for n, what in ((new, "new"), (changed, "changed"), (missing, "gone")) if n
-        )
-        summary.index = "never indexed" if never else f"stale ({detail or 'outputs changed'})"
+        new, changed, gone = (sum(getattr(r, k) for r in subdirs) for k in ("new", "changed", "missing"))
+        parts = [f"{n} {what}" for n, what in ((new, "new"), (changed, "changed"), (gone, "gone")) if n]
+        if any(r.subdir == "channeldata" for r in rows):
+            parts.append("channeldata")
+        summary.index = f"stale ({', '.join(parts) or 'outputs replaced'})"
     return summary
 
 
@@ -96,7 +96,10 @@ class OverviewScreen(ConsoleScreen):
     def gather(self) -> MirrorSummary:
         state = self.state
         summary = MirrorSummary()
-        summary.channels = [summarize_channel(p) for p in find_channels(state.settings.mirror_dir)]
+        settings = state.settings
+        summary.channels = [
+            summarize_channel(p, settings.channel_dir) for p in find_channels(settings.mirror_dir)
+        ]
         if self.console.probe:
             summary.server_up, summary.server = probe_server(
                 state.settings.server_host, state.settings.server_port
