@@ -72,7 +72,8 @@ def status_rows(channels: list[Path], mirrored: Path | None = None) -> list[Stat
                 )
             )  # fmt: skip
         if not status.channeldata_fresh:
-            rows.append(StatusRow(channel.name, "channeldata", False, 0, 0, 0, 0, 0, None, "channeldata.json"))
+            row = StatusRow(channel.name, "channeldata", False, 0, 0, 0, 0, 0, None, "channeldata.json")
+            rows.append(row)
     return rows
 
 
