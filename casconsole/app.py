@@ -152,7 +152,9 @@ class CasConsole(App):
             if client is not None:
                 client.close()
         self.call_from_thread(self._plan_progress, "deciding every record")
-        return Plan.build(settings, upstream)
+        plan = Plan.build(settings, upstream)
+        plan.prepare_updates()  # the toggles' re-plans stay fast
+        return plan
 
     def _plan_progress(self, text: str) -> None:
         self.plan_progress = text

@@ -309,3 +309,32 @@ async def test_clients_condarc_order_ssl_verify_and_write(internal_channel):
         assert data["channels"] == ["http://127.0.0.1:8080/internal-pkgs", "http://127.0.0.1:8080/pkgs"]
         assert data["ssl_verify"] is False
         assert data["default_channels"] == ["http://127.0.0.1:8080/pkgs"]
+
+
+async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        sp = app.screen.subdir_plan
+        assert sp.funnel.broken == 0
+        assert "dependencies are met" in static_text(app, "#deps")
+        await goto_record(pilot, "readline")
+        await pilot.press("b")  # python needs readline: every python record is left broken
+        await pilot.pause()
+        pythons = [i for i, r in enumerate(sp.records) if r.name == "python" and sp.decisions[i].included]
+        assert pythons and sp.funnel.broken >= len(pythons)
+        deps = static_text(app, "#deps")
+        assert "unmet dependencies" in deps and "blacklist: readline" in deps
+        await pilot.press("escape", "slash", *["backspace"] * 8, "enter")
+        while static_text(app, "#plan-filter").split()[1] != "unmet":
+            await pilot.press("f")
+        assert set(pythons) <= set(table(app).view)
+        assert all(sp.unmet(i) for i in table(app).view)
+        table(app).move_to_index(pythons[0])
+        await pilot.pause()
+        assert "⚠ unmet: readline >=8" in static_text(app, "#reason")
+        await pilot.press("d")  # discard: readline back, nothing broken, the filter empties
+        await pilot.pause()
+        assert sp.funnel.broken == 0 and len(table(app).view) == 0

@@ -27,7 +27,7 @@ from .dialogs import MessageDialog, SaveDialog
 
 if TYPE_CHECKING:
     from ..filters import Decision
-    from ..plan import SubdirPlan
+    from ..plan import Plan, SubdirPlan
     from .state import SaveTarget
 
 _PARTS = re.compile(r"(\d+)")
@@ -51,23 +51,32 @@ def decision_tag(decision: Decision) -> str:
     return "good" if decision.step == "upstream" else "note"
 
 
-# (label, predicate over a subdir plan) for the `f` filter; None shows everything
-FILTERS: list[tuple[str, Callable[[SubdirPlan], Callable[[int], bool]] | None]] = [
+# (label, predicate over a subdir's records) for the `f` filter; None shows everything
+FILTERS: list[tuple[str, Callable[[Plan, SubdirPlan], Callable[[int], bool]] | None]] = [
     ("all", None),
-    ("kept", lambda sp: lambda i: sp.decisions[i].included),
-    ("dropped", lambda sp: lambda i: not sp.decisions[i].included),
-    ("dropped by license", lambda sp: lambda i: sp.decisions[i].step == "license_blacklist"),
+    ("kept", lambda plan, sp: lambda i: sp.decisions[i].included),
+    ("dropped", lambda plan, sp: lambda i: not sp.decisions[i].included),
+    ("dropped by license", lambda plan, sp: lambda i: sp.decisions[i].step == "license_blacklist"),
     (
         "dropped by blacklist",
-        lambda sp: lambda i: not sp.decisions[i].included and sp.decisions[i].step == "blacklist",
+        lambda plan, sp: lambda i: not sp.decisions[i].included and sp.decisions[i].step == "blacklist",
     ),
-    ("whitelisted", lambda sp: lambda i: sp.decisions[i].included and sp.decisions[i].step != "upstream"),
+    (
+        "whitelisted",
+        lambda plan, sp: lambda i: sp.decisions[i].included and sp.decisions[i].step != "upstream",
+    ),
     (
         "to download",
-        lambda sp: lambda i: sp.decisions[i].included and not sp.is_present(sp.records[i]),
+        lambda plan, sp: lambda i: sp.decisions[i].included and not sp.is_present(sp.records[i]),
     ),
-    ("on disk", lambda sp: lambda i: sp.records[i].fn in sp.local),
+    ("on disk", lambda plan, sp: lambda i: sp.records[i].fn in sp.local),
+    ("unmet dependencies", lambda plan, sp: _broken_filter(plan, sp)),
 ]
+
+
+def _broken_filter(plan: Plan, sp: SubdirPlan) -> Callable[[int], bool]:
+    broken = plan.check.broken(sp.subdir) if plan.check is not None else {}
+    return broken.__contains__
 
 
 def plan_columns(sp: SubdirPlan) -> list[Column]:
@@ -113,6 +122,7 @@ class PlanScreen(ConsoleScreen):
     def compose_body(self) -> ComposeResult:
         yield Static(id="plan-head")
         yield Static(id="funnel")
+        yield Static(id="deps")
         with Horizontal(id="plan-bar"):
             yield Static("/", id="plan-search-label")
             yield Input(placeholder="search names", id="plan-search", compact=True)
@@ -186,11 +196,41 @@ class PlanScreen(ConsoleScreen):
         text.append(f"upstream {count(f.upstream)}")
         text.append(f" −license {count(f.dropped_license)}", "red")
         text.append(f" −blacklist {count(f.dropped_blacklist)}", "red")
+        for label, n in (
+            ("newest", getattr(f, "dropped_newest", 0)),
+            ("curated", getattr(f, "dropped_curated", 0)),
+        ):
+            if n:
+                text.append(f" −{label} {count(n)}", "red")
         text.append(f" +whitelist {count(f.added_whitelist)}", "cyan")
+        if f.added_closure:
+            text.append(f" +closure {count(f.added_closure)}", "cyan")
         text.append(f" = kept {count(f.kept)}", "bold green")
         text.append(f"\nto download {count(f.download)} ({size(f.download_bytes)})", "bold")
         text.append(f" · on disk {count(f.present)} · to delete {count(f.delete)}")
         self.query_one("#funnel", Static).update(text, layout=False)
+        self.call_after_refresh(self.show_deps)  # grouping the causes may take a moment: frame first
+
+    def show_deps(self) -> None:
+        """The dependency check of the subdir: all met, or the cause that breaks the most."""
+        sp, plan = self.subdir_plan, self.state.plan
+        deps = self.query_one("#deps", Static)
+        if sp is None or plan is None or plan.check is None:
+            deps.update("", layout=False)
+            return
+        broken = sp.funnel.broken
+        if not broken:
+            deps.update(Text("✓ every kept record's dependencies are met", "green"), layout=False)
+            return
+        groups = sp.broken_groups()
+        text = Text(f"⚠ {count(broken)} kept with unmet dependencies", "bold yellow")
+        if groups:
+            top = groups[0]
+            text.append(f": {top.cause} ({count(len(top.files))})", "yellow")
+            if len(groups) > 1:
+                text.append(f", {len(groups) - 1} more cause(s)", "yellow")
+        text.append(" · f: list them", "dim")
+        deps.update(text, layout=False)
 
     def show_filter(self, shown: int | None = None, total: int | None = None) -> None:
         label = FILTERS[self.filter_index][0]
@@ -230,8 +270,14 @@ class PlanScreen(ConsoleScreen):
             if rec.fn in sp.local:
                 text.append(" · on disk, to delete" if sp.prune else " · on disk, kept (prune is off)", "dim")
         text.append("\n")
+        unmet = set(sp.unmet(index)) if decision.included else set()
+        if unmet:
+            text.append("⚠ unmet: ", "bold yellow")
+            text.append(", ".join(sorted(unmet)), "yellow")
+            text.append(" · ", "dim")
         text.append("depends: ", "dim")
-        text.append(", ".join(rec.depends or []) or "nothing", "dim")
+        depends = [d for d in rec.depends or [] if d not in unmet]
+        text.append(", ".join(depends) or ("nothing" if not unmet else "-"), "dim")
         reason.update(text, layout=False)  # a fixed height: no layout pass per cursor key
 
     # ---------------------------------------------------------------- keys
@@ -247,7 +293,10 @@ class PlanScreen(ConsoleScreen):
         except SettingsError as exc:
             self.app.push_screen(MessageDialog("Cannot change the settings", describe_error(exc)))
             return
-        self.table.refresh_rows()
+        if FILTERS[self.filter_index][0] == "unmet dependencies":
+            self.apply_filter()
+        else:
+            self.table.refresh_rows()
         self.show_head()
         self.show_funnel()
         self.show_reason(self.table.cursor_index)
@@ -274,8 +323,10 @@ class PlanScreen(ConsoleScreen):
 
     def apply_filter(self) -> None:
         make = FILTERS[self.filter_index][1]
-        sp = self.subdir_plan
-        self.table.set_filter(make(sp) if make is not None and sp is not None else None)
+        plan, sp = self.state.plan, self.subdir_plan
+        self.table.set_filter(
+            make(plan, sp) if make is not None and plan is not None and sp is not None else None
+        )
         self.show_filter(len(self.table.view), self.table.count)
 
     def action_subdir(self, step: int) -> None:
