@@ -309,15 +309,17 @@ class SubdirPlan:
         check = self._check
         if check is None:
             return {}
-        records = self.records
-        return dict(sorted((records[i].fn, list(specs)) for i, specs in check.broken(self.subdir).items()))
+        records, broken = self.records, check.broken(self.subdir)
+        with gc_paused():  # tens of thousands of small lists: no cycles to look for
+            return dict(sorted((records[i].fn, list(specs)) for i, specs in broken.items()))
 
     def broken_groups(self) -> list[BrokenGroup]:
         """The broken records grouped by the entry or step that caused them, largest first."""
         plan = self._plan
         if plan is None or plan.check is None:
             return []
-        return plan.check.groups(self.subdir, plan.decisions_by_subdir())
+        with gc_paused():
+            return plan.check.groups(self.subdir, plan.decisions_by_subdir())
 
     def to_json(self) -> dict[str, Any]:
         download = self.download()
