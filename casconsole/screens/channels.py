@@ -128,7 +128,10 @@ class ChannelsScreen(ConsoleScreen):
         self.app.call_from_thread(self.show_repodata, repodata, problem)
 
     def show_repodata(self, repodata: RepoData | None, problem: str) -> None:
+        from ..app import settle_heap
+
         self.repodata = repodata
+        settle_heap()  # (its records hold no cycles: they go with the next subdir shown)
         self.total_size = sum(r.size for r in repodata.records) if repodata else 0
         if repodata is None:
             self.table.empty_text = problem
