@@ -1,9 +1,10 @@
 """Our parse + select + plan of one upstream, as one process: what run.py times and measures.
 
-    python bench/plan/ours.py URL [--blacklist FILE] [--check]
+    python bench/plan/ours.py URL [--blacklist FILE] [--check] [--closure FILE]
 
 Fetches and parses linux-64 and noarch, selects and plans them (with `--check`, the dependency
-check too) and prints the kept count, so the work cannot be skipped. Settings files and
+check too; with `--closure FILE`, that file's entries as the whitelist with whitelist_closure)
+and prints the counts, so the work cannot be skipped. Settings files and
 CAS_MIRROR_* variables are not read.
 """
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--blacklist", type=Path, help="a file of names, one a line")
     parser.add_argument("--check", action="store_true", help="run the dependency check too")
+    parser.add_argument("--closure", type=Path, help="whitelist entries (one a line) and their closure")
     args = parser.parse_args(argv)
     cli = {
         "remote_url": (args.url, "--remote-url"),
@@ -31,9 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         "platforms": (["linux-64"], "--platform"),
         "blacklist": (args.blacklist.read_text().split() if args.blacklist else [], "--blacklist"),
     }
+    if args.closure:
+        cli["whitelist"] = (args.closure.read_text().splitlines(), "--whitelist")
+        cli["whitelist_closure"] = (True, "--set whitelist_closure")
     plan = make_plan(load_settings(cli=cli, env={}), check=args.check)
     total = plan.total
-    print(f"kept {total.kept} of {total.upstream}, unmet dependencies {total.broken}", flush=True)
+    closure = sum(len(sp.closure) for sp in plan.subdirs.values())
+    print(
+        f"kept {total.kept} of {total.upstream}, unmet dependencies {total.broken}, closure {closure}",
+        flush=True,
+    )
     os._exit(0)  # as cas-sync --dry-run ends: without freeing the plan object by object
 
 

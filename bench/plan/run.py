@@ -73,11 +73,14 @@ def clean_env(work: Path) -> dict[str, str]:
     }
 
 
-def ours_plan(url: str, blacklist_file: Path | None, check: bool, work: Path) -> tuple[float, float]:
-    """bench/plan/ours.py: parse, select and plan (and check), nothing else."""
+def ours_plan(
+    url: str, blacklist_file: Path | None, check: bool, work: Path, closure: Path | None = None
+) -> tuple[float, float]:
+    """bench/plan/ours.py: parse, select and plan (and check, and closure), nothing else."""
     cmd = [sys.executable, str(HERE / "ours.py"), url]
     cmd += ["--blacklist", str(blacklist_file)] if blacklist_file else []
     cmd += ["--check"] if check else []
+    cmd += ["--closure", str(closure)] if closure else []
     seconds, rss, text = measure(cmd, clean_env(work))
     assert text.startswith("kept "), text
     return seconds, rss
@@ -159,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["plan_check"] = median_run(
                     lambda f=listed: ours_plan(json_url, f, True, work), args.repeat
                 )
+                row["plan_check_closure"] = median_run(
+                    lambda f=listed: ours_plan(json_url, f, True, work, data / "whitelist.txt"), args.repeat
+                )
                 row["cas_sync"] = median_run(lambda b=blacklist: cas_sync(full_url, b, work), args.repeat)
                 if not args.no_conda_mirror:
                     repeat = args.repeat if not blacklist else 1  # minutes a run
@@ -182,6 +188,7 @@ def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
     columns = [
         ("plan", "ours: parse + select + plan"),
         ("plan_check", "ours: + dependency check"),
+        ("plan_check_closure", "ours: + check + closure"),
         ("cas_sync", "`cas-sync --dry-run`"),
         ("conda_mirror", "`conda-mirror --dry-run`"),
     ]
@@ -195,6 +202,11 @@ def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
         cm, plan = row.get("conda_mirror"), row["plan"]
         ratio = f"{cm[0] / plan[0]:.1f}x the time, {cm[1] / plan[1]:.2f}x the memory" if cm else ""
         print(f"| {row['case']} | " + " | ".join(cells) + f" | {ratio} |")
+    for row in rows:
+        plan = row["plan"][0]
+        print(f"\n{row['case']}: the dependency check adds {row['plan_check'][0] - plan:.2f} s, the check "
+              f"and the closure of whitelist.txt add {row['plan_check_closure'][0] - plan:.2f} s "
+              "(medians, each in a fresh process).")  # fmt: skip
     print("\nOur phases in one process (bench/plan/phases.py; wall seconds):\n")
     keys = [k for k in rows[0]["phases"] if k != "records"]
     print("| phase | " + " | ".join(row["case"] for row in rows) + " |")
