@@ -327,6 +327,8 @@ async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
         assert pythons and sp.funnel.broken >= len(pythons)
         deps = static_text(app, "#deps")
         assert "unmet dependencies" in deps and "blacklist: readline" in deps
+        decision = table(app).columns[0]
+        assert decision.text(pythons[0]) == "kept ⚠" and decision.style(pythons[0]) == "warn"
         await pilot.press("escape", "slash", *["backspace"] * 8, "enter")
         while static_text(app, "#plan-filter").split()[1] != "unmet":
             await pilot.press("f")

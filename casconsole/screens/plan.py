@@ -98,15 +98,25 @@ def unmet_causes(plan: Plan, subdir: str) -> list[tuple[str, int]]:
     return causes.most_common()
 
 
-def plan_columns(sp: SubdirPlan) -> list[Column]:
+def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
     records = sp.records
+    check = plan.check
+
+    def label(i: int) -> str:
+        decision = sp.decisions[i]
+        text = decision_label(decision)
+        if decision.included and check is not None and i in check.broken(sp.subdir):
+            return f"{text[:6]} ⚠"  # kept, but a dependency is not: the reason panel says which
+        return text
+
+    def tag(i: int) -> str:
+        decision = sp.decisions[i]
+        if decision.included and check is not None and i in check.broken(sp.subdir):
+            return "warn"
+        return decision_tag(decision)
+
     return [
-        Column(
-            "decision",
-            9,
-            lambda i: decision_label(sp.decisions[i]),
-            lambda i: decision_tag(sp.decisions[i]),
-        ),
+        Column("decision", 9, label, tag),
         Column("name", 16, lambda i: records[i].name, flex=True),
         Column("version", 9, lambda i: records[i].version, sort=lambda i: version_key(records[i].version)),
         Column("build", 16, lambda i: records[i].build),
@@ -184,7 +194,7 @@ class PlanScreen(ConsoleScreen):
             self.table.empty_text = "no record matches"
             records = sp.records
             self.table.search = lambda i: records[i].name
-            self.table.set_data(plan_columns(sp), len(records), keep_sort=True)
+            self.table.set_data(plan_columns(plan, sp), len(records), keep_sort=True)
             self.apply_filter()
         else:
             self.table.refresh_rows()
