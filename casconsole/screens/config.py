@@ -94,6 +94,7 @@ class ConfigScreen(ConsoleScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.rows: list[KeyRow] = []
+        self._shown_once = False
         self.query_one(VirtualTable).focus()
 
     def refresh_state(self) -> None:
@@ -129,6 +130,10 @@ class ConfigScreen(ConsoleScreen):
         ]
         position = table.cursor
         table.set_data(columns, len(rows))
+        with_problems = [i for i, row in enumerate(rows) if row.problems]
+        if with_problems and not self._shown_once:
+            position = with_problems[0]  # the first look goes where something is wrong
+        self._shown_once = True
         table.cursor = position
         self.show_files(loose)
         self.show_detail(table.cursor_index)
@@ -146,6 +151,9 @@ class ConfigScreen(ConsoleScreen):
                 text.append(" (absent)", "dim")
             elif layer.name == "user":
                 text.append(" (saves go here)", "dim")
+        on_keys = sum(len(row.problems) for row in self.rows)
+        if on_keys:
+            text.append(f"\n⚠ {on_keys} problem(s) on the keys marked ⚠ below", "bold red")
         for problem in loose:
             text.append(f"\n⚠ {problem}", "bold red")
         pending = self.state.pending_summary()

@@ -253,11 +253,11 @@ class PlanScreen(ConsoleScreen):
             return
         causes = unmet_causes(plan, sp.subdir)
         text = Text(f"⚠ {count(broken)} kept with unmet dependencies", "bold yellow")
+        text.append(" (f lists them)", "dim")
         if causes:
-            text.append(f", mostly by {causes[0][0]}", "yellow")
+            text.append(f": mostly {causes[0][0]}", "yellow")
             if len(causes) > 1:
                 text.append(f" (+{len(causes) - 1} cause{'s' * (len(causes) > 2)})", "yellow")
-        text.append(" · f: list them", "dim")
         deps.update(text, layout=False)
 
     def show_filter(self, shown: int | None = None, total: int | None = None) -> None:
