@@ -89,7 +89,7 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("end", "edge(1)", "Last row", show=False),
         Binding("left", "scroll_left", "Scroll left", show=False),
         Binding("right", "scroll_right", "Scroll right", show=False),
-        Binding("enter", "select", "Select", show=False),
+        Binding("enter", "select", "", show=False),  # posts Selected; screens decide what it means
         Binding("s", "sort_next", "sort"),
         Binding("S", "sort_reverse", "reverse", show=False),
     ]
