@@ -339,3 +339,22 @@ async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
         await pilot.press("d")  # discard: readline back, nothing broken, the filter empties
         await pilot.pause()
         assert sp.funnel.broken == 0 and len(table(app).view) == 0
+
+
+async def test_reindex_all_leaves_the_mirrored_channel_to_the_sync(internal_channel, demo_channel):
+    mirrored = add_channel(internal_channel.parent, "pkgs", demo_channel, {"noarch": ["six-"]}, index=False)
+    (internal_channel / "noarch" / "repodata.json").unlink()  # stale now
+    app = make_app(load_plan=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("6")
+        await wait_workers(pilot)
+        rows = {(r.channel, r.subdir): r for r in app.screen.rows}
+        files = len(list((mirrored / "noarch").iterdir()))
+        assert rows[("pkgs", "noarch")].state == "synced" and rows[("pkgs", "noarch")].packages == files
+        assert rows[("internal-pkgs", "noarch")].state == "stale"
+        await pilot.press("a")
+        await wait_workers(pilot)
+        assert (internal_channel / "noarch" / "repodata.json").exists()
+        assert not (mirrored / "noarch" / "repodata.json").exists()  # not indexed behind the sync's back
+        rows = {(r.channel, r.subdir): r for r in app.screen.rows}
+        assert rows[("internal-pkgs", "noarch")].fresh

@@ -138,7 +138,7 @@ class IndexScreen(ConsoleScreen):
         Binding("r", "refresh_status", "refresh"),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
-        ("Reindex all channels", "Index every channel under mirror_dir", "reindex_all"),
+        ("Reindex all channels", "Index every channel under mirror_dir but the mirror", "reindex_all"),
         ("Reindex the selected channel", "Index the channel under the cursor on the Index screen", "reindex"),
         ("Refresh index status", "Compare each channel's files with its index again", "refresh_status"),
     ]
@@ -227,9 +227,12 @@ class IndexScreen(ConsoleScreen):
         self.confirm_and_index([channel])
 
     def action_reindex_all(self) -> None:
-        channels = find_channels(self.state.settings.mirror_dir)
+        """Every channel but the mirrored one, whose repodata each sync writes (`i` on its row
+        indexes it anyway, after asking)."""
+        mirrored = self.state.settings.channel_dir
+        channels = [c for c in find_channels(self.state.settings.mirror_dir) if c != mirrored]
         if not channels:
-            self.notify("No channel to index", severity="warning", timeout=3)
+            self.notify("No channel to index but the mirror, which each sync indexes", timeout=5)
             return
         self.confirm_and_index(channels)
 
