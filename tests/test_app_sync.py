@@ -115,6 +115,12 @@ async def test_cancelling_this_consoles_sync(upstream, demo_channel):
         screen = sync_screen(app)
         await wait_for(pilot, lambda: screen.view.state == "running" and screen.view.active_count > 0)
         assert screen.view.active and screen.view.bytes_total > 0
+        await pilot.press("ctrl+q")  # quitting would cancel it: the console asks
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and "Quit" in app.screen.title_text
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and app.sync_job is not None
         await pilot.press("c")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
