@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import platform
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -502,11 +503,13 @@ def render_update(text: str, updates: Mapping[str, Any]) -> str:
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     spans = _key_spans(text)
+    # follow the file's own list style ("  - a" or "- a") so a save changes only what changed
+    indented = not re.search(r"^- ", text, re.MULTILINE) or bool(re.search(r"^\s+- ", text, re.MULTILINE))
     appended: list[str] = []
     # replace from the bottom so earlier spans keep their line numbers
     for key in sorted(updates, key=lambda k: -spans.get(k, (-1, 0))[0]):
         value = updates[key]
-        block = [] if value is None else _dump_key(key, value)
+        block = [] if value is None else _dump_key(key, value, indented)
         if key in spans:
             start, stop = spans[key]
             lines[start:stop] = block
@@ -515,9 +518,17 @@ def render_update(text: str, updates: Mapping[str, Any]) -> str:
     return "".join(lines + appended)
 
 
-def _dump_key(key: str, value: Any) -> list[str]:
+class _IndentedDumper(yaml.SafeDumper):
+    """Writes list items indented under their key (`  - a`), as most people write YAML."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
+def _dump_key(key: str, value: Any, indented: bool = True) -> list[str]:
     value = str(value) if isinstance(value, Path) else value
-    dumped = yaml.safe_dump({key: value}, default_flow_style=False, sort_keys=False)
+    dumper = _IndentedDumper if indented else yaml.SafeDumper
+    dumped = yaml.dump({key: value}, Dumper=dumper, default_flow_style=False, sort_keys=False)
     if isinstance(value, list) and not value:
         dumped = f"{key}: []\n"
     return dumped.splitlines(keepends=True)

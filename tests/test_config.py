@@ -150,7 +150,7 @@ def test_write_keeps_comments_other_keys_and_a_backup(tmp_path):
     assert old == path.read_text()
     assert new == (
         "# our mirror\nremote_url: http://up/ch   # the upstream\n"
-        "blacklist:\n- flask\n- r-*\n- numpy\nretries: 4\nwhitelist:\n- conda\n"
+        "blacklist:\n  - flask\n  - r-*\n  - numpy\nretries: 4\nwhitelist:\n  - conda\n"
     )
     write_settings(path, {"blacklist": ["flask", "r-*", "numpy"], "whitelist": ["conda"]})
     assert path.read_text() == new
@@ -168,6 +168,12 @@ def test_write_refuses_bad_values_and_changes_nothing(tmp_path):
         write_settings(path, {"platforms": ["linux-65"]})
     assert path.read_text() == "retries: 4\n"
     assert not (tmp_path / "cas.yaml.bak").exists()
+
+
+def test_write_follows_the_files_list_style(tmp_path):
+    path = write(tmp_path / "cas.yaml", "blacklist:\n- flask\n")
+    _, new = preview_write(path, {"blacklist": ["flask", "numpy"], "whitelist": ["conda"]})
+    assert new == "blacklist:\n- flask\n- numpy\nwhitelist:\n- conda\n"
 
 
 def test_write_creates_a_missing_file(tmp_path):
