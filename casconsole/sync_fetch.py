@@ -135,7 +135,7 @@ class Fetcher:
     the worker threads); `cancel()` stops every transfer at once.
 
     Requests go straight to the transport, not through an `httpx.Client`: a client's per-request
-    work (cookies, auth, event hooks, URL merging) costs about a third of the CPU a small file
+    work (cookies, auth, event hooks, URL merging) costs about a quarter of the CPU a small file
     takes, and none of it applies here. Redirects are followed here instead.
     """
 
