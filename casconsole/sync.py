@@ -10,7 +10,7 @@ One run:
 3. per subdir, compare the kept records with the disk: a file whose size and mtime are those
    recorded when it was last verified is trusted; one of the right size but not recorded (or
    every file, with `verify=True`) is hashed; the rest are downloaded, `concurrency` at a time
-   (threads sharing one httpx client);
+   (worker processes, each with threads sharing one httpx transport);
 4. when a subdir's files are all settled, write its `repodata.json` (+ `.zst`, atomically)
    listing exactly the present and verified files, records as upstream wrote them; only then
    remove the files that left the plan (`prune`) or were found bad and could not be fetched.
@@ -89,14 +89,14 @@ class _Subdir:
     pending: int = 0
     downloaded: int = 0
     failed: int = 0
-    failed_names: set[str] = field(default_factory=set)
 
 
 class Sync:
     """One sync of `settings`: call `run()` once; `cancel()` from any thread.
 
-    `sink` receives the events (from worker threads, one call at a time). `verify=True`
-    re-hashes every file on disk and repairs those that do not match.
+    `sink` receives the events, in the thread that runs `run()` (the download workers' events
+    are relayed there). `verify=True` re-hashes every file on disk and repairs those that do
+    not match.
     """
 
     def __init__(self, settings: Settings, sink: Sink | None = None, *, verify: bool = False):
@@ -347,7 +347,6 @@ class Sync:
             sub.store.forget(job.fn)
             stats.failed += 1
             sub.failed += 1
-            sub.failed_names.add(job.fn)
             stats.failures.append((sub.name, job.fn, outcome.reason))
             self.emit(FileFailed(sub.name, job.fn, job.size, outcome.reason, outcome.attempts))
 

@@ -2,7 +2,7 @@
 
 Events go to the sink the caller passes (the CLI's progress bars, the console's screens) and,
 as JSON lines, to the mirror's status log (`docs/sync.md` lists their fields). A sink is called
-from the sync's worker threads, one call at a time.
+in the thread that runs the sync, one event at a time.
 """
 
 from __future__ import annotations
