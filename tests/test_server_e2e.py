@@ -6,7 +6,6 @@ only under /t/<token>/. Public half: the demo upstream mirrored by `cas-sync`, t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import rattler
+from conda_client import installed_as_archived, solve_and_install
 from test_server_support import Server, cli, server_env
 
 from casconsole.archive import PackageSpec, build_package
@@ -44,40 +43,9 @@ def _internal_specs() -> list[PackageSpec]:
     ]  # fmt: skip
 
 
-def _solve_and_install(channel_url: str, specs: list[str], prefix: Path, cache: Path):
-    async def run():
-        gateway = rattler.Gateway(cache_dir=cache / "repodata")
-        records = await rattler.solve(
-            [rattler.Channel(channel_url)], specs, gateway=gateway, platforms=["linux-64", "noarch"]
-        )
-        await rattler.install(
-            records,
-            prefix,
-            cache_dir=cache / "pkgs",
-            show_progress=False,
-            platform=rattler.Subdir("linux-64"),
-        )
-        return records
-
-    return asyncio.run(run())
-
-
 def _payload_matches(prefix: Path, spec: PackageSpec) -> None:
     for rel, content in spec.files.items():
         assert (prefix / rel).read_bytes() == content, rel
-
-
-def _prefix_matches_archive(prefix: Path, archive: Path) -> int:
-    """Every payload file of the package is in the prefix with the same bytes; returns the count."""
-    from conda_package_streaming.package_streaming import stream_conda_component
-
-    count = 0
-    with archive.open("rb") as fh:
-        for tar, member in stream_conda_component(archive.name, fh):
-            if member.isfile() and not member.name.startswith("info/"):
-                assert (prefix / member.name).read_bytes() == tar.extractfile(member).read(), member.name
-                count += 1
-    return count
 
 
 def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path):
@@ -97,15 +65,13 @@ def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path)
 
     with Server(mirror, private=PRIVATE) as srv:
         prefix = tmp_path / "env"
-        records = _solve_and_install(
-            f"{srv.url}/t/{token}/{PRIVATE}", ["teamapp"], prefix, tmp_path / "cache"
-        )
+        records = solve_and_install(f"{srv.url}/t/{token}/{PRIVATE}", ["teamapp"], prefix, tmp_path / "cache")
         got = {r.name.normalized: str(r.version) for r in records}
         assert got == {"teamapp": "1.2", "helper": "0.3", "corelib": "2.1"}
         by_name = {(s.name, s.version): s for s in specs}
         for r in records:
             _payload_matches(prefix, by_name[(r.name.normalized, str(r.version))])
-            assert _prefix_matches_archive(prefix, channel / r.subdir / r.file_name) > 0
+            assert installed_as_archived(prefix, channel / r.subdir / r.file_name) > 0
             meta = prefix / "conda-meta" / f"{r.name.normalized}-{r.version}-{r.build}.json"
             assert meta.exists()
         # the downloaded archives are the served files, byte for byte
@@ -116,7 +82,7 @@ def test_private_channel_built_with_cas_index_installs_through_a_token(tmp_path)
         # without the token, or with a wrong one, the channel does not exist for clients
         for url in (f"{srv.url}/{PRIVATE}", f"{srv.url}/t/not-a-token/{PRIVATE}"):
             with pytest.raises(Exception) as err:
-                _solve_and_install(url, ["teamapp"], tmp_path / "env2", tmp_path / "cache2")
+                solve_and_install(url, ["teamapp"], tmp_path / "env2", tmp_path / "cache2")
             assert "404" in str(err.value) or "not found" in str(err.value).lower()
             assert not (tmp_path / "env2" / "bin" / "teamapp").exists()
 
@@ -132,12 +98,12 @@ def test_demo_upstream_synced_then_served_installs(tmp_path, demo_url):
     assert synced.returncode == 0, synced.stderr
     with Server(mirror) as srv:
         prefix = tmp_path / "env"
-        records = _solve_and_install(f"{srv.url}/pkgs", ["curl"], prefix, tmp_path / "cache")
+        records = solve_and_install(f"{srv.url}/pkgs", ["curl"], prefix, tmp_path / "cache")
         assert {"curl", "openssl", "zlib"} <= {r.name.normalized for r in records}  # dependencies
         for r in records:
             served = mirror / "pkgs" / r.subdir / r.file_name
             assert hashlib.sha256(served.read_bytes()).hexdigest() == r.sha256.hex()
-            _prefix_matches_archive(prefix, served)
+            installed_as_archived(prefix, served)
             meta = prefix / "conda-meta" / f"{r.name.normalized}-{r.version}-{r.build}.json"
             assert meta.exists()
     shutil.rmtree(prefix, ignore_errors=True)

@@ -3,47 +3,14 @@ installed from by a conda client (py-rattler)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 
-import rattler
-from conda_package_streaming.package_streaming import stream_conda_component
+from conda_client import installed_as_archived, solve_and_install
 
 from casconsole.config import load_settings
 from casconsole.demo import DemoServer
 from casconsole.sync import Sync
-
-
-def installed_as_archived(prefix, archive) -> int:
-    """Every payload file of the archive is in the prefix with the same bytes; returns the count."""
-    count = 0
-    with archive.open("rb") as fh:
-        for tar, member in stream_conda_component(archive.name, fh):
-            if member.isfile() and not member.name.startswith("info/"):
-                assert (prefix / member.name).read_bytes() == tar.extractfile(member).read(), member.name
-                count += 1
-    return count
-
-
-def solve_and_install(channel_url, specs, prefix, cache):
-    async def run():
-        records = await rattler.solve(
-            [rattler.Channel(channel_url)],
-            specs,
-            gateway=rattler.Gateway(cache_dir=cache / "repodata"),
-            platforms=["linux-64", "noarch"],
-        )
-        await rattler.install(
-            records,
-            prefix,
-            cache_dir=cache / "pkgs",
-            show_progress=False,
-            platform=rattler.Subdir("linux-64"),
-        )
-        return records
-
-    return asyncio.run(run())
 
 
 def test_rattler_installs_requests_and_its_dependencies_from_the_synced_mirror(
