@@ -100,6 +100,10 @@ def test_an_unreachable_upstream_exits_1_with_the_reason(tmp_path):
     assert result.returncode == 1
     assert "cas-sync: error: http://127.0.0.1:9/linux-64/repodata.json.zst: ConnectError" in result.stderr
     assert read_status(tmp_path / "m").state == "error"
+    status = cas_sync("--status", "--remote-url", "http://127.0.0.1:9", "--mirror-dir", tmp_path / "m")
+    assert "  state     error" in status.stdout
+    # the subdirs of a sync that ended early are not "in progress"
+    assert "linux-64  0/0 files, 0 failed, 0 removed; not finished" in status.stdout
 
 
 def test_json_prints_one_event_per_line(config):

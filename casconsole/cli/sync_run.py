@@ -366,7 +366,10 @@ def format_status(status: SyncStatus, mirror_dir: Path) -> str:
     if status.error:
         lines.append(f"  error     {status.error}")
     for name, sub in status.subdirs.items():
-        mark = f"{sub.packages:,} packages in repodata" if sub.finished else "in progress"
+        if sub.finished:
+            mark = f"{sub.packages:,} packages in repodata"
+        else:  # a sync that ended (failed, cancelled, killed) left this subdir as it was
+            mark = "in progress" if status.state == "running" else "not finished"
         lines.append(
             f"  {name:<10}{sub.done:,}/{sub.total:,} files, {sub.failed:,} failed,"
             f" {sub.removed:,} removed; {mark}"
