@@ -285,12 +285,14 @@ class SyncStatus:
 class StatusReader:
     """Follows a mirror's status log: each `poll()` reads only the lines appended since the last.
 
-    A rotated or replaced log is read again from its start.
+    A rotated or replaced log is read again from its start. A follower that shows more than the
+    status (the console's log pane) overrides `on_event` and `on_gone`.
     """
 
     def __init__(self, mirror_dir: Path):
         self.path = log_path(mirror_dir)
         self.status = SyncStatus()
+        self.events_read = 0
         self._offset = 0
         self._inode: int | None = None
         self._tail = b""
@@ -318,10 +320,19 @@ class StatusReader:
                 continue  # a line cut short by a kill
             if isinstance(event, dict):
                 self.status.apply(event)
+                self.events_read += 1
+                self.on_event(event)
         if self.status.state == "running" and not (self.status.pid and pid_alive(self.status.pid)):
             self.status.state = "interrupted"
             self.status.active.clear()
+            self.on_gone()
         return self.status
+
+    def on_event(self, event: dict) -> None:
+        """Called for each event read, once the status has taken it in."""
+
+    def on_gone(self) -> None:
+        """Called when the process of a running sync is found gone without finishing."""
 
 
 def read_status(mirror_dir: Path) -> SyncStatus:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import signal
 import subprocess
@@ -36,8 +35,8 @@ from textual.widgets import ProgressBar, RichLog, Static
 from textual.worker import get_current_worker
 
 from ..config import Settings
-from ..sync_lock import lock_holder, pid_alive, state_dir
-from ..sync_status import SyncStatus, log_path, read_status
+from ..sync_lock import lock_holder, state_dir
+from ..sync_status import StatusReader, SyncStatus, read_status
 from .base import ConsoleScreen, count, size
 from .dialogs import ConfirmDialog, MessageDialog
 
@@ -97,55 +96,27 @@ def describe(event: dict[str, Any]) -> str | None:
     return None
 
 
-class LogTail:
-    """Follows a mirror's status log: the status of the running or last sync, and log lines.
-
-    Like `sync_status.StatusReader` (whose `SyncStatus` it fills), plus a line per notable event.
-    """
+class LogTail(StatusReader):
+    """The core's status-log follower, plus a line per notable event for the log pane."""
 
     def __init__(self, mirror_dir: Path):
-        self.path = log_path(mirror_dir)
-        self.status = SyncStatus()
+        super().__init__(mirror_dir)
         self.lines: deque[str] = deque(maxlen=500)
         self.line_count = 0  # lines ever added, so a follower can tell which are new
-        self._offset = 0
-        self._inode: int | None = None
-        self._rest = b""
 
-    def poll(self) -> bool:
+    def poll(self) -> bool:  # type: ignore[override]
         """Read what was appended; whether anything changed."""
-        try:
-            with open(self.path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                if st.st_ino != self._inode or st.st_size < self._offset:  # rotated or replaced
-                    self.status, self._offset, self._rest, self._inode = SyncStatus(), 0, b"", st.st_ino
-                fh.seek(self._offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return False
-        self._offset += len(data)
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()  # a line still being written waits for the next poll
-        changed = False
-        for raw in lines:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue  # a line cut short by a kill
-            if not isinstance(event, dict):
-                continue
-            self.status.apply(event)
-            changed = True
-            line = describe(event)
-            if line is not None:
-                self.add_line(f"{clock(event.get('time'))} {line}")
-        status = self.status
-        if status.state == "running" and not (status.pid and pid_alive(status.pid)):
-            status.state = "interrupted"
-            status.active.clear()
-            self.add_line(f"{clock(time.time())} the sync (pid {status.pid}) is gone without finishing")
-            changed = True
-        return changed
+        read, state = self.events_read, self.status.state
+        super().poll()
+        return self.events_read != read or self.status.state != state
+
+    def on_event(self, event: dict) -> None:
+        line = describe(event)
+        if line is not None:
+            self.add_line(f"{clock(event.get('time'))} {line}")
+
+    def on_gone(self) -> None:
+        self.add_line(f"{clock(time.time())} the sync (pid {self.status.pid}) is gone without finishing")
 
     def add_line(self, line: str) -> None:
         self.lines.append(line)
