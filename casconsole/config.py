@@ -576,6 +576,28 @@ def write_settings(path: Path, updates: Mapping[str, Any]) -> str:
     return new
 
 
+def write_snapshot(settings: Settings, path: Path) -> Path:
+    """Write every effective value as a settings file for a sync in another process.
+
+    Paths are made absolute (the child may run elsewhere); the file is readable by its owner
+    only, since it may hold a proxy password.
+    """
+    values = settings.as_dict()
+    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
+    ssl_verify = values["ssl_verify"]
+    if isinstance(ssl_verify, str) and Path(ssl_verify).exists():
+        values["ssl_verify"] = str(Path(ssl_verify).resolve())
+    remote = values["remote_url"]
+    if "://" not in remote:
+        values["remote_url"] = str(Path(remote).expanduser().resolve())
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(values, fh, sort_keys=False)
+    return path
+
+
 def describe_keys() -> str:
     """The keys and their meaning, for `--help` texts and the README."""
     width = max(map(len, SCHEMA))

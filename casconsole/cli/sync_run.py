@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import humanize
-import yaml
 
-from ..config import Settings
+from ..config import Settings, write_snapshot
 from ..events import Event
 from ..sync import Sync, SyncError, SyncLocked, SyncStats, SyncStatus, lock_holder, log_path, read_status
 from ..sync_events import (
@@ -392,29 +391,13 @@ def format_status(status: SyncStatus, mirror_dir: Path) -> str:
 # ---------------------------------------------------------------- --detach
 
 
-def _absolute(settings: Settings) -> dict[str, Any]:
-    values = settings.as_dict()
-    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
-    ssl_verify = values["ssl_verify"]
-    if isinstance(ssl_verify, str) and Path(ssl_verify).exists():
-        values["ssl_verify"] = str(Path(ssl_verify).resolve())
-    remote = values["remote_url"]
-    if "://" not in remote:
-        values["remote_url"] = str(Path(remote).expanduser().resolve())
-    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
-
-
 def detach(settings: Settings, args: argparse.Namespace) -> int:
     """Start the sync as its own session (setsid), print its pid and log, and return."""
     holder = lock_holder(settings.mirror_dir)
     if holder:
         fail(f"another sync of this mirror is running (pid {holder})", status=2)
     cas = state_dir(settings.mirror_dir)
-    cas.mkdir(parents=True, exist_ok=True)
-    config = cas / f"detached-settings.{os.getpid()}.yaml"
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a proxy password
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(_absolute(settings), fh, sort_keys=False)
+    config = write_snapshot(settings, cas / f"detached-settings.{os.getpid()}.yaml")
     output = cas / DETACHED_OUTPUT
     command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
     command += ["--no-progress"] + (["--verify"] if args.verify else []) + (["--json"] if args.json else [])

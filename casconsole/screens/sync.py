@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import humanize
-import yaml
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -34,7 +33,7 @@ from textual.message import Message
 from textual.widgets import ProgressBar, RichLog, Static
 from textual.worker import get_current_worker
 
-from ..config import Settings
+from ..config import Settings, write_snapshot
 from ..sync_lock import lock_holder, state_dir
 from ..sync_status import StatusReader, SyncStatus, read_status
 from .base import ConsoleScreen, count, size
@@ -198,18 +197,6 @@ def last_sync_text(settings: Settings) -> str:
         f"{status.state} {when}: {count(stats.get('downloaded', 0))} downloaded, "
         f"{count(stats.get('failed', 0))} failed, {count(stats.get('packages', 0))} packages mirrored"
     )
-
-
-def settings_file_values(settings: Settings) -> dict[str, Any]:
-    """The settings as a file a sync in another process reads: every key, absolute paths."""
-    values = settings.as_dict()
-    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
-    remote = values["remote_url"]
-    if "://" not in remote:
-        values["remote_url"] = str(Path(remote).expanduser().resolve())
-    if isinstance(values["ssl_verify"], str) and Path(values["ssl_verify"]).exists():
-        values["ssl_verify"] = str(Path(values["ssl_verify"]).resolve())
-    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
 class SyncStartError(Exception):
@@ -411,12 +398,9 @@ class SyncScreen(ConsoleScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="sync-detach", name="starting the sync")
     def start_detached(self, settings: Settings) -> None:
         """`cas-sync --detach` with these settings: its own session, followed through the log."""
-        cas = state_dir(settings.mirror_dir)
-        cas.mkdir(parents=True, exist_ok=True)
-        config = cas / f"console-settings.{os.getpid()}.yaml"
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a proxy password
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(settings_file_values(settings), fh, sort_keys=False)
+        config = write_snapshot(
+            settings, state_dir(settings.mirror_dir) / f"console-settings.{os.getpid()}.yaml"
+        )
         # the file says every key: no variable of this process may override it in the child
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
         env["CAS_MIRROR_SYSTEM_CONFIG"] = env["CAS_MIRROR_USER_CONFIG"] = os.devnull
