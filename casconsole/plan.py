@@ -495,10 +495,6 @@ class Plan:
 
     # ---- reports
 
-    def dependency_warnings(self) -> list[tuple[str, BrokenGroup]]:
-        """(subdir, group) for every cause of unmet dependencies, largest groups first."""
-        return [(subdir, group) for subdir, sp in self.subdirs.items() for group in sp.broken_groups()]
-
     @property
     def total(self) -> Funnel:
         total = Funnel()
