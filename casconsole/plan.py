@@ -280,11 +280,11 @@ class SubdirPlan:
     def included(self) -> list[Record]:
         return [rec for rec, d in zip(self.records, self.decisions) if d.included]
 
-    def download(self) -> list[Record]:
-        return [rec for rec in self.included() if not self.is_present(rec)]
-
-    def present(self) -> list[Record]:
-        return [rec for rec in self.included() if self.is_present(rec)]
+    def download(self, included: list[Record] | None = None) -> list[Record]:
+        """The kept records not on disk yet (of `included`, when the caller already has it)."""
+        return [
+            rec for rec in (self.included() if included is None else included) if not self.is_present(rec)
+        ]
 
     def delete(self) -> list[str]:
         return sorted(self._delete)
@@ -322,11 +322,12 @@ class SubdirPlan:
             return plan.check.groups(self.subdir, plan.decisions_by_subdir())
 
     def to_json(self) -> dict[str, Any]:
-        download = self.download()
+        included = self.included()
+        download = self.download(included)
         return {
             "source": self.repodata.source,
             "funnel": dataclasses.asdict(self.funnel),
-            "included": [rec.fn for rec in self.included()],
+            "included": [rec.fn for rec in included],
             "excluded": self.excluded(),
             "download": [rec.fn for rec in download],
             "delete": self.delete(),
