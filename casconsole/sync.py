@@ -10,7 +10,7 @@ One run:
 3. per subdir, compare the kept records with the disk: a file whose size and mtime are those
    recorded when it was last verified is trusted; one of the right size but not recorded (or
    every file, with `verify=True`) is hashed; the rest are downloaded, `concurrency` at a time
-   (worker processes, each with threads sharing one httpx transport);
+   (worker processes of a few threads, each with its own kept-alive connections);
 4. when a subdir's files are all settled, write its `repodata.json` (+ `.zst`, atomically)
    listing exactly the present and verified files, records as upstream wrote them; only then
    remove the files that left the plan (`prune`) or were found bad and could not be fetched.
@@ -49,7 +49,8 @@ from .sync_events import (
     SyncStats,
     SyncWarning,
 )
-from .sync_fetch import USER_AGENT, Cancelled, FileJob, Outcome
+from .sync_fetch import Cancelled, FileJob, Outcome
+from .sync_http import USER_AGENT, Proxy, ProxyError
 from .sync_lock import SyncLock, SyncLocked, lock_holder, state_dir
 from .sync_status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from .sync_store import VerifiedStore
@@ -184,21 +185,45 @@ class Sync:
 
     def _run(self) -> None:
         settings = self.settings
+        if settings.proxy:
+            try:
+                Proxy.parse(settings.proxy)  # the download workers' client takes http:// only
+            except ProxyError as exc:
+                raise SyncError(str(exc)) from None
         cache = state_dir(settings.mirror_dir) / "upstream" / settings.channel_name
-        with self._client() as client:
-            upstream, raws = self._fetch_all(client, cache)
-            if self.cancelled:
-                raise Cancelled
-            plan = Plan.build(settings, upstream)
-            subdirs: dict[str, _Subdir] = {}
-            jobs: list[FileJob] = []
-            for name, sp in plan.subdirs.items():
-                sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
-                subdirs[name] = sub
-                jobs.extend(sub_jobs)
-            if self.cancelled:
-                raise Cancelled
-            self._download(jobs, subdirs)
+        # a first sync downloads for sure: its workers start now and get ready (an interpreter
+        # each) while the repodata is fetched and planned; a re-sync starts them only if needed
+        first = not all((settings.channel_dir / sd / "repodata.json").exists() for sd in settings.subdirs)
+        pool = self._pool(None) if first else None
+        try:
+            with self._client() as client:
+                upstream, raws = self._fetch_all(client, cache)
+                if self.cancelled:
+                    raise Cancelled
+                plan = Plan.build(settings, upstream)
+                subdirs: dict[str, _Subdir] = {}
+                jobs: list[FileJob] = []
+                for name, sp in plan.subdirs.items():
+                    sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
+                    subdirs[name] = sub
+                    jobs.extend(sub_jobs)
+                if self.cancelled:
+                    raise Cancelled
+                if pool is None and jobs:
+                    pool = self._pool(len(jobs))
+                self._download(pool, jobs, subdirs)
+        finally:
+            if pool is not None:
+                pool.close()  # stops the workers first if the sync ends early
+
+    def _pool(self, jobs: int | None) -> WorkerPool:
+        """Download workers, started: `concurrency` downloads at a time in all."""
+        s = self.settings
+        processes, threads = plan_processes(s.concurrency, jobs)
+        config = WorkerConfig(
+            s.timeout, s.retries, s.ssl_verify, s.proxy, threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK)
+        )
+        return WorkerPool(config, processes, self.emit, self._cancel).start()
 
     def _client(self) -> httpx.Client:
         """The client for repodata: the settings' timeout, ssl_verify and proxy, nothing from
@@ -290,35 +315,24 @@ class Sync:
         )
         return sub, jobs
 
-    def _download(self, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
-        """Run the jobs in worker processes (`concurrency` at a time in all); settle each
-        subdir as its last job ends. Outcomes are recorded here, in this thread."""
+    def _download(self, pool: WorkerPool | None, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
+        """Run the jobs in the worker processes; settle each subdir as its last job ends.
+        Outcomes are recorded here, in this thread."""
         for sub in subdirs.values():
             if sub.pending == 0:
                 self._settle(sub)
-        if not jobs:
-            return
-        s = self.settings
-        processes, threads = plan_processes(s.concurrency, len(jobs))
-        config = WorkerConfig(
-            s.timeout, s.retries, s.ssl_verify, s.proxy, threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK)
-        )
-        pool = WorkerPool(config, processes, self.emit, self._cancel)
         try:
-            pool.start()
-            for job, outcome in pool.results(jobs):
-                if outcome is None:
-                    continue
-                sub = subdirs[job.subdir]
-                self._record(sub, outcome)
-                sub.pending -= 1
-                if sub.pending == 0 and not self.cancelled:
-                    self._settle(sub)
-        except BaseException:
-            self.cancel()
-            raise
+            if jobs:
+                assert pool is not None
+                for job, outcome in pool.results(jobs):
+                    if outcome is None:
+                        continue
+                    sub = subdirs[job.subdir]
+                    self._record(sub, outcome)
+                    sub.pending -= 1
+                    if sub.pending == 0 and not self.cancelled:
+                        self._settle(sub)
         finally:
-            pool.close()
             for sub in subdirs.values():
                 sub.store.close()
         if self.cancelled:

@@ -18,8 +18,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import atomic_write_bytes
-
 
 @dataclass(frozen=True)
 class Verified:
@@ -101,6 +99,8 @@ class VerifiedStore:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+            from .fsutil import atomic_write_bytes  # here: download workers import this module
+
             atomic_write_bytes(self.path, "".join(lines).encode("utf-8"))
 
     def close(self) -> None:

@@ -9,9 +9,9 @@ Each worker is `python -m casconsole.sync_workers`, started with a clean interpr
 of a process that may run a UI). The parent talks to it over its stdin / stdout with
 `multiprocessing.connection` messages:
 
-    parent -> worker   ("config", WorkerConfig) first, then ("job", id, FileJob) ...,
+    parent -> worker   ("config", WorkerConfig) first, then ("jobs", [(id, FileJob), ...]) ...,
                        ("stop",) when no more jobs will come, ("cancel",) to stop at once
-    worker -> parent   ("event", Event) progress and retries, ("done", id, Outcome),
+    worker -> parent   ("event", Event) progress and retries, ("done", id, Outcome without its job),
                        ("cancelled", id), ("error", id, traceback), ("bye",) last
 
 A worker that loses its parent (the sync killed, SIGKILL included) sees its stdin close and
@@ -40,11 +40,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-import httpx
-
 from .events import Event
-from .repodata import ssl_context
 from .sync_fetch import Cancelled, Fetcher, FileJob, Outcome
+from .sync_http import Proxy
 
 WORKERS_LOCK = "sync-workers.lock"
 ORPHANS_WAIT = 60.0  # seconds a new sync waits for the workers of a killed one to go
@@ -67,9 +65,9 @@ class WorkerDied(Exception):
 # ---------------------------------------------------------------- the parent's side
 
 
-def plan_processes(concurrency: int, jobs: int) -> tuple[int, int]:
-    """(processes, threads each) for `concurrency` downloads at a time."""
-    processes = max(1, min(os.cpu_count() or 1, 4, math.ceil(concurrency / 2), jobs))
+def plan_processes(concurrency: int, jobs: int | None) -> tuple[int, int]:
+    """(processes, threads each) for `concurrency` downloads at a time (of `jobs`, if known)."""
+    processes = max(1, min(os.cpu_count() or 1, 4, math.ceil(concurrency / 2), jobs or concurrency))
     return processes, math.ceil(concurrency / processes)
 
 
@@ -138,7 +136,10 @@ class WorkerPool:
     def results(self, jobs: list[FileJob]) -> Iterator[tuple[FileJob, Outcome | None]]:
         """Each job with its Outcome (None when cancelled), as they finish."""
         todo = deque(enumerate(jobs))
-        credit = 2 * self.config.threads  # jobs handed to a worker ahead of its threads
+        # jobs handed to a worker ahead of its threads, topped up in batches once half are
+        # done: waking a worker costs more than the message (a third of the parent's time
+        # went to one message a job)
+        credit = 4 * self.config.threads
         cancelling = False
         for worker in self.workers:
             self._feed(worker, todo, jobs, credit)
@@ -169,7 +170,10 @@ class WorkerPool:
                 elif kind in ("done", "cancelled"):
                     job_id = message[1]
                     worker.in_flight.discard(job_id)
-                    yield jobs[job_id], (message[2] if kind == "done" else None)
+                    outcome = message[2] if kind == "done" else None
+                    if outcome is not None:
+                        outcome.job = jobs[job_id]  # not sent back: the parent has it
+                    yield jobs[job_id], outcome
                     if not cancelling:
                         self._feed(worker, todo, jobs, credit)
                 elif kind == "error":
@@ -178,10 +182,10 @@ class WorkerPool:
                     worker.said_bye = True
 
     def _feed(self, worker: _Worker, todo: deque, jobs: list[FileJob], credit: int) -> None:
-        while todo and len(worker.in_flight) < credit:
-            job_id, job = todo.popleft()
-            worker.in_flight.add(job_id)
-            self._send(worker, ("job", job_id, job))
+        if todo and len(worker.in_flight) <= credit // 2:
+            batch = [todo.popleft() for _ in range(min(len(todo), credit - len(worker.in_flight)))]
+            worker.in_flight.update(job_id for job_id, _ in batch)
+            self._send(worker, ("jobs", batch))
         if not todo and not worker.stopped:
             worker.stopped = True
             self._send(worker, ("stop",))
@@ -225,24 +229,29 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
 
     cancel = threading.Event()
     jobs: queue.SimpleQueue[tuple[int, FileJob] | None] = queue.SimpleQueue()
-    transport = httpx.HTTPTransport(
-        verify=ssl_context(config.ssl_verify),
-        proxy=config.proxy,
-        limits=httpx.Limits(max_connections=config.threads, max_keepalive_connections=config.threads),
+    fetcher = Fetcher(
+        config.timeout,
+        config.ssl_verify,
+        Proxy.parse(config.proxy) if config.proxy else None,
+        lambda event: send(("event", event)),
+        cancel,
+        config.retries,
     )
-    fetcher = Fetcher(transport, config.timeout, lambda event: send(("event", event)), cancel, config.retries)
 
     def fetch() -> None:
         while True:
             item = jobs.get()
             if item is None:
+                fetcher.close_thread()
                 return
             job_id, job = item
             if cancel.is_set():
                 send(("cancelled", job_id))
                 continue
             try:
-                send(("done", job_id, fetcher.run(job)))
+                outcome = fetcher.run(job)
+                outcome.job = None  # type: ignore[assignment]  # the parent has it
+                send(("done", job_id, outcome))
             except Cancelled:
                 send(("cancelled", job_id))
             except BaseException:
@@ -252,8 +261,9 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         try:
             while True:
                 message = inbox.recv()
-                if message[0] == "job":
-                    jobs.put((message[1], message[2]))
+                if message[0] == "jobs":
+                    for item in message[1]:
+                        jobs.put(item)
                 elif message[0] == "stop":
                     for _ in threads:
                         jobs.put(None)
@@ -271,7 +281,6 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
     threading.Thread(target=listen, name="listen", daemon=True).start()
     for thread in threads:
         thread.join()
-    transport.close()
     send(("bye",))
 
 

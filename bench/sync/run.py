@@ -33,6 +33,11 @@ sys.path.insert(0, str(HERE))
 from upstream import generate  # noqa: E402
 
 
+def tool(name: str) -> str:
+    """`name` from this interpreter's environment first (a venv not on PATH), else from PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,9 +141,9 @@ def main() -> int:
         for folder in (ours, cm):
             shutil.rmtree(folder, ignore_errors=True)
         (cm / "tmp").mkdir(parents=True)
-        cas_sync = [shutil.which("cas-sync") or "cas-sync", "--remote-url", url, "--mirror-dir", str(ours),
+        cas_sync = [tool("cas-sync"), "--remote-url", url, "--mirror-dir", str(ours),
                     "--platform", "linux-64", "--no-progress"]  # fmt: skip
-        conda_mirror = [shutil.which("conda-mirror") or "conda-mirror", "--upstream-channel", url,
+        conda_mirror = [tool("conda-mirror"), "--upstream-channel", url,
                         "--target-directory", str(cm / "mirror"), "--temp-directory", str(cm / "tmp"),
                         "--platform", "linux-64", "--no-progress"]  # fmt: skip
         results["casconsole cold"] = measure(cas_sync, env)
