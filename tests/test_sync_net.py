@@ -94,3 +94,37 @@ def test_an_unreachable_proxy_fails_the_sync(channel, tmp_path):
         stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy="http://127.0.0.1:9")).run()
         assert stats.state == "error" and "ConnectError" in stats.error
         assert server.requests == []
+
+
+def test_https_goes_through_the_proxy_in_a_tunnel_with_its_credentials(https_upstream, certificate, tmp_path):
+    with ForwardProxy() as proxy:
+        url = proxy.url.replace("http://", "http://mirror:p%40ss@")
+        ca = str(certificate[0])
+        stats = Sync(settings_for(https_upstream.url, tmp_path / "mirror", proxy=url, ssl_verify=ca)).run()
+    assert (stats.state, stats.downloaded) == ("done", 2)
+    assert mirror_problems(tmp_path / "mirror" / "pkgs", https_upstream.root, SUBDIRS) == []
+    port = https_upstream.url.rsplit(":", 1)[1]
+    assert set(proxy.seen) == {f"CONNECT 127.0.0.1:{port}"}
+    assert len(proxy.seen) >= 2  # the repodata's client and at least one download worker
+    assert set(proxy.authorizations) == {"Basic bWlycm9yOnBAc3M="}  # mirror:p@ss
+    fetched = {r.path for r in https_upstream.requests}
+    assert {"linux-64/tls-1.0-0.conda", "noarch/helper-1.0-0.conda"} <= fetched
+
+
+def test_plain_http_through_the_proxy_sends_its_credentials(channel, tmp_path):
+    with Upstream(channel) as server, ForwardProxy() as proxy:
+        url = proxy.url.replace("http://", "http://mirror:secret@")
+        stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy=url)).run()
+    assert (stats.state, stats.downloaded) == ("done", 2)
+    assert set(proxy.authorizations) == {"Basic bWlycm9yOnNlY3JldA=="}  # mirror:secret
+    assert f"{server.url}/linux-64/tls-1.0-0.conda" in proxy.seen
+
+
+def test_a_proxy_url_that_cannot_be_used_is_refused_before_anything_is_fetched(channel, tmp_path):
+    with Upstream(channel) as server:
+        stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy="socks5://127.0.0.1:1080")).run()
+        assert stats.state == "error"
+        assert stats.error == (
+            "proxy: 'socks5://127.0.0.1:1080' is not an http://host:port URL (the only kind supported)"
+        )
+        assert server.requests == []

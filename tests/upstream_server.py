@@ -9,6 +9,7 @@ path and consumed one per request, so "fails twice, then works" is
 - `Fault.status(code)`     answer with that HTTP status and no file
 - `Fault.reset()`          read the request, then drop the connection with a TCP reset
 - `Fault.truncate(n)`      announce the full length, send `n` bytes, close
+- `Fault.reset_after(n)`   announce the full length, send `n` bytes, wait a moment, reset
 - `Fault.wrong_bytes()`    the full length, one byte in the middle flipped
 - `Fault.stall(seconds)`   send half the file, then go silent for `seconds`
 - `Fault.slow(bps)`        send the whole file paced at `bps` bytes a second
@@ -29,6 +30,7 @@ import http.client
 import http.server
 import random
 import re
+import select
 import socket
 import socketserver
 import ssl
@@ -61,6 +63,10 @@ class Fault:
     @classmethod
     def truncate(cls, n: int) -> Fault:
         return cls("truncate", n)
+
+    @classmethod
+    def reset_after(cls, n: int) -> Fault:
+        return cls("reset_after", n)
 
     @classmethod
     def wrong_bytes(cls) -> Fault:
@@ -188,11 +194,7 @@ class Upstream:
         if fault.kind == "status":
             return web.Response(status=int(fault.arg), text=f"injected {int(fault.arg)}\n")
         if fault.kind == "reset":
-            sock = request.transport.get_extra_info("socket") if request.transport else None
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            if request.transport is not None:
-                request.transport.close()
+            self._reset(request)
             raise asyncio.CancelledError  # the handler's connection is gone
         data = file.read_bytes()
         start = 0
@@ -216,6 +218,11 @@ class Upstream:
             await response.write(body[: int(fault.arg)])
             self._drop(request)
             return response
+        elif fault.kind == "reset_after":
+            await response.write(body[: int(fault.arg)])
+            await asyncio.sleep(0.3)  # read by the client before the reset, which would drop them
+            self._reset(request)
+            return response
         elif fault.kind == "stall":
             await response.write(body[: len(body) // 2])
             await asyncio.sleep(fault.arg)
@@ -230,6 +237,15 @@ class Upstream:
         return response
 
     @staticmethod
+    def _reset(request: web.Request) -> None:
+        """Close with a TCP reset (linger 0), not a FIN."""
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if request.transport is not None:
+            request.transport.close()
+
+    @staticmethod
     def _drop(request: web.Request) -> None:
         if request.transport is not None:
             request.transport.close()
@@ -239,11 +255,14 @@ class Upstream:
 
 
 class ForwardProxy:
-    """A plain HTTP forward proxy on 127.0.0.1 (absolute-URI requests); `seen` lists the URLs."""
+    """An HTTP forward proxy on 127.0.0.1: absolute-URI GETs, and CONNECT tunnels for https.
+    `seen` lists the URLs (and "CONNECT host:port"), `authorizations` the Proxy-Authorization
+    headers received."""
 
     def __init__(self):
         proxy = self
         self.seen: list[str] = []
+        self.authorizations: list[str | None] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -251,13 +270,38 @@ class ForwardProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_CONNECT(self) -> None:
+                proxy.seen.append(f"CONNECT {self.path}")
+                proxy.authorizations.append(self.headers.get("Proxy-Authorization"))
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=30)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                ends = [self.connection, upstream]
+                try:
+                    while True:
+                        readable, _, _ = select.select(ends, [], [], 30)
+                        if not readable:
+                            return
+                        for end in readable:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (upstream if end is self.connection else self.connection).sendall(data)
+                except OSError:
+                    return
+                finally:
+                    upstream.close()
+                    self.close_connection = True
+
             def do_GET(self) -> None:
                 proxy.seen.append(self.path)
+                proxy.authorizations.append(self.headers.get("Proxy-Authorization"))
                 target = urllib.parse.urlsplit(self.path)
                 upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")
-                }
+                hop = ("proxy-connection", "proxy-authorization", "host")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
                 upstream.request("GET", target.path or "/", headers=headers)
                 response = upstream.getresponse()
                 body = response.read()
