@@ -23,12 +23,12 @@ The core stays UI-free: progress goes to the `sink` as typed events (sync_events
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import msgspec
 
 from .archive import split_package_name
@@ -36,7 +36,7 @@ from .config import Settings
 from .events import Event, Sink, null_sink
 from .fsutil import write_repodata
 from .plan import Plan
-from .repodata import RepoData, RepoDataError, ssl_context
+from .repodata import RepoData, RepoDataError
 from .sync_events import (
     FileDone,
     FileFailed,
@@ -50,7 +50,7 @@ from .sync_events import (
     SyncWarning,
 )
 from .sync_fetch import Cancelled, FileJob, Outcome
-from .sync_http import USER_AGENT, Proxy, ProxyError
+from .sync_http import Connections, Proxy, ProxyError, tls_context
 from .sync_lock import SyncLock, SyncLocked, lock_holder, state_dir
 from .sync_status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from .sync_store import VerifiedStore
@@ -185,33 +185,34 @@ class Sync:
 
     def _run(self) -> None:
         settings = self.settings
-        if settings.proxy:
-            try:
-                Proxy.parse(settings.proxy)  # the download workers' client takes http:// only
-            except ProxyError as exc:
-                raise SyncError(str(exc)) from None
+        try:
+            client = self._client()
+        except ProxyError as exc:
+            raise SyncError(str(exc)) from None
         cache = state_dir(settings.mirror_dir) / "upstream" / settings.channel_name
         # a first sync downloads for sure: its workers start now and get ready (an interpreter
         # each) while the repodata is fetched and planned; a re-sync starts them only if needed
         first = not all((settings.channel_dir / sd / "repodata.json").exists() for sd in settings.subdirs)
         pool = self._pool(None) if first else None
         try:
-            with self._client() as client:
+            try:
                 upstream, raws = self._fetch_all(client, cache)
-                if self.cancelled:
-                    raise Cancelled
-                plan = Plan.build(settings, upstream)
-                subdirs: dict[str, _Subdir] = {}
-                jobs: list[FileJob] = []
-                for name, sp in plan.subdirs.items():
-                    sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
-                    subdirs[name] = sub
-                    jobs.extend(sub_jobs)
-                if self.cancelled:
-                    raise Cancelled
-                if pool is None and jobs:
-                    pool = self._pool(len(jobs))
-                self._download(pool, jobs, subdirs)
+            finally:
+                client.close()
+            if self.cancelled:
+                raise Cancelled
+            plan = Plan.build(settings, upstream)
+            subdirs: dict[str, _Subdir] = {}
+            jobs: list[FileJob] = []
+            for name, sp in plan.subdirs.items():
+                sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
+                subdirs[name] = sub
+                jobs.extend(sub_jobs)
+            if self.cancelled:
+                raise Cancelled
+            if pool is None and jobs:
+                pool = self._pool(len(jobs))
+            self._download(pool, jobs, subdirs)
         finally:
             if pool is not None:
                 pool.close()  # stops the workers first if the sync ends early
@@ -225,21 +226,22 @@ class Sync:
         )
         return WorkerPool(config, processes, self.emit, self._cancel).start()
 
-    def _client(self) -> httpx.Client:
+    def _client(self) -> Connections:
         """The client for repodata: the settings' timeout, ssl_verify and proxy, nothing from
         the environment (the `proxy` setting is the one place a proxy is set)."""
         s = self.settings
-        return httpx.Client(
-            timeout=httpx.Timeout(s.timeout),
-            verify=ssl_context(s.ssl_verify),
-            proxy=s.proxy,
-            trust_env=False,
-            follow_redirects=True,
-            headers={"User-Agent": USER_AGENT},
-        )
+        proxy = Proxy.parse(s.proxy) if s.proxy else None
+        tls: list[ssl.SSLContext] = []  # made on first use: plain http never loads a CA bundle
+
+        def context() -> ssl.SSLContext:
+            if not tls:
+                tls.append(tls_context(s.ssl_verify))
+            return tls[0]
+
+        return Connections(s.timeout, context, proxy)
 
     def _fetch_all(
-        self, client: httpx.Client, cache: Path
+        self, client: Connections, cache: Path
     ) -> tuple[dict[str, RepoData], dict[str, RawRepoData]]:
         upstream: dict[str, RepoData] = {}
         raws: dict[str, RawRepoData] = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .events import Event
 from .sync_events import FileProgress, FileRetry, FileStarted
-from .sync_http import Connections, NetworkError, Proxy, Response, tls_context
+from .sync_http import Connections, NetworkError, Proxy, Response, TooManyRedirects, tls_context
 from .sync_store import Verified
 
 CHUNK = 1 << 20  # bytes read and hashed at a time; the download buffer's size too
@@ -143,8 +143,6 @@ class Fetcher:
     """Downloads FileJobs; shared by a worker's threads, each with its own kept-alive
     connections and buffer. `cancel()` stops every transfer at once.
     """
-
-    MAX_REDIRECTS = 10
 
     def __init__(
         self,
@@ -284,18 +282,6 @@ class Fetcher:
             self.emit(FileRetry(job.subdir, job.fn, attempts, reason, round(delay, 2)))
             self._sleep(delay)
 
-    def _get(self, url: str, headers: dict[str, str]) -> Response:
-        """GET `url` (redirects followed), the body left to read."""
-        conns = self._connections()
-        for _ in range(self.MAX_REDIRECTS + 1):
-            response = conns.get(url, headers)
-            location = response.header("Location")
-            if response.status not in (301, 302, 303, 307, 308) or not location:
-                return response
-            response.close()
-            url = urllib.parse.urljoin(url, location)
-        raise _Fail(f"more than {self.MAX_REDIRECTS} redirects")
-
     def _attempt(self, job: FileJob, fresh: bool) -> tuple[Verified, int, bool]:
         """One GET; returns (verified entry, bytes received, resumed) or raises."""
         part = job.part
@@ -394,7 +380,10 @@ class Fetcher:
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        response = self._get(job.url, headers)
+        try:
+            response = self._connections().get(job.url, headers)
+        except TooManyRedirects as exc:
+            raise _Fail(str(exc)) from None
         key = id(response)
         with self._lock:
             self._active[key] = response

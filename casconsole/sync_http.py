@@ -1,11 +1,13 @@
-"""Package downloads over the standard library's http.client: one kept-alive connection per
-fetch thread and origin, bodies read straight into the caller's buffer.
+"""The sync's HTTP client, on the standard library's http.client: one kept-alive connection
+per thread and origin, bodies read straight into the caller's buffer. It fetches the package
+files (in the download workers) and the upstream repodata.
 
-Why not httpx here (it still fetches the repodata): its pure-Python HTTP/1.1 parser hands a body
-over in 64 KB pieces, each copied on the way; http.client's `readinto` fills the caller's buffer
-from the socket. Measured on bench/sync's 5 MB files, one thread: 12.3 ms of CPU a file through
-the httpx transport, 6.0 ms through http.client. TLS is set up by httpx's own
-`create_ssl_context`, so both paths trust the same certificates.
+Why not httpx here (the console's plan still reads repodata with it): its pure-Python HTTP/1.1
+parser hands a body over in 64 KB pieces, each copied on the way; http.client's `readinto`
+fills the caller's buffer from the socket. Measured on bench/sync's 5 MB files, one thread:
+12.3 ms of CPU a file through the httpx transport, 6.0 ms through http.client. Making an httpx
+client also loads the CA bundle (about 40 ms) even for plain http. TLS is set up by httpx's own
+`create_ssl_context`, when a first https URL needs it, so both trust the same certificates.
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 USER_AGENT = "casconsole"
+MAX_REDIRECTS = 10
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class NetworkError(Exception):
     """The transfer failed on the way (connecting, TLS, the server's reply, a reset, a stall):
     another attempt may do better."""
+
+
+class TooManyRedirects(Exception):
+    """More redirects than MAX_REDIRECTS: a loop, most likely."""
 
 
 class ProxyError(ValueError):
@@ -60,6 +68,8 @@ def tls_context(ssl_verify: bool | str) -> ssl.SSLContext:
     import httpx  # here: a download worker fetching over plain http never pays for the import
 
     try:
+        if isinstance(ssl_verify, str):
+            return ssl.create_default_context(cafile=ssl_verify)
         return httpx.create_ssl_context(verify=ssl_verify, trust_env=False)
     except (OSError, ssl.SSLError) as exc:
         raise NetworkError(f"ssl_verify: cannot load CA bundle {ssl_verify!r} ({exc})") from exc
@@ -110,6 +120,18 @@ class Connections:
         self._idle: dict[tuple, http.client.HTTPConnection] = {}
 
     def get(self, url: str, headers: dict[str, str]) -> Response:
+        """GET `url`, redirects followed; the response with its body unread.
+        Raises NetworkError, TimeoutError or TooManyRedirects."""
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self.get_once(url, headers)
+            location = response.header("Location")
+            if response.status not in REDIRECTS or not location:
+                return response
+            response.close()
+            url = urllib.parse.urljoin(url, location)
+        raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
+
+    def get_once(self, url: str, headers: dict[str, str]) -> Response:
         """Send GET `url`; the response with its body unread. Raises NetworkError or TimeoutError."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,6 +150,17 @@ class Connections:
         conn = self._idle.pop(key, None)
         if conn is None or _closed_by_server(conn):
             conn = self._connect(https, parts.hostname, port)
+            try:
+                conn.connect()
+            except TimeoutError:
+                conn.close()
+                raise
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                where = (
+                    f"proxy {self.proxy.host}:{self.proxy.port}" if self.proxy else f"{parts.hostname}:{port}"
+                )
+                raise NetworkError(f"cannot connect to {where} ({describe(exc)})") from None
         return self._send(key, conn, target, headers)
 
     def _connect(self, https: bool, host: str, port: int) -> http.client.HTTPConnection:

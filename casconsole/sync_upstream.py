@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import msgspec
 import zstandard
 
@@ -31,6 +31,7 @@ from .repodata import (
     decompress,
 )
 from .sync_fetch import Cancelled
+from .sync_http import Connections, NetworkError, TooManyRedirects
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -179,7 +180,7 @@ def _decompress(where: str, name: str, raw: bytes) -> bytes:
 def fetch_upstream_cached(
     remote_url: str,
     subdir: str,
-    client: httpx.Client | None,
+    client: Connections | None,
     cache_dir: Path,
     cancel: threading.Event | None = None,
 ) -> Fetched:
@@ -225,25 +226,34 @@ def fetch_upstream_cached(
 @dataclass
 class _Reply:
     status_code: int
-    headers: httpx.Headers
+    headers: dict[str, str | None]
     content: bytes = b""
 
 
-def _get(client: httpx.Client, url: str, headers: dict[str, str], cancel: threading.Event | None) -> _Reply:
+def _get(client: Connections, url: str, headers: dict[str, str], cancel: threading.Event | None) -> _Reply:
     """GET `url`, the body read in full (checking `cancel` as it comes: repodata can be large)."""
     try:
-        with client.stream("GET", url, headers=headers) as response:
-            reply = _Reply(response.status_code, response.headers)
-            if response.status_code < 300:
-                chunks = []
-                for chunk in response.iter_bytes():
+        response = client.get(url, {"Accept-Encoding": "gzip", **headers})
+        try:
+            reply = _Reply(response.status, {k: response.header(k) for k in ("ETag", "Last-Modified")})
+            if response.status < 300:
+                body = bytearray()
+                buffer = memoryview(bytearray(1 << 20))
+                while n := response.readinto(buffer):
                     if cancel is not None and cancel.is_set():
                         raise Cancelled
-                    chunks.append(chunk)
-                reply.content = b"".join(chunks)
+                    body += buffer[:n]
+                gzipped = (response.header("Content-Encoding") or "").lower() == "gzip"
+                reply.content = zlib.decompress(body, wbits=31) if gzipped else bytes(body)
             return reply
-    except httpx.HTTPError as exc:
-        raise RepoDataError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            response.close()
+    except TimeoutError:
+        raise RepoDataError(f"{url}: timed out (no data for {client.timeout:g} s)") from None
+    except (NetworkError, TooManyRedirects) as exc:
+        raise RepoDataError(f"{url}: {exc}") from None
+    except zlib.error as exc:
+        raise RepoDataError(f"{url}: cannot decompress the gzip body ({exc})") from None
 
 
 def _keep(path: Path, subdir: str, url: str, name: str, response: _Reply) -> Fetched:

@@ -98,7 +98,10 @@ def test_an_unreachable_upstream_exits_1_with_the_reason(tmp_path):
         "--remote-url", "http://127.0.0.1:9", "--mirror-dir", tmp_path / "m", "--platform", "linux-64"
     )
     assert result.returncode == 1
-    assert "cas-sync: error: http://127.0.0.1:9/linux-64/repodata.json.zst: ConnectError" in result.stderr
+    assert (
+        "cas-sync: error: http://127.0.0.1:9/linux-64/repodata.json.zst:"
+        " cannot connect to 127.0.0.1:9 (ConnectionRefusedError: [Errno 111] Connection refused)"
+    ) in result.stderr
     assert read_status(tmp_path / "m").state == "error"
     status = cas_sync("--status", "--remote-url", "http://127.0.0.1:9", "--mirror-dir", tmp_path / "m")
     assert "  state     error" in status.stdout
