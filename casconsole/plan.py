@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .archive import split_package_name
 from .config import Settings
@@ -35,6 +33,9 @@ from .repodata import (
     gc_paused,
     http_client,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass

@@ -19,11 +19,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import zstandard
+
+if TYPE_CHECKING:  # httpx is imported where a client is made: cas-sync never needs it
+    import httpx
 
 # Upstream names its files most-preferred first; a client falls back down this list.
 REPODATA_NAMES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
@@ -234,6 +236,8 @@ def http_client(
     timeout: float = 60.0, ssl_verify: bool | str = True, proxy: str | None = None
 ) -> httpx.Client:
     """An httpx client set up from the settings' timeout, ssl_verify and proxy."""
+    import httpx
+
     return httpx.Client(
         timeout=httpx.Timeout(timeout),
         verify=ssl_context(ssl_verify),
@@ -261,6 +265,8 @@ def fetch_repodata_bytes(
                 raise RepoDataError(f"{path}: cannot read ({exc.strerror})") from exc
             return f"{base}/{subdir}/{name}", _decompress_named(str(path), name, raw)
         raise RepoDataNotFound(f"{local / subdir}: no repodata.json here")
+    import httpx
+
     own_client = client is None
     client = client or http_client()
     try:

@@ -31,7 +31,7 @@ from .repodata import (
     decompress,
 )
 from .sync_fetch import Cancelled
-from .sync_http import Connections, NetworkError, TooManyRedirects
+from .sync_http import Connections, NetworkError, Response, TooManyRedirects
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -227,7 +227,7 @@ def fetch_upstream_cached(
 class _Reply:
     status_code: int
     headers: dict[str, str | None]
-    content: bytes = b""
+    content: bytes | bytearray = b""
 
 
 def _get(client: Connections, url: str, headers: dict[str, str], cancel: threading.Event | None) -> _Reply:
@@ -237,14 +237,9 @@ def _get(client: Connections, url: str, headers: dict[str, str], cancel: threadi
         try:
             reply = _Reply(response.status, {k: response.header(k) for k in ("ETag", "Last-Modified")})
             if response.status < 300:
-                body = bytearray()
-                buffer = memoryview(bytearray(1 << 20))
-                while n := response.readinto(buffer):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled
-                    body += buffer[:n]
+                body = _read_all(response, cancel)
                 gzipped = (response.header("Content-Encoding") or "").lower() == "gzip"
-                reply.content = zlib.decompress(body, wbits=31) if gzipped else bytes(body)
+                reply.content = zlib.decompress(body, wbits=31) if gzipped else body
             return reply
         finally:
             response.close()
@@ -254,6 +249,29 @@ def _get(client: Connections, url: str, headers: dict[str, str], cancel: threadi
         raise RepoDataError(f"{url}: {exc}") from None
     except zlib.error as exc:
         raise RepoDataError(f"{url}: cannot decompress the gzip body ({exc})") from None
+
+
+def _read_all(response: Response, cancel: threading.Event | None) -> bytearray:
+    """The body, received straight into one buffer of its Content-Length when it has one
+    (repodata can be hundreds of MB: no pieces held beside their join)."""
+    length = response.header("Content-Length") or ""
+    known = length.isdigit()
+    body = bytearray(int(length) if known else 1 << 20)
+    received = 0
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        if received == len(body):
+            if known:
+                break  # http.client reads no further than Content-Length
+            body.extend(bytes(len(body)))  # no length given: double the room
+        with memoryview(body) as view:
+            n = response.readinto(view[received : received + (1 << 20)])
+        if not n:
+            break
+        received += n
+    del body[received:]
+    return body
 
 
 def _keep(path: Path, subdir: str, url: str, name: str, response: _Reply) -> Fetched:

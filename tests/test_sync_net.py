@@ -4,6 +4,7 @@ proxy (every request goes through it)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -129,3 +130,43 @@ def test_a_proxy_url_that_cannot_be_used_is_refused_before_anything_is_fetched(c
             "proxy: 'socks5://127.0.0.1:1080' is not an http://host:port URL (the only kind supported)"
         )
         assert server.requests == []
+
+
+def test_repodata_sent_gzip_encoded_and_chunked_is_read_whole(channel, tmp_path):
+    for zst in channel.glob("*/repodata.json.zst"):
+        zst.unlink()  # so the sync asks for repodata.json, which this server gzips on the fly
+    # more than the 1 MiB first guessed for a body of unknown length: blacklisted fillers
+    repodata = json.loads((channel / "linux-64" / "repodata.json").read_bytes())
+    record = repodata["packages.conda"]["tls-1.0-0.conda"]
+    for i in range(8000):
+        repodata["packages.conda"][f"filler-{i}-0.conda"] = {**record, "name": "filler", "version": str(i)}
+    (channel / "linux-64" / "repodata.json").write_text(json.dumps(repodata))
+    assert (channel / "linux-64" / "repodata.json").stat().st_size > 2 << 20
+    with Upstream(channel) as server:
+        server.gzip_json = True
+        settings = settings_for(server.url, tmp_path / "mirror", blacklist=["filler"])
+        stats = Sync(settings).run()
+        assert {r.path for r in server.requests} >= {"linux-64/repodata.json", "noarch/repodata.json"}
+    assert (stats.state, stats.downloaded) == ("done", 2)
+    mirrored = json.loads((tmp_path / "mirror" / "pkgs" / "linux-64" / "repodata.json").read_bytes())
+    assert list(mirrored["packages.conda"]) == ["tls-1.0-0.conda"]
+    assert mirror_problems(tmp_path / "mirror" / "pkgs", channel, SUBDIRS) == []
+
+
+def test_redirects_are_followed_and_a_loop_fails_the_file(channel, tmp_path):
+    moved = channel / "moved"
+    moved.mkdir()
+    for name in ("tls-1.0-0.conda", "repodata.json.zst"):
+        (moved / name).write_bytes((channel / "linux-64" / name).read_bytes())
+    with Upstream(channel) as server:
+        server.redirects["linux-64/repodata.json.zst"] = "/moved/repodata.json.zst"  # relative
+        server.redirects["linux-64/tls-1.0-0.conda"] = f"{server.url}/moved/tls-1.0-0.conda"
+        server.redirects["noarch/helper-1.0-0.conda"] = "/noarch/helper-1.0-0.conda"  # to itself
+        stats = Sync(settings_for(server.url, tmp_path / "mirror")).run()
+        assert server.seen("moved/tls-1.0-0.conda")
+    assert stats.state == "failed"
+    assert stats.failures == [("noarch", "helper-1.0-0.conda", "more than 10 redirects")]
+    assert (tmp_path / "mirror" / "pkgs" / "linux-64" / "tls-1.0-0.conda").read_bytes() == (
+        moved / "tls-1.0-0.conda"
+    ).read_bytes()
+    assert mirror_problems(tmp_path / "mirror" / "pkgs", channel, SUBDIRS) == []

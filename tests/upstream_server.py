@@ -15,7 +15,9 @@ path and consumed one per request, so "fails twice, then works" is
 - `Fault.slow(bps)`        send the whole file paced at `bps` bytes a second
 
 `upstream.ranges = False` makes it ignore Range headers (answering 200 with the whole file),
-as some servers do. `upstream.requests` lists every request seen (method, path, Range).
+as some servers do; `upstream.gzip_json = True` sends `.json` files gzip-encoded and chunked (no
+Content-Length), as web servers that compress on the fly do; `upstream.redirects[path] = url`
+answers `path` with a 302 to `url`. `upstream.requests` lists every request seen (method, path, Range).
 `make_channel(root, {subdir: [PackageSpec, ...]})` writes real archives and their repodata;
 `ForwardProxy()` is a plain HTTP proxy that records what it forwarded; `mirror_problems(...)`
 lists what breaks a sync's promises in a mirrored channel.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import hashlib
 import http.client
 import http.server
@@ -97,6 +100,8 @@ class Upstream:
     def __init__(self, root: Path, *, ssl_context: ssl.SSLContext | None = None):
         self.root = Path(root)
         self.ranges = True
+        self.gzip_json = False
+        self.redirects: dict[str, str] = {}
         self.requests: list[Seen] = []
         self._faults: dict[str, deque[Fault]] = {}
         self._always: dict[str, Fault] = {}
@@ -178,11 +183,24 @@ class Upstream:
             self.requests.append(Seen(request.method, path, rng))
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
+        if path in self.redirects:
+            return web.Response(status=302, headers={"Location": self.redirects[path]})
         file = (self.root / path).resolve()
         if not file.is_relative_to(self.root.resolve()) or not file.is_file():
             return web.Response(status=404)
         fault = self._next_fault(path)
         if fault is None:
+            if (
+                self.gzip_json
+                and path.endswith(".json")
+                and "gzip" in request.headers.get("Accept-Encoding", "")
+            ):
+                response = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+                response.enable_chunked_encoding()
+                await response.prepare(request)
+                await response.write(gzip.compress(file.read_bytes()))
+                await response.write_eof()
+                return response
             if not self.ranges:  # the whole file, whatever was asked
                 return web.Response(body=file.read_bytes(), content_type="application/octet-stream")
             return web.FileResponse(file)
