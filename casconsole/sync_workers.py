@@ -281,6 +281,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
     threading.Thread(target=listen, name="listen", daemon=True).start()
     for thread in threads:
         thread.join()
+    fetcher.close()
     send(("bye",))
 
 

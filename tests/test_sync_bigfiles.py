@@ -117,3 +117,54 @@ def _aligned(data: bytes) -> memoryview:
     buffer = mmap.mmap(-1, len(data) + BLOCK)
     buffer[: len(data)] = data
     return memoryview(buffer)
+
+
+def test_without_unnamed_files_downloads_go_through_named_parts(upstream, tmp_path):
+    """Where O_TMPFILE or /proc is missing, the probe says so and files get their `.part` name
+    from the start: same outcome, and a cut file still resumes."""
+    import threading
+
+    from casconsole.sync_fetch import Fetcher, FileJob
+
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    fetcher = Fetcher(10, True, None, lambda event: None, threading.Event(), 0)
+    fetcher._folders[folder] = None  # what the probe answers on such a filesystem
+    repodata = upstream_records(upstream)
+    url = f"{upstream.url}/linux-64"
+    jobs = [FileJob("linux-64", fn, f"{url}/{fn}", folder / fn, r["size"], r["sha256"], r["md5"])
+            for fn, r in repodata.items()]  # fmt: skip
+    upstream.inject(f"linux-64/{BIG}", Fault.truncate(1_000_000))
+    outcomes = [fetcher.run(job) for job in jobs]
+    fetcher.close()
+    assert [(o.job.fn, o.ok) for o in outcomes] == [(BIG, False), ("small-1.0-0.conda", True)]
+    assert (folder / f".{BIG}.part").stat().st_size == 1_000_000
+    assert fetcher.run(jobs[0]).resumed
+    assert sorted(p.name for p in folder.iterdir()) == [BIG, "small-1.0-0.conda"]
+    for fn in (BIG, "small-1.0-0.conda"):
+        assert sha256_of(folder / fn) == sha256_of(upstream.root / "linux-64" / fn)
+
+
+def test_fast_downloads_leave_no_names_behind_but_their_own(upstream, tmp_path):
+    stats = Sync(settings_for(upstream.url, tmp_path / "mirror")).run()
+    assert stats.state == "done"
+    folder = tmp_path / "mirror" / "pkgs" / "linux-64"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        BIG, "repodata.json", "repodata.json.zst", "small-1.0-0.conda"
+    ]  # fmt: skip
+
+
+def upstream_records(upstream) -> dict:
+    import json
+
+    repodata = json.loads((upstream.root / "linux-64" / "repodata.json").read_bytes())
+    return dict(sorted({**repodata["packages"], **repodata["packages.conda"]}.items()))
+
+
+def test_the_probe_finds_unnamed_files_here_and_leaves_nothing(tmp_path):
+    from casconsole.sync_fetch import _probe_unnamed
+
+    dirfd = _probe_unnamed(tmp_path)
+    assert isinstance(dirfd, int)  # Linux with /proc: the sync's usual path
+    os.close(dirfd)
+    assert list(tmp_path.iterdir()) == []
