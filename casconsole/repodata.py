@@ -15,7 +15,6 @@ import gc
 import io
 import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +213,7 @@ def channel_location(remote_url: str) -> tuple[str, Path | None]:
     if scheme in ("http", "https"):
         return url, None
     if scheme == "file":
-        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))  # url2pathname, on POSIX
         return url, path
     if scheme and len(scheme) > 1:
         raise RepoDataError(f"{remote_url}: unsupported URL scheme {scheme!r} (use http, https or file)")

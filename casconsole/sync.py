@@ -35,7 +35,6 @@ from .archive import split_package_name
 from .config import Settings
 from .events import Event, Sink, null_sink
 from .fsutil import write_repodata
-from .plan import Plan
 from .repodata import RepoData, RepoDataError
 from .sync_events import (
     FileDone,
@@ -201,7 +200,11 @@ class Sync:
                 client.close()
             if self.cancelled:
                 raise Cancelled
-            plan = Plan.build(settings, upstream)
+            # imported here, once the workers are starting: the selection is a third of
+            # cas-sync's import time, and their start overlaps it
+            from .plan import Plan
+
+            plan = Plan.build(settings, upstream, check=False)  # its warnings are the dry run's
             subdirs: dict[str, _Subdir] = {}
             jobs: list[FileJob] = []
             for name, sp in plan.subdirs.items():
@@ -268,6 +271,7 @@ class Sync:
         )
         sub = _Subdir(subdir, folder, raw, store)
         on_disk = _scan(folder)
+        where = str(folder)
         jobs: list[FileJob] = []
         wanted: set[str] = set()
         download_bytes = check_bytes = checks = 0
@@ -277,7 +281,7 @@ class Sync:
                 continue
             wanted.add(fn)
             st = on_disk.get(fn)
-            job = FileJob(subdir, fn, repodata.package_url(fn), folder / fn, rec.size, rec.sha256, rec.md5)
+            job = FileJob(subdir, fn, repodata.package_url(fn), where, rec.size, rec.sha256, rec.md5)
             if st is not None and st.st_size == rec.size:
                 entry = store.get(fn)
                 if (

@@ -76,15 +76,19 @@ class FileJob:
     subdir: str
     fn: str
     url: str
-    dest: Path
+    folder: str  # where it goes (a str, not a Path: thousands are made and sent to workers)
     size: int
     sha256: str | None
     md5: str | None
     check_first: bool = False  # a file is at `dest` already: hash it, download only if bad
 
     @property
-    def part(self) -> Path:
-        return self.dest.with_name(f".{self.fn}.part")
+    def dest(self) -> str:
+        return f"{self.folder}/{self.fn}"
+
+    @property
+    def part(self) -> str:
+        return f"{self.folder}/.{self.fn}.part"
 
 
 @dataclass
@@ -126,7 +130,7 @@ class _Hashes:
         )
 
 
-def hash_file(path: Path, job: FileJob, cancel: threading.Event) -> tuple[_Hashes, int]:
+def hash_file(path: str | Path, job: FileJob, cancel: threading.Event) -> tuple[_Hashes, int]:
     """Hash the file at `path` (never following a symlink); returns the hashes and bytes read."""
     hashes = _Hashes(not job.sha256)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -171,12 +175,12 @@ class Fetcher:
         self._active: dict[int, Response] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._folders: dict[Path, int | None] = {}
+        self._folders: dict[str, int | None] = {}
 
     def _open(self, job: FileJob) -> _Part:
-        return _Part.open(job, self._folder(job.dest.parent))
+        return _Part.open(job, self._folder(job.folder))
 
-    def _folder(self, folder: Path) -> int | None:
+    def _folder(self, folder: str) -> int | None:
         """A descriptor of `folder` to make unnamed files in and link them from, or None where
         that does not work (no O_TMPFILE, no /proc): checked once a folder, with a probe file."""
         with self._lock:
@@ -427,7 +431,7 @@ class Fetcher:
                 self._active.pop(key, None)
             response.close()
 
-    def _hash_part(self, part: Path, job: FileJob, offset: int) -> tuple[_Hashes, int]:
+    def _hash_part(self, part: str, job: FileJob, offset: int) -> tuple[_Hashes, int]:
         hashes, total = hash_file(part, job, self.cancel_event)
         return hashes, min(total, offset)
 
@@ -468,7 +472,7 @@ def _keep(part: _Part) -> None:
             part.name()
 
 
-def _probe_unnamed(folder: Path) -> int | None:
+def _probe_unnamed(folder: str | Path) -> int | None:
     """`folder`'s descriptor if an unnamed file made there can be linked to a name, else None."""
     if not hasattr(os, "O_TMPFILE"):
         return None
@@ -516,26 +520,27 @@ class _Part:
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         return cls(job, os.open(job.part, flags, 0o644), None)
 
-    def _link(self, path: Path) -> None:
+    def _link(self, name: str) -> None:
         assert self.dirfd is not None
-        _link_unnamed(self.fd, self.dirfd, path.name)
+        _link_unnamed(self.fd, self.dirfd, name)
 
     def name(self) -> None:
         """Give the file its `.part` name (a no-op once named)."""
         if self.named:
             return
+        name = f".{self.job.fn}.part"
         try:
-            self._link(self.job.part)
+            self._link(name)
         except FileExistsError:  # a stray one, made since this attempt began
             os.unlink(self.job.part)
-            self._link(self.job.part)
+            self._link(name)
         self.named = True
 
     def place(self) -> None:
         """Put the file under its final name, replacing whatever is there."""
         if not self.named:
             try:
-                self._link(self.job.dest)
+                self._link(self.job.fn)
                 return
             except FileExistsError:  # a bad copy being repaired: replaced in one step
                 self.name()

@@ -167,7 +167,8 @@ def _read_cache(path: Path) -> tuple[_CacheMeta, bytes] | None:
 
 
 def _write_cache(path: Path, meta: _CacheMeta, body: bytes) -> None:
-    atomic_write_bytes(path, msgspec.json.encode(meta) + b"\n" + body)
+    # not synced to disk: after a crash a lost copy only makes the next request unconditional
+    atomic_write_bytes(path, msgspec.json.encode(meta) + b"\n" + body, durable=False)
 
 
 def _decompress(where: str, name: str, raw: bytes) -> bytes:

@@ -132,7 +132,7 @@ def test_without_unnamed_files_downloads_go_through_named_parts(upstream, tmp_pa
     fetcher._folders[folder] = None  # what the probe answers on such a filesystem
     repodata = upstream_records(upstream)
     url = f"{upstream.url}/linux-64"
-    jobs = [FileJob("linux-64", fn, f"{url}/{fn}", folder / fn, r["size"], r["sha256"], r["md5"])
+    jobs = [FileJob("linux-64", fn, f"{url}/{fn}", str(folder), r["size"], r["sha256"], r["md5"])
             for fn, r in repodata.items()]  # fmt: skip
     upstream.inject(f"linux-64/{BIG}", Fault.truncate(1_000_000))
     outcomes = [fetcher.run(job) for job in jobs]
