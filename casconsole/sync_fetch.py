@@ -45,7 +45,7 @@ from .sync_store import Verified
 
 CHUNK = 1 << 20  # bytes read and hashed at a time; the download buffer's size too
 DIRECT_MIN = 1 << 20  # files from this size on are written with O_DIRECT (see above)
-WINDOW_MIN = 16 << 10  # bytes: the smallest read of a download; it grows up to CHUNK
+WINDOW_MIN = 32 << 10  # bytes: the smallest read of a download; it grows up to CHUNK
 WINDOW_WAIT = 0.02  # seconds: a read that waits longer halves the next one's window
 BLOCK = 4096  # what O_DIRECT writes must be aligned to (a page: enough for any block device)
 PROGRESS_EVERY = 0.25  # seconds between FileProgress events of one file
