@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+FLUSH_EVERY = 0.1  # seconds an appended line may wait in the buffer
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class VerifiedStore:
         self.entries: dict[str, Verified] = {}
         self._lock = threading.Lock()
         self._fh = None
+        self._flushed_at = 0.0
         self._load()
 
     def _load(self) -> None:
@@ -72,8 +76,14 @@ class VerifiedStore:
     def _append(self, line: str) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (line-buffered, closed in close())
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._fh.write(line)
+        # flushed a tenth of a second at a time, not a line a file: a line lost to a crash
+        # only makes the next sync hash that file again
+        now = time.monotonic()
+        if now - self._flushed_at >= FLUSH_EVERY:
+            self._fh.flush()
+            self._flushed_at = now
 
     def add(self, fn: str, entry: Verified) -> None:
         with self._lock:
