@@ -1,12 +1,13 @@
 """Benchmark: casconsole's sync against conda-mirror, same upstream, same loopback server, one run.
 
-    python bench/sync/run.py [--work bench/_work/sync] [--server nginx|python]
+    python bench/sync/run.py [--work bench/_work/sync] [--server nginx|python] [--rounds 3]
 
 The upstream (bench/sync/upstream.py: 2,500 linux-64 packages of ~20 KB and 200 of ~5 MB) is
 served by one server on 127.0.0.1 (nginx when installed, else Python's threading HTTP server).
-Each tool syncs it cold into an empty folder, then again with nothing new (the no-op re-sync);
-wall time, MB/s and peak memory (the resident memory of the tool's processes together,
-sampled every 50 ms) are measured per run. sha256sum then
+Each tool syncs it cold into an empty folder, then again with nothing new (the no-op re-sync),
+in --rounds rounds (3 by default) that take turns at which tool goes first; wall time, MB/s
+and peak memory (the resident memory of the tool's processes together, sampled every 50 ms)
+are measured per run and the median of each kept. sha256sum then
 hashes the same files, `cp -r` copies them on the same disk, and curl fetches them from the
 same server (one kept-alive connection, no hashing), for a sense of what "fast" means on this
 machine: the copy is the floor for writing the files, curl for fetching them. Results are printed
@@ -122,75 +123,94 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def fetch_all(url: str, names: list[str], folder: Path) -> dict:
+    """curl fetching every file over one kept-alive connection, no hashing; measured."""
+    folder.mkdir(parents=True)
+    config = folder.with_suffix(".cfg")
+    config.write_text(
+        "".join(f'url = "{url}/linux-64/{name}"\noutput = "{folder / name}"\n' for name in names)
+    )
+    return measure(["curl", "-s", "-K", str(config)])
+
+
+SETTLE = 300  # seconds: ext4 without a journal skips inodes freed this recently (see RESULTS.md)
+
+
+def settle(stamp: Path) -> None:
+    """Wait until the last run's deletions are SETTLE seconds old: files created sooner cost
+    several times more (this VM's ext4 has no journal), whichever tool creates them."""
+    try:
+        age = time.time() - float(stamp.read_text())
+    except (OSError, ValueError):
+        return
+    if age < SETTLE:
+        print(f"waiting {SETTLE - age:.0f} s for the last run's deletions to settle", file=sys.stderr)
+        time.sleep(SETTLE - age)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("bench/_work/sync"))
     parser.add_argument(
         "--server", choices=("nginx", "python"), default="nginx" if shutil.which("nginx") else "python"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="cold + no-op runs of each tool (median kept)")
     args = parser.parse_args()
+    if shutil.which("curl") is None:
+        raise SystemExit("bench/sync needs curl (the warm-up and the fetching yardstick)")
     work = args.work.resolve()
     upstream = generate(work.parent / "sync-upstream")
     count, total = folder_bytes(upstream / "linux-64")
     env = {**os.environ, "CAS_MIRROR_USER_CONFIG": "/nonexistent", "CAS_MIRROR_SYSTEM_CONFIG": "/nonexistent"}
+    stamp = work.parent / "sync-deleted-at"
+    shutil.rmtree(work, ignore_errors=True)
+    settle(stamp)
     server, url = start_server(args.server, upstream, work)
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
+    names = sorted(p.name for p in (upstream / "linux-64").iterdir() if p.name.endswith(".conda"))
     try:
-        ours = work / "casconsole"
-        cm = work / "conda-mirror"
-        for folder in (ours, cm):
-            shutil.rmtree(folder, ignore_errors=True)
-        (cm / "tmp").mkdir(parents=True)
-        cas_sync = [tool("cas-sync"), "--remote-url", url, "--mirror-dir", str(ours),
-                    "--platform", "linux-64", "--no-progress"]  # fmt: skip
-        conda_mirror = [tool("conda-mirror"), "--upstream-channel", url,
-                        "--target-directory", str(cm / "mirror"), "--temp-directory", str(cm / "tmp"),
+        # a warm-up, not timed: the machine's first pass over these files after a pause is
+        # slower whoever makes it (measured: a tool's first cold run up to 1.3 s slower)
+        fetch_all(url, names, work / "warm-up")
+        for round_ in range(args.rounds):
+            ours = work / f"round{round_}" / "casconsole"
+            cm = work / f"round{round_}" / "conda-mirror"
+            (cm / "tmp").mkdir(parents=True)
+            cas_sync = [tool("cas-sync"), "--remote-url", url, "--mirror-dir", str(ours),
                         "--platform", "linux-64", "--no-progress"]  # fmt: skip
-        results["casconsole cold"] = measure(cas_sync, env)
-        results["casconsole no-op"] = measure(cas_sync, env)
-        results["conda-mirror cold"] = measure(conda_mirror, env)
-        results["conda-mirror no-op"] = measure(conda_mirror, env)
-        assert folder_bytes(ours / "pkgs" / "linux-64") == (count, total), (
-            "casconsole did not mirror everything"
-        )
-        assert folder_bytes(cm / "mirror" / "linux-64") == (count, total), (
-            "conda-mirror did not mirror everything"
-        )
-        files = sorted(str(p) for p in (ours / "pkgs" / "linux-64").iterdir() if p.name.endswith(".conda"))
-        results["sha256sum"] = measure(["sha256sum", *files])
+            conda_mirror = [tool("conda-mirror"), "--upstream-channel", url,
+                            "--target-directory", str(cm / "mirror"), "--temp-directory", str(cm / "tmp"),
+                            "--platform", "linux-64", "--no-progress"]  # fmt: skip
+            # each goes first in turn: the first of a round creates its files in fresher inodes
+            order = [("casconsole", cas_sync), ("conda-mirror", conda_mirror)]
+            for name, command in order if round_ % 2 == 0 else order[::-1]:
+                runs.setdefault(f"{name} cold", []).append(measure(command, env))
+                runs.setdefault(f"{name} no-op", []).append(measure(command, env))
+            assert folder_bytes(ours / "pkgs" / "linux-64") == (count, total), "casconsole missed files"
+            assert folder_bytes(cm / "mirror" / "linux-64") == (count, total), "conda-mirror missed files"
+            last = [json.loads(line) for line in (ours / ".cas" / "sync.jsonl").read_text().splitlines()][-1]
+            runs["casconsole no-op"][-1]["engine_seconds"] = last["stats"]["seconds"]
+        ours_files = work / "round0" / "casconsole" / "pkgs" / "linux-64"
+        runs["sha256sum"] = [measure(["sha256sum", *(str(ours_files / name) for name in names)])]
         # what writing these files costs on this machine at all: a plain copy on the same disk
-        copy = work / "cp"
-        shutil.rmtree(copy, ignore_errors=True)
-        results["cp -r (writing the files, no network)"] = measure(
-            ["cp", "-r", str(upstream / "linux-64"), str(copy)]
-        )
-        shutil.rmtree(copy, ignore_errors=True)
+        runs["cp -r (writing the files, no network)"] = [
+            measure(["cp", "-r", str(upstream / "linux-64"), str(work / "cp")])
+        ]
         # what fetching them over loopback costs at all: curl, one kept-alive connection, no hashing
-        if shutil.which("curl"):
-            fetched = work / "curl"
-            fetched.mkdir()
-            config = work / "curl.cfg"
-            config.write_text(
-                "".join(
-                    f'url = "{url}/linux-64/{Path(f).name}"\noutput = "{fetched / Path(f).name}"\n'
-                    for f in files
-                )
-            )
-            results["curl (fetching the files, no hashing)"] = measure(["curl", "-s", "-K", str(config)])
-            shutil.rmtree(fetched, ignore_errors=True)
-        # the sync engine's own time for the no-op, without the interpreter's start
-        last = [json.loads(line) for line in (ours / ".cas" / "sync.jsonl").read_text().splitlines()][-1]
-        results["casconsole no-op"]["engine_seconds"] = last["stats"]["seconds"]
+        runs["curl (fetching the files, no hashing)"] = [fetch_all(url, names, work / "curl")]
     finally:
         server.terminate()
         server.wait()
-        # removed now rather than at the next start: ext4 avoids reusing inodes freed in the last
-        # minutes, which would slow the next run's file creation
-        for folder in (work / "casconsole", work / "conda-mirror"):
-            shutil.rmtree(folder, ignore_errors=True)
+        # removed now rather than at the next start, and the time noted: the next run waits
+        shutil.rmtree(work, ignore_errors=True)
+        stamp.write_text(str(time.time()))
     mb = total / 1e6
-    for row in results.values():
-        row["mb_per_s"] = round(mb / row["seconds"], 1)
+    results = {}
+    for name, rows in runs.items():
+        for row in rows:
+            row["mb_per_s"] = round(mb / row["seconds"], 1)
+        median = sorted(rows, key=lambda row: row["seconds"])[len(rows) // 2]
+        results[name] = {**median, "all_seconds": [row["seconds"] for row in rows]}
     ours_cold, cm_cold = results["casconsole cold"]["seconds"], results["conda-mirror cold"]["seconds"]
     ours_noop, cm_noop = results["casconsole no-op"]["seconds"], results["conda-mirror no-op"]["seconds"]
     summary = {
@@ -198,8 +218,13 @@ def main() -> int:
         "server": args.server,
         "packages": count,
         "megabytes": round(mb, 1),
+        "rounds": args.rounds,
         "results": results,
         "cold_ratio": round(cm_cold / ours_cold, 1),
+        "cold_ratios_by_round": [
+            round(theirs["seconds"] / mine["seconds"], 1)
+            for mine, theirs in zip(runs["casconsole cold"], runs["conda-mirror cold"], strict=True)
+        ],
         "noop_ratio": round(cm_noop / ours_noop, 1),
         "ours_vs_sha256sum": round(
             results["casconsole cold"]["mb_per_s"] / results["sha256sum"]["mb_per_s"], 2
@@ -208,17 +233,19 @@ def main() -> int:
     (work.parent / "sync-results.json").write_text(json.dumps(summary, indent=1))
     print(
         f"{count:,} linux-64 packages, {mb:,.0f} MB, served by {args.server} on 127.0.0.1;"
-        f" {summary['machine']}\n"
+        f" {summary['machine']}; median of {args.rounds} rounds\n"
     )
-    print("| run | seconds | MB/s | peak MB |")
-    print("|---|---:|---:|---:|")
+    print("| run | seconds (median) | every round | MB/s | peak MB |")
+    print("|---|---:|---|---:|---:|")
     for name, row in results.items():
-        print(f"| {name} | {row['seconds']:.2f} | {row['mb_per_s']:,.0f} | {row['peak_mb']:.0f} |")
+        every = ", ".join(f"{x:.2f}" for x in row["all_seconds"])
+        print(f"| {name} | {row['seconds']:.2f} | {every} | {row['mb_per_s']:,.0f} | {row['peak_mb']:.0f} |")
     print(
-        f"\ncold: casconsole {summary['cold_ratio']}x faster than conda-mirror; "
-        f"no-op re-sync: {summary['noop_ratio']}x ({ours_noop:.2f} s for the whole command, "
-        f"{results['casconsole no-op']['engine_seconds']:.2f} s in the engine); "
-        f"casconsole's cold MB/s is {summary['ours_vs_sha256sum']}x sha256sum's on the same files"
+        f"\ncold: casconsole {summary['cold_ratio']}x faster than conda-mirror (rounds:"
+        f" {', '.join(f'{r}x' for r in summary['cold_ratios_by_round'])}); no-op re-sync:"
+        f" {summary['noop_ratio']}x ({ours_noop:.2f} s for the whole command,"
+        f" {results['casconsole no-op']['engine_seconds']:.2f} s in the engine); casconsole's cold"
+        f" MB/s is {summary['ours_vs_sha256sum']}x sha256sum's on the same files"
     )
     return 0
 
