@@ -77,6 +77,18 @@ def _opt_str(v: Any) -> str | None:
     return _str(v)
 
 
+def _proxy(v: Any) -> str | None:
+    url = _opt_str(v)
+    if url is not None:
+        from .sync_http import Proxy, ProxyError  # here: the settings need no HTTP code otherwise
+
+        try:
+            Proxy.parse(url)
+        except ProxyError as exc:
+            raise _Invalid(str(exc).removeprefix("proxy: ")) from None
+    return url
+
+
 def _str_list(v: Any) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _Invalid(f"expected a list of strings, got {_show(v)}")
@@ -193,7 +205,7 @@ SCHEMA: dict[str, Key] = {
         Key("timeout", _pos_float, lambda: 60.0, "seconds without progress before a request fails", "float"),
         Key("retries", _nonneg_int, lambda: 3, "retries per file after the first attempt", "int"),
         Key("ssl_verify", _ssl_verify, lambda: True, "verify TLS: true, false or a CA bundle path", "ssl"),
-        Key("proxy", _opt_str, lambda: None, "proxy URL for upstream requests", "str"),
+        Key("proxy", _proxy, lambda: None, "upstream proxy: http://[user:pass@]host:port", "str"),
         Key("prune", _bool, lambda: True, "delete mirrored files that left the plan", "bool"),
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),

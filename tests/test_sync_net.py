@@ -122,14 +122,18 @@ def test_plain_http_through_the_proxy_sends_its_credentials(channel, tmp_path):
     assert f"{server.url}/linux-64/tls-1.0-0.conda" in proxy.seen
 
 
-def test_a_proxy_url_that_cannot_be_used_is_refused_before_anything_is_fetched(channel, tmp_path):
-    with Upstream(channel) as server:
-        stats = Sync(settings_for(server.url, tmp_path / "mirror", proxy="socks5://127.0.0.1:1080")).run()
-        assert stats.state == "error"
-        assert stats.error == (
-            "proxy: 'socks5://127.0.0.1:1080' is not an http://host:port URL (the only kind supported)"
-        )
-        assert server.requests == []
+def test_a_proxy_url_that_cannot_be_used_is_refused_with_the_settings(channel, tmp_path):
+    config = tmp_path / "cas.yaml"
+    config.write_text(
+        f"remote_url: http://127.0.0.1:9\nmirror_dir: {tmp_path / 'm'}\nproxy: socks5://h:1080\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert f"{config}:3: proxy: 'socks5://h:1080' is not an http://host:port URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_repodata_sent_gzip_encoded_and_chunked_is_read_whole(channel, tmp_path):
