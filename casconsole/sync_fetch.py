@@ -103,6 +103,19 @@ class Outcome:
     corrupt: str = ""  # why the file found at dest did not verify
     verified: Verified | None = None
 
+    def wire(self) -> tuple:
+        """Everything but the job, as plain values: what a worker sends its parent (pickling
+        two dataclasses a file cost the parent more than the rest of its bookkeeping)."""
+        v = self.verified
+        verified = (v.size, v.mtime_ns, v.sha256, v.md5) if v is not None else None
+        return (self.ok, self.action, self.reason, self.attempts, self.fetched, self.resumed,
+                self.corrupt, verified)  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, job: FileJob, wire: tuple) -> Outcome:
+        *fields, verified = wire
+        return cls(job, *fields, verified=Verified(*verified) if verified is not None else None)
+
 
 class _Hashes:
     """sha256 always (it is what the verified-file record keeps), md5 only when needed."""
@@ -322,7 +335,7 @@ class Fetcher:
         try:
             if fresh:  # what is there did not verify: start over, even if this attempt fails early
                 os.ftruncate(fd, 0)
-            on_disk = offset = os.fstat(fd).st_size
+            on_disk = offset = os.fstat(fd).st_size if part.named else 0  # unnamed: new, empty
             if offset > job.size:
                 offset = 0
             hashes = _Hashes(not job.sha256)
@@ -335,7 +348,8 @@ class Fetcher:
                     hashes = _Hashes(not job.sha256)
                 if on_disk != start:
                     os.ftruncate(fd, start)
-                os.lseek(fd, start, os.SEEK_SET)
+                if start:
+                    os.lseek(fd, start, os.SEEK_SET)
                 # a transfer is announced when it resumes, or once it has run a while: the
                 # many small files that come and go in milliseconds are reported done only
                 announced = start > 0

@@ -11,7 +11,7 @@ of a process that may run a UI). The parent talks to it over its stdin / stdout 
 
     parent -> worker   ("config", WorkerConfig) first, then ("jobs", [(id, FileJob), ...]) ...,
                        ("stop",) when no more jobs will come, ("cancel",) to stop at once
-    worker -> parent   ("event", Event) progress and retries, ("done", id, Outcome without its job),
+    worker -> parent   ("event", Event) progress and retries, ("done", id, Outcome.wire()),
                        ("cancelled", id), ("error", id, traceback), ("bye",) last
 
 A worker that loses its parent (the sync killed, SIGKILL included) sees its stdin close and
@@ -179,10 +179,8 @@ class WorkerPool:
                     elif kind in ("done", "cancelled"):
                         job_id = message[1]
                         worker.in_flight.discard(job_id)
-                        outcome = message[2] if kind == "done" else None
-                        if outcome is not None:
-                            outcome.job = jobs[job_id]  # not sent back: the parent has it
-                        yield jobs[job_id], outcome
+                        job = jobs[job_id]
+                        yield job, (Outcome.from_wire(job, message[2]) if kind == "done" else None)
                         if not cancelling:
                             self._feed(worker, todo, jobs, credit)
                     elif kind == "error":
@@ -260,9 +258,7 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
                 send(("cancelled", job_id))
                 continue
             try:
-                outcome = fetcher.run(job)
-                outcome.job = None  # type: ignore[assignment]  # the parent has it
-                send(("done", job_id, outcome))
+                send(("done", job_id, fetcher.run(job).wire()))  # the parent has the job
             except Cancelled:
                 send(("cancelled", job_id))
             except BaseException:
