@@ -23,7 +23,6 @@ The core stays UI-free: progress goes to the `sink` as typed events (sync_events
 from __future__ import annotations
 
 import os
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from .sync_events import (
     SyncWarning,
 )
 from .sync_fetch import Cancelled, FileJob, Outcome
-from .sync_http import Connections, Proxy, ProxyError, tls_context
+from .sync_http import Connections, LazyTLS, Proxy, ProxyError
 from .sync_lock import SyncLock, SyncLocked, lock_holder, state_dir
 from .sync_status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from .sync_store import VerifiedStore
@@ -234,14 +233,7 @@ class Sync:
         the environment (the `proxy` setting is the one place a proxy is set)."""
         s = self.settings
         proxy = Proxy.parse(s.proxy) if s.proxy else None
-        tls: list[ssl.SSLContext] = []  # made on first use: plain http never loads a CA bundle
-
-        def context() -> ssl.SSLContext:
-            if not tls:
-                tls.append(tls_context(s.ssl_verify))
-            return tls[0]
-
-        return Connections(s.timeout, context, proxy)
+        return Connections(s.timeout, LazyTLS(s.ssl_verify), proxy)
 
     def _fetch_all(
         self, client: Connections, cache: Path

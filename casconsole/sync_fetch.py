@@ -30,7 +30,6 @@ import mmap
 import os
 import random
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
@@ -40,7 +39,7 @@ from pathlib import Path
 
 from .events import Event
 from .sync_events import FileProgress, FileRetry, FileStarted
-from .sync_http import Connections, NetworkError, Proxy, Response, TooManyRedirects, tls_context
+from .sync_http import Connections, LazyTLS, NetworkError, Proxy, Response, TooManyRedirects
 from .sync_store import Verified
 
 CHUNK = 1 << 20  # bytes read and hashed at a time; the download buffer's size too
@@ -179,8 +178,7 @@ class Fetcher:
         retries: int,
     ):
         self.timeout = timeout
-        self.ssl_verify = ssl_verify
-        self._tls: ssl.SSLContext | None = None
+        self.tls = LazyTLS(ssl_verify)  # one for all the threads' connections
         self.proxy = proxy
         self.emit = emit
         self.cancel_event = cancel
@@ -214,13 +212,6 @@ class Fetcher:
         if conns is None:
             conns = self._local.connections = Connections(self.timeout, self.tls, self.proxy)
         return conns
-
-    def tls(self) -> ssl.SSLContext:
-        """The TLS context, made when a first https URL needs it; shared by the threads."""
-        with self._lock:
-            if self._tls is None:
-                self._tls = tls_context(self.ssl_verify)
-            return self._tls
 
     def _buffer(self) -> memoryview:
         """This thread's download buffer: page-aligned (an anonymous mapping), as O_DIRECT wants."""

@@ -18,6 +18,7 @@ import http.client
 import select
 import socket
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,22 @@ def tls_context(ssl_verify: bool | str) -> ssl.SSLContext:
         raise NetworkError(f"ssl_verify: cannot load CA bundle {ssl_verify!r} ({exc})") from exc
 
 
+class LazyTLS:
+    """The TLS context for `ssl_verify`, made when a first https URL needs it (a plain-http
+    upstream never loads a CA bundle), then shared by every connection given this object."""
+
+    def __init__(self, ssl_verify: bool | str):
+        self.ssl_verify = ssl_verify
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = tls_context(self.ssl_verify)
+            return self._context
+
+
 class Response:
     """A response whose body is left to read; `close()` hands its connection back when the body
     was read to the end, and drops it otherwise."""
@@ -104,7 +121,7 @@ class Response:
     def close(self) -> None:
         reusable = self._raw.isclosed() and not self._raw.will_close
         if reusable:
-            self._pool._idle[self._key] = self._conn
+            self._pool.keep_alive(self._key, self._conn)
         else:
             self._raw.close()
             self._conn.close()
@@ -187,6 +204,10 @@ class Connections:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise NetworkError(describe(exc)) from None
+
+    def keep_alive(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+        """Keep `conn`, its last response read to the end, for the next request to `key`'s origin."""
+        self._idle[key] = conn
 
     def close(self) -> None:
         for conn in self._idle.values():
