@@ -22,8 +22,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import PackageSpec, build_package
-from .fsutil import atomic_write_bytes, write_repodata
+from casconsole.conda.archive import PackageSpec, build_package
+from casconsole.conda.repodata import write_repodata
+from casconsole.fsutil import atomic_write_bytes
 
 DEMO_VERSION = "3"  # bump when the catalogue changes, so cached demo channels are rebuilt
 PLATFORMS = ("linux-64", "osx-arm64", "win-64")
@@ -272,7 +273,7 @@ def write_demo_config(path: Path, url: str, mirror_dir: Path) -> Path:
     if not path.exists():
         atomic_write_bytes(path, text.encode())
     else:  # keep the admin's edits; only follow the server to its new port
-        from .config import write_settings
+        from casconsole.settings import write_settings
 
         write_settings(path, {"remote_url": url})
     return path

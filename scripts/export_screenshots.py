@@ -18,12 +18,12 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from casconsole.app import CasConsole
-from casconsole.config import load_settings
+from casconsole.console.app import CasConsole
+from casconsole.console.session import ConsoleState
 from casconsole.demo import generate_channel
-from casconsole.index import index_channel
-from casconsole.screens.state import ConsoleState
-from casconsole.sync import Sync
+from casconsole.index.channel import index_channel
+from casconsole.settings import load_settings
+from casconsole.sync.engine import Sync
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = """\

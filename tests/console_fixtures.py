@@ -60,8 +60,8 @@ def internal_channel(console_dir, demo_channel) -> Path:
 @pytest.fixture
 def frozen_ago(monkeypatch):
     """Times relative to now ("3 seconds ago") read the same in every run."""
-    import casconsole.screens.base as base
-    import casconsole.screens.index as index
+    import casconsole.console.screens.base as base
+    import casconsole.console.screens.index as index
 
     monkeypatch.setattr(base, "ago", lambda timestamp: "never" if timestamp is None else "a moment ago")
     monkeypatch.setattr(index, "ago", lambda timestamp: "never" if timestamp is None else "a moment ago")

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from textual.worker import WorkerFailed
 
-from casconsole.app import CasConsole
-from casconsole.index import index_channel
-from casconsole.screens.state import ConsoleState
+from casconsole.console.app import CasConsole
+from casconsole.console.session import ConsoleState
+from casconsole.index.channel import index_channel
 
 
 def add_channel(

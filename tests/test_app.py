@@ -15,14 +15,14 @@ from casconsole.widgets.vtable import VirtualTable
 from console_helpers import add_channel, make_app, static_text, wait_workers
 from textual.widgets import Input
 
-from casconsole.screens.channels import ChannelsScreen
-from casconsole.screens.clients import ClientsScreen
-from casconsole.screens.config import ConfigScreen
-from casconsole.screens.dialogs import MessageDialog, PathDialog, SaveDialog
-from casconsole.screens.help import HelpScreen
-from casconsole.screens.index import IndexProgress, IndexScreen
-from casconsole.screens.overview import OverviewScreen
-from casconsole.screens.plan import PlanScreen
+from casconsole.console.screens.channels import ChannelsScreen
+from casconsole.console.screens.clients import ClientsScreen
+from casconsole.console.screens.config import ConfigScreen
+from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
+from casconsole.console.screens.help import HelpScreen
+from casconsole.console.screens.index import IndexProgress, IndexScreen
+from casconsole.console.screens.overview import OverviewScreen
+from casconsole.console.screens.plan import PlanScreen
 
 pytest_plugins = ["console_fixtures"]
 

@@ -65,7 +65,7 @@ def test_plan_filter_dropped(snap_compare, console_dir):
 
 def test_sync(snap_compare, console_dir, monkeypatch):
     """A sync run here, finished: clock times, durations and the rate frozen."""
-    import casconsole.screens.sync as sync
+    import casconsole.console.screens.sync as sync
 
     monkeypatch.setattr(sync, "clock", lambda t: "12:00:00" if t else "--:--:--")
     monkeypatch.setattr(sync, "duration", lambda seconds: "unknown" if seconds is None else "3 seconds")

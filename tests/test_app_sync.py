@@ -17,9 +17,9 @@ import pytest
 from console_helpers import make_app, wait_workers
 from upstream_server import Fault, Upstream
 
-from casconsole.screens.dialogs import ConfirmDialog, MessageDialog
-from casconsole.screens.sync import SyncScreen
-from casconsole.sync_lock import lock_holder
+from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
+from casconsole.console.screens.sync import SyncScreen
+from casconsole.sync.lock import lock_holder
 
 pytest_plugins = ["console_fixtures"]
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from casconsole.archive import ArchiveError, PackageSpec, build_package, read_index_json
+from casconsole.conda.archive import ArchiveError, PackageSpec, build_package, read_index_json
 
 
 def conda_with(members: dict[str, bytes], path):

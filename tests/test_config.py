@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from casconsole.config import (
+from casconsole.layout import machine_subdir
+from casconsole.settings import (
     SettingsError,
     load_settings,
-    machine_subdir,
     preview_write,
     read_layers,
     write_settings,

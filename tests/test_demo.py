@@ -6,9 +6,9 @@ import collections
 import hashlib
 import json
 
-from casconsole.archive import read_index_json
-from casconsole.filters import license_family
-from casconsole.repodata import Record
+from casconsole.conda.archive import read_index_json
+from casconsole.conda.repodata import Record
+from casconsole.selection.filters import license_family
 
 
 def test_demo_channel_is_real_and_varied(demo_channel):

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from rattler import BuildString, MatchSpec, PackageRecord
 
-from casconsole.config import load_settings
-from casconsole.deps import UPSTREAM_CAUSE, SubdirIndex, parse_dep
-from casconsole.fsutil import write_repodata
-from casconsole.plan import Plan, fetch_upstream, make_plan
-from casconsole.repodata import Record
+from casconsole.conda.repodata import Record, write_repodata
+from casconsole.selection.deps import UPSTREAM_CAUSE, SubdirIndex, parse_dep
+from casconsole.selection.plan import Plan
+from casconsole.settings import load_settings
+from casconsole.sync.dryrun import make_plan
+from casconsole.upstream.repodata import fetch_upstream
 
 
 def rec(name, version, build="0", depends=(), family="MIT", number=0):

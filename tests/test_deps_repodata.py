@@ -11,9 +11,11 @@ import threading
 import pytest
 import zstandard
 
-from casconsole.config import load_settings
-from casconsole.plan import fetch_upstream
-from casconsole.repodata import RepoDataError, RepoDataNotFound, decompress, fetch_repodata_bytes
+from casconsole.conda.repodata import decompress
+from casconsole.errors import RepoDataError, RepoDataNotFound
+from casconsole.settings import load_settings
+from casconsole.upstream.policy import NetworkPolicy
+from casconsole.upstream.repodata import Upstream, fetch_upstream
 
 REPODATA = json.dumps(
     {
@@ -57,6 +59,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         if mode in ("short", "chunked"):
             self.close_connection = True
+
+
+def fetch_repodata_bytes(remote_url: str, subdir: str) -> tuple[str, bytes | bytearray]:
+    """(URL of the file found, its JSON bytes), in one attempt."""
+    with Upstream(remote_url, NetworkPolicy(retries=0)) as upstream:
+        fetched = upstream.fetch(subdir)
+    return fetched.url, fetched.data
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import pytest
 import rattler
 from rattler import BuildString, Channel, Gateway, GenericVirtualPackage, PackageName, Version
 
-from casconsole.config import load_settings
-from casconsole.deps import parse_dep
-from casconsole.fsutil import write_repodata
-from casconsole.plan import Plan, make_plan
+from casconsole.conda.repodata import write_repodata
+from casconsole.selection.deps import parse_dep
+from casconsole.selection.plan import Plan
+from casconsole.settings import load_settings
+from casconsole.sync.dryrun import make_plan
 
 # what a linux client machine provides; repodata records ask for these in their depends
 VIRTUAL = [

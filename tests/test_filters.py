@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from casconsole.filters import KEPT, Entry, EntryError, Selector, family_from_license, license_family
-from casconsole.repodata import Record
+from casconsole.conda.repodata import Record
+from casconsole.conda.specs import Entry, EntryError
+from casconsole.selection.filters import KEPT, Selector, family_from_license, license_family
 
 
 def rec(name="pkg", version="1.0", build="0", license=None, family=None, build_number=0) -> Record:

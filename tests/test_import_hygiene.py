@@ -8,7 +8,7 @@ import sys
 
 import casconsole
 
-UI_MODULES = {"casconsole.app", "casconsole.cli.console"}
+UI_MODULES = {"casconsole.console.app", "casconsole.cli.console"}
 
 
 def core_modules() -> list[str]:
@@ -16,7 +16,7 @@ def core_modules() -> list[str]:
     for info in pkgutil.walk_packages(casconsole.__path__, "casconsole."):
         name = info.name
         if name in UI_MODULES or name.startswith(
-            ("casconsole.screens", "casconsole.widgets", "casconsole.cli")
+            ("casconsole.console.screens", "casconsole.widgets", "casconsole.cli")
         ):
             continue
         names.append(name)
@@ -25,9 +25,12 @@ def core_modules() -> list[str]:
 
 def test_core_loads_no_textual():
     modules = core_modules()
-    assert {"casconsole.config", "casconsole.plan", "casconsole.filters", "casconsole.repodata"} <= set(
-        modules
-    )
+    assert {
+        "casconsole.settings",
+        "casconsole.selection.plan",
+        "casconsole.selection.filters",
+        "casconsole.conda.repodata",
+    } <= set(modules)
     code = (
         "import sys, importlib\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

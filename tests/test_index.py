@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from casconsole.archive import PackageSpec, build_package
-from casconsole.index import (
+from casconsole.conda.archive import PackageSpec, build_package
+from casconsole.index.channel import (
     ChannelError,
     PackageRead,
     Problem,
@@ -505,7 +505,7 @@ def test_concurrent_readers_never_see_a_partial_repodata(tmp_path: Path) -> None
 
 def test_the_index_core_imports_no_ui() -> None:
     code = (
-        "import sys, casconsole.index, casconsole.index_read, casconsole.index_channeldata\n"
+        "import sys, casconsole.index.channel, casconsole.index.read, casconsole.index.channeldata\n"
         "ui = [m for m in ('textual', 'rich') if m in sys.modules]\n"
         "assert not ui, ui"
     )

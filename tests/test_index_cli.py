@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from casconsole.archive import PackageSpec, build_package
+from casconsole.conda.archive import PackageSpec, build_package
 
 
 def cas_index(*args: str | Path) -> subprocess.CompletedProcess[str]:

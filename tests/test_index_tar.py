@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from casconsole.index_tar import InfoScan, Unusual
+from casconsole.index.tar import InfoScan, Unusual
 
 WANTED = frozenset({"info/index.json", "info/about.json", "info/recipe/meta.yaml"})
 LONG = "info/test/" + "deep/" * 30 + "file.txt"  # over 100 characters: pax or GNU long name

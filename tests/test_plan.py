@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
-from casconsole.config import load_settings
-from casconsole.plan import Plan, fetch_upstream, make_plan
+from casconsole.selection.plan import Plan
+from casconsole.settings import load_settings
+from casconsole.sync.dryrun import make_plan
+from casconsole.upstream.repodata import fetch_upstream
 
 
 def settings_for(url, mirror, **cli):

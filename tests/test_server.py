@@ -12,7 +12,7 @@ import pytest
 from test_server_support import PRIVATE, Server, get, make_mirror, raw, wait_for
 
 from casconsole.fsutil import atomic_write_bytes
-from casconsole.server_site import parse_range, split_target
+from casconsole.serve.site import parse_range, split_target
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from test_server_support import PRIVATE, Server, cli, get, make_mirror, server_env
 
-from casconsole.server_nginx import nginx_config
+from casconsole.serve.nginx import nginx_config
 
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
 

@@ -16,7 +16,7 @@ import pytest
 from conda_client import installed_as_archived, solve_and_install
 from test_server_support import Server, cli, server_env
 
-from casconsole.archive import PackageSpec, build_package
+from casconsole.conda.archive import PackageSpec, build_package
 
 PRIVATE = "internal-pkgs"
 TIMESTAMP = 1_700_000_000_000

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from test_server_support import Server, make_mirror, wait_for
 
-from casconsole.fsutil import atomic_write_bytes, write_repodata
+from casconsole.conda.repodata import write_repodata
+from casconsole.fsutil import atomic_write_bytes
 
 
 def _version(n: int) -> dict:
@@ -234,8 +235,8 @@ def test_a_worker_that_dies_is_replaced(tmp_path):
 
 @pytest.mark.slow
 def test_cas_index_rewriting_a_channel_while_serving_never_gives_a_partial_repodata(tmp_path):
-    from casconsole.archive import PackageSpec, build_package
-    from casconsole.index import index_channel
+    from casconsole.conda.archive import PackageSpec, build_package
+    from casconsole.index.channel import index_channel
 
     root = make_mirror(tmp_path / "mirror")
     channel = root / "team-pkgs"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from test_server_support import PRIVATE, Server, cli, make_mirror, wait_for
 
-from casconsole.tokens import hash_token
+from casconsole.serve.tokens import hash_token
 
 
 @pytest.fixture

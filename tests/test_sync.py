@@ -14,11 +14,11 @@ import pytest
 import zstandard
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, sha256_of, spec
 
-from casconsole.config import load_settings
-from casconsole.fsutil import write_repodata
-from casconsole.sync import StatusReader, Sync, SyncLocked, read_status, run_sync
-from casconsole.sync_events import FileDone, FileRemoved, FileRetry, SyncWarning
-from casconsole.sync_lock import SyncLock
+from casconsole.conda.repodata import write_repodata
+from casconsole.settings import load_settings
+from casconsole.sync.engine import StatusReader, Sync, SyncLocked, read_status, run_sync
+from casconsole.sync.events import FileDone, FileRemoved, FileRetry, SyncWarning
+from casconsole.sync.lock import SyncLock
 
 SUBDIRS = ("linux-64", "noarch")
 

@@ -8,9 +8,9 @@ import os
 import pytest
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, sha256_of, spec
 
-from casconsole.config import load_settings
-from casconsole.sync import Sync
-from casconsole.sync_fetch import BLOCK, CHUNK, DIRECT_MIN, _Writer
+from casconsole.settings import load_settings
+from casconsole.sync.engine import Sync
+from casconsole.sync.fetch import BLOCK, CHUNK, DIRECT_MIN, _Writer
 
 SUBDIRS = ("linux-64", "noarch")
 BIG = "big-1.0-0.conda"
@@ -124,11 +124,12 @@ def test_without_unnamed_files_downloads_go_through_named_parts(upstream, tmp_pa
     from the start: same outcome, and a cut file still resumes."""
     import threading
 
-    from casconsole.sync_fetch import Fetcher, FileJob
+    from casconsole.sync.fetch import Fetcher, FileJob
+    from casconsole.upstream.policy import NetworkPolicy
 
     folder = tmp_path / "mirror"
     folder.mkdir()
-    fetcher = Fetcher(10, True, None, lambda event: None, threading.Event(), 0)
+    fetcher = Fetcher(NetworkPolicy(10, 0, True, None), lambda event: None, threading.Event())
     fetcher._folders[folder] = None  # what the probe answers on such a filesystem
     repodata = upstream_records(upstream)
     url = f"{upstream.url}/linux-64"
@@ -162,7 +163,7 @@ def upstream_records(upstream) -> dict:
 
 
 def test_the_probe_finds_unnamed_files_here_and_leaves_nothing(tmp_path):
-    from casconsole.sync_fetch import _probe_unnamed
+    from casconsole.sync.fetch import _probe_unnamed
 
     dirfd = _probe_unnamed(tmp_path)
     assert isinstance(dirfd, int)  # Linux with /proc: the sync's usual path

@@ -15,8 +15,8 @@ import time
 import pytest
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
 
-from casconsole.sync import read_status
-from casconsole.sync_lock import SyncLock
+from casconsole.sync.engine import read_status
+from casconsole.sync.lock import SyncLock
 
 SUBDIRS = ("linux-64", "noarch")
 

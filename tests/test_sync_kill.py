@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
 
-from casconsole.sync import read_status
+from casconsole.sync.engine import read_status
 
 SUBDIRS = ("linux-64", "noarch")
 

@@ -13,8 +13,8 @@ import sys
 import pytest
 from upstream_server import ForwardProxy, Upstream, make_channel, mirror_problems, spec
 
-from casconsole.config import load_settings
-from casconsole.sync import Sync
+from casconsole.settings import load_settings
+from casconsole.sync.engine import Sync
 
 SUBDIRS = ("linux-64", "noarch")
 

@@ -8,9 +8,9 @@ import json
 
 from conda_client import installed_as_archived, solve_and_install
 
-from casconsole.config import load_settings
 from casconsole.demo import DemoServer
-from casconsole.sync import Sync
+from casconsole.settings import load_settings
+from casconsole.sync.engine import Sync
 
 
 def test_rattler_installs_requests_and_its_dependencies_from_the_synced_mirror(

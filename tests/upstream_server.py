@@ -46,8 +46,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from casconsole.archive import PackageSpec, build_package
-from casconsole.fsutil import write_repodata
+from casconsole.conda.archive import PackageSpec, build_package
+from casconsole.conda.repodata import write_repodata
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,11 +35,11 @@ from textual import events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from casconsole.app import CasConsole
-from casconsole.config import read_layers, resolve
-from casconsole.plan import Plan
-from casconsole.repodata import Record, RepoData
-from casconsole.screens.state import ConsoleState
+from casconsole.conda.repodata import Record, RepoData
+from casconsole.console.app import CasConsole
+from casconsole.console.session import ConsoleState
+from casconsole.selection.plan import Plan
+from casconsole.settings import read_layers, resolve
 
 LICENSES = [
     ("MIT", "MIT"), ("BSD-3-Clause", "BSD"), ("Apache-2.0", "APACHE"), ("GPL-2.0-or-later", "GPL2"),

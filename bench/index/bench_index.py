@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from casconsole.archive import PackageSpec, build_package
+from casconsole.conda.archive import PackageSpec, build_package
 
 SUBDIRS = ("linux-64", "osx-arm64", "win-64")
 FIELDS = ("name", "version", "build", "build_number", "depends", "size", "md5", "sha256")
@@ -42,7 +42,7 @@ FIELDS = ("name", "version", "build", "build_number", "depends", "size", "md5", 
 _OURS = textwrap.dedent(
     """
     import sys, time
-    from casconsole.index import index_channel
+    from casconsole.index.channel import index_channel
     started = time.perf_counter()
     stats = index_channel(sys.argv[1])
     print(time.perf_counter() - started, stats.read, stats.packages, len(stats.problems), flush=True)

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from casconsole.config import load_settings
-from casconsole.plan import Plan, fetch_upstream
+from casconsole.selection.plan import Plan, fetch_upstream
+from casconsole.settings import load_settings
 
 # the whitelist of the closure and curated runs when none is given: a scientific stack's anchors
 WHITELIST = ["python 3.11.*", "numpy", "r-base"]

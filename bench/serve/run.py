@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from casconsole.server_nginx import nginx_config
+from casconsole.serve.nginx import nginx_config
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE.parent / "_work" / "serve"

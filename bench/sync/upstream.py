@@ -7,8 +7,9 @@ import json
 import random
 from pathlib import Path
 
-from casconsole.archive import PackageSpec, build_package
-from casconsole.fsutil import atomic_write_bytes, write_repodata
+from casconsole.conda.archive import PackageSpec, build_package
+from casconsole.conda.repodata import write_repodata
+from casconsole.fsutil import atomic_write_bytes
 
 SMALL, SMALL_KB = 2500, 20
 LARGE, LARGE_KB = 200, 5 * 1024

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..config import SCHEMA, Settings, SettingsError, describe_keys, load_settings, parse_text_value
+from casconsole.settings import (
+    SCHEMA,
+    Settings,
+    SettingsError,
+    describe_keys,
+    load_settings,
+    parse_text_value,
+)
 
 # flag -> key; list keys take the flag once per item, or a comma-separated list
 _FLAGS = {

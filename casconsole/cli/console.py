@@ -9,7 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .common import add_settings_arguments, cli_layer
+from casconsole.cli.common import add_settings_arguments, cli_layer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def demo_environment(base: Path | None = None) -> tuple[dict[str, str], object]:
     The demo's settings file stands in for the user file, so the console's saves go there and
     the administrator's own `~/.cas-mirror` is never touched.
     """
-    from ..demo import DemoServer, generate_channel, write_demo_config
+    from casconsole.demo import DemoServer, generate_channel, write_demo_config
 
     base = base or platformdirs.user_cache_path("casconsole") / "demo"
     print("casconsole: preparing the demo upstream channel...", file=sys.stderr, flush=True)
@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # the console opens even when the settings have problems: the Config screen shows them
         # where they are, and the rest works on the values that are good
-        from ..config import read_layers
+        from casconsole.settings import read_layers
 
         cli = cli_layer(args)
         layers = read_layers(args.config, env=env, cli=cli)
-        from ..app import run_app  # Textual is loaded only for the console itself
+        from casconsole.console.app import run_app  # Textual is loaded only for the console itself
 
         return run_app(config_file=args.config, env=env, cli=cli, layers=layers)
     finally:

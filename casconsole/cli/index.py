@@ -16,7 +16,7 @@ from pathlib import Path
 import humanize
 
 from casconsole.events import Event
-from casconsole.index import (
+from casconsole.index.channel import (
     ChannelError,
     ChannelStatus,
     IndexStarted,

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from casconsole.config import Settings, SettingsError, load_settings
-from casconsole.server import ServerError, ServerOptions, serve
-from casconsole.server_nginx import NginxConfigError, nginx_config
-from casconsole.tokens import TokenStoreError, add_token, read_tokens, revoke_tokens
+from casconsole.errors import CasError
+from casconsole.serve.nginx import nginx_config
+from casconsole.serve.supervisor import ServerOptions, serve
+from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
+from casconsole.settings import Settings, SettingsError, load_settings
 
 EPILOG = """\
 examples:
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         status = serve(options, ready)
         print("cas-server: stopped", file=sys.stderr)
         return status
-    except (ServerError, NginxConfigError, TokenStoreError) as exc:
-        return _fail(str(exc), getattr(exc, "status", 1))
+    except CasError as exc:
+        return _fail(exc.message, exc.exit_status)
     except KeyboardInterrupt:
         return 130
 

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import humanize
 
-from ..config import Settings
-from ..repodata import RepoDataError
-from . import sync_run
-from .common import add_settings_arguments, fail, settings_from_args
+from casconsole.cli import sync_run
+from casconsole.cli.common import add_settings_arguments, fail, settings_from_args
+from casconsole.errors import RepoDataError
+from casconsole.settings import Settings
 
 if TYPE_CHECKING:  # the selection is imported where a plan is made: a sync starts its workers first
-    from ..plan import Plan
+    from casconsole.selection.plan import Plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> 
     """Print the plan. With `exit_when_done` (cas-sync run as a program) the process ends here:
     freeing a 500,000-record plan object by object at interpreter exit takes half a second
     (measured), and a dry run has nothing left to clean up."""
-    from ..plan import make_plan
+    from casconsole.sync.dryrun import make_plan
 
     try:
         plan = make_plan(settings)

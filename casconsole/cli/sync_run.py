@@ -21,10 +21,21 @@ from typing import Any, TextIO
 
 import humanize
 
-from ..config import Settings, write_snapshot
-from ..events import Event
-from ..sync import Sync, SyncError, SyncLocked, SyncStats, SyncStatus, lock_holder, log_path, read_status
-from ..sync_events import (
+from casconsole.cli.common import fail
+from casconsole.events import Event
+from casconsole.layout import state_dir
+from casconsole.settings import Settings, write_snapshot
+from casconsole.sync.engine import (
+    Sync,
+    SyncError,
+    SyncLocked,
+    SyncStats,
+    SyncStatus,
+    lock_holder,
+    log_path,
+    read_status,
+)
+from casconsole.sync.events import (
     FileDone,
     FileFailed,
     FileProgress,
@@ -37,9 +48,7 @@ from ..sync_events import (
     SyncStarted,
     SyncWarning,
 )
-from ..sync_lock import state_dir
-from ..sync_status import event_line
-from .common import fail
+from casconsole.sync.status import event_line
 
 DETACHED_OUTPUT = "sync-detached.out"
 

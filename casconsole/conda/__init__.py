@@ -1,0 +1,1 @@
+"""Conda formats: repodata, package archives, match specs and versions."""

@@ -1,0 +1,1 @@
+"""cas-index: `conda index` for channel folders, incremental."""

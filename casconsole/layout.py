@@ -1,0 +1,103 @@
+"""Names on disk, defined once: `<mirror_dir>/<channel>/<subdir>/`, the state folder `.cas/`,
+the known subdirs, and the rules a channel or subdir folder name must follow."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+# every subdir conda knows; a folder of another name is not a subdir
+KNOWN_SUBDIRS = frozenset(
+    {
+        "noarch",
+        "linux-32", "linux-64", "linux-aarch64", "linux-armv6l", "linux-armv7l",
+        "linux-ppc64", "linux-ppc64le", "linux-riscv32", "linux-riscv64", "linux-s390x",
+        "linux-loongarch64",
+        "osx-64", "osx-arm64",
+        "win-32", "win-64", "win-arm64",
+        "freebsd-64", "zos-z", "emscripten-wasm32", "wasi-wasm32",
+    }
+)  # fmt: skip
+
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+# the mirror's own state, under <mirror_dir>/.cas/ (never served: dot-names are hidden)
+STATE_DIR = ".cas"
+SYNC_LOCK = "sync.lock"
+WORKERS_LOCK = "sync-workers.lock"
+SYNC_LOG = "sync.jsonl"
+UPSTREAM_CACHE = "upstream"  # .cas/upstream/<channel>/<subdir>.cache
+VERIFIED = "verified"  # .cas/verified/<channel>/<subdir>.tsv
+TOKENS = "tokens.json"
+GZIP_CACHE = "cache/gzip"
+
+# a channel's own index cache, under <channel>/.cache/
+INDEX_CACHE_DIR = ".cache"
+
+
+def state_dir(mirror_dir: Path | str) -> Path:
+    """Where the mirror keeps its state: lock, status log, verified-file records, caches, tokens."""
+    return Path(mirror_dir) / STATE_DIR
+
+
+def upstream_cache_dir(mirror_dir: Path | str, channel: str) -> Path:
+    return state_dir(mirror_dir) / UPSTREAM_CACHE / channel
+
+
+def verified_path(mirror_dir: Path | str, channel: str, subdir: str) -> Path:
+    return state_dir(mirror_dir) / VERIFIED / channel / f"{subdir}.tsv"
+
+
+def machine_subdir() -> str:
+    """The conda subdir of the running machine, e.g. `linux-64`."""
+    system = {"Linux": "linux", "Darwin": "osx", "Windows": "win"}.get(platform.system(), "linux")
+    machine = platform.machine().lower()
+    arch = {
+        "x86_64": "64", "amd64": "64", "i386": "32", "i686": "32", "x86": "32",
+        "aarch64": "aarch64", "arm64": "arm64" if system == "osx" else "aarch64",
+        "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
+    }.get(machine, "64")  # fmt: skip
+    if system == "win" and arch == "aarch64":
+        arch = "arm64"
+    return f"{system}-{arch}"
+
+
+def channel_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a channel folder under the mirror, or None.
+
+    A channel is one plain folder name: no path separator, not starting with a dot (dot-names
+    are the mirror's own state and temporary files), not `.` or `..`.
+    """
+    if not isinstance(name, str) or not name:
+        return "expected a channel folder name"
+    if "/" in name or "\\" in name:
+        return f"{name!r} holds a path separator: a channel is one folder name"
+    if name.startswith("."):
+        return f"{name!r} starts with a dot: dot-names are the mirror's own"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} holds control characters"
+    return None
+
+
+def is_subdir_name(name: str) -> bool:
+    return name in KNOWN_SUBDIRS
+
+
+def subdir_folders(channel: Path) -> list[str]:
+    """The subdir folders of a channel folder, sorted."""
+    try:
+        with os.scandir(channel) as entries:
+            return sorted(e.name for e in entries if e.name in KNOWN_SUBDIRS and e.is_dir())
+    except OSError:
+        return []
+
+
+def find_channels(mirror_dir: Path) -> list[Path]:
+    """Every channel folder under `mirror_dir`: a folder with at least one subdir folder."""
+    try:
+        with os.scandir(mirror_dir) as entries:
+            children = sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        return []
+    return [child for child in children if subdir_folders(child)]

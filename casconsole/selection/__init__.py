@@ -1,0 +1,1 @@
+"""The selection: the five steps, the dependency check and closure, the plan."""

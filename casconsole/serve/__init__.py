@@ -1,0 +1,1 @@
+"""cas-server: supervisor, HTTP, the site, tokens, the nginx configuration."""

@@ -1,0 +1,155 @@
+"""The nginx configuration that serves the same tree as cas-server, for sites that want nginx.
+
+nginx cannot check the hashed tokens of private channels itself (it has no SHA-256 of a
+variable, and the plain tokens are never stored), so private channels go through
+`auth_request`: nginx asks a cas-server on loopback whether `/t/<token>/<channel>/` may be
+served (cas-server answers `/.cas/auth` with 204 or 403), and answers 404 otherwise. Tokens
+added or revoked with `cas-server token` apply to nginx at once, with no reload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from casconsole.errors import ServerError
+from casconsole.serve.site import AUTH_PATH, CONTENT_TYPES
+
+_SAFE_PATH = re.compile(r"^/[^\"'\\$;{}\s#]*$")
+_SAFE_CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class NginxConfigError(ServerError):
+    """Something nginx's syntax cannot express safely; `str()` is the message."""
+
+
+def _listen(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def nginx_config(
+    root: Path,
+    host: str,
+    port: int,
+    private_channels: Sequence[str] = (),
+    auth_backend: str = "127.0.0.1:8081",
+    *,
+    access_log: str = "/var/log/nginx/access.log",
+    error_log: str | None = None,
+    pid: str | None = None,
+    gzip_static: bool = False,
+    worker_processes: str = "auto",
+) -> str:
+    """A complete nginx.conf (usable with `nginx -c`); its `server` block can be lifted out."""
+    root_s = str(Path(root).absolute())
+    for what, value in (("mirror folder", root_s), ("access log", access_log)):
+        if not _SAFE_PATH.match(value):
+            raise NginxConfigError(f"{what} {value!r}: quotes, spaces, $ or ; cannot go in nginx config")
+    for ch in private_channels:
+        if not _SAFE_CHANNEL.match(ch):
+            raise NginxConfigError(f"private channel name {ch!r} cannot go in an nginx location")
+    root_s = root_s.rstrip("/") or "/"
+    types = {}
+    for ext, ctype in CONTENT_TYPES.items():
+        types.setdefault(ctype.split(";")[0], []).append(ext[1:])
+    type_lines = "".join(f"        {ctype} {' '.join(exts)};\n" for ctype, exts in types.items())
+
+    out = [
+        "# nginx configuration serving the casconsole mirror, as `cas-server` does.\n",
+        "# Use it whole (nginx -c FILE) or copy the server block into an http block.\n",
+    ]
+    if private_channels:
+        out.append(
+            "#\n# Private channels are served only under /t/<token>/. nginx cannot check the\n"
+            "# hashed tokens, so it asks cas-server (auth_request): keep one running on\n"
+            f"#     cas-server --host {auth_backend.rpartition(':')[0]}"
+            f" --port {auth_backend.rpartition(':')[2]}\n"
+            "# with the same mirror and settings. If it is down, private requests fail (500),\n"
+            "# never open. The root pages answer 404 here: nginx's listing cannot hide\n"
+            "# private channel names.\n"
+        )
+    out.append(f"\nworker_processes {worker_processes};\n")
+    if error_log:
+        out.append(f"error_log {error_log};\n")
+    if pid:
+        out.append(f"pid {pid};\n")
+    out.append(
+        "events {\n    worker_connections 4096;\n}\n\n"
+        "http {\n"
+        "    types {\n" + type_lines + "    }\n"
+        "    default_type application/octet-stream;\n"
+        "    sendfile on;\n"
+        "    tcp_nopush on;\n"
+        "    keepalive_timeout 60s;\n"
+    )
+    if gzip_static:
+        out.append(
+            "    # repodata.json.gz beside each repodata.json, kept fresh by whoever writes it\n"
+            "    gzip_static on;\n"
+        )
+    else:
+        out.append(
+            "    # JSON compressed per request (cas-server compresses once per file version;\n"
+            "    # gzip_static would need .gz files that the mirror does not keep). Clients\n"
+            "    # prefer repodata.json.zst, a plain file here.\n"
+            "    gzip on;\n"
+            "    gzip_types application/json;\n"
+            "    gzip_min_length 1024;\n"
+        )
+    out.append(
+        "    gzip_vary on;\n"
+        "    # the access log hides the token of /t/<token>/ URLs\n"
+        "    map $request_uri $cas_log_uri {\n"
+        '        "~^(?<cas_p>/+t/+)[^/]*(?<cas_r>.*)$" "${cas_p}<token>${cas_r}";\n'
+        "        default $request_uri;\n"
+        "    }\n"
+        "    log_format cas '$remote_addr - - [$time_local] \"$request_method $cas_log_uri "
+        "$server_protocol\" '\n"
+        '                   \'$status $body_bytes_sent "$http_referer" "$http_user_agent" '
+        "$request_time';\n"
+        f"    access_log {access_log} cas;\n\n"
+        "    server {\n"
+        f"        listen {_listen(host, port)};\n"
+        f'        root "{root_s}";\n'
+        "        autoindex on;\n"
+        "        autoindex_exact_size on;\n"
+        "        # symlinks only where link and target have one owner (cas-server: only inside\n"
+        "        # the mirror folder)\n"
+        "        disable_symlinks if_not_owner from=$document_root;\n\n"
+        "        # nothing under a dot-name: .cas/tokens.json, writers' temporary files\n"
+        "        location ~ /\\. {\n            return 404;\n        }\n"
+    )
+    if private_channels:
+        names = "|".join(re.escape(c) for c in private_channels)
+        out.append("        location = / {\n            return 404;\n        }\n")
+        out.append("        location ~ ^/+t/+[^/]+/*$ {\n            return 404;\n        }\n")
+        for ch in private_channels:
+            out.append(
+                f"        location ^~ /{ch}/ {{\n            return 404;\n        }}\n"
+                f"        location = /{ch} {{\n            return 404;\n        }}\n"
+            )
+        out.append(
+            f"        location ~ ^/t/[^/]+/({names})(/.*)?$ {{\n"
+            "            auth_request /.cas-auth;\n"
+            "            error_page 401 403 =404 @cas_not_found;\n"
+            f'            alias "{root_s}/$1$2";\n'
+            "        }\n"
+            "        location = /.cas-auth {\n"
+            "            internal;\n"
+            f"            proxy_pass http://{auth_backend}{AUTH_PATH};\n"
+            "            proxy_pass_request_body off;\n"
+            '            proxy_set_header Content-Length "";\n'
+            "            proxy_set_header X-Original-URI $request_uri;\n"
+            "        }\n"
+            "        location @cas_not_found {\n            return 404;\n        }\n"
+        )
+    out.append(
+        "        # public channels answer under /t/<any token>/ too\n"
+        "        location ~ ^/t/[^/]+(/.*)?$ {\n"
+        f'            alias "{root_s}$1";\n'
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+    return "".join(out)

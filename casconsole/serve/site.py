@@ -1,0 +1,595 @@
+"""What cas-server answers: request target -> file, directory page or error.
+
+Everything here is synchronous and cheap per request (a handful of syscalls); the slow
+parts - compressing a new repodata version, listing a huge directory - run in a thread
+pool and never in the event loop. Connection handling lives in `server_http`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import fcntl
+import hashlib
+import html
+import os
+import re
+import stat
+import tempfile
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from urllib.parse import quote, unquote_to_bytes
+
+from casconsole.serve.tokens import TokenChecker
+
+SMALL_BODY = 64 * 1024  # up to this size a body is read and sent with its headers in one write
+GZIP_MIN = 1024  # smaller JSON is not worth a second file
+GZIP_LEVEL = 6  # done once per file version; 9 costs twice the time for ~1% less
+TOKEN_PREFIX = "t"  # /t/<token>/<channel>/..., the anaconda.org form
+AUTH_PATH = "/.cas/auth"  # token check for nginx's auth_request (see server_nginx)
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY  # NONBLOCK: no FIFO hangs
+_HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
+
+CONTENT_TYPES = {
+    ".json": "application/json",
+    ".conda": "application/octet-stream",
+    ".bz2": "application/x-bzip2",
+    ".zst": "application/zstd",
+    ".gz": "application/gzip",
+    ".html": "text/html; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".sh": "application/x-sh",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".xml": "application/xml",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+_COMPRESSIBLE = (".json",)
+
+_NOT_FOUND_BODY = b"404 Not Found\n"
+
+
+class Response:
+    """A response ready to write: status, header lines, and a body or a file range."""
+
+    __slots__ = ("body", "close", "count", "fd", "headers", "log_path", "offset", "status")
+
+    def __init__(self, status: int, headers: list[str], body: bytes = b"", log_path: str = ""):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.fd = -1  # >= 0: send `count` bytes from `offset` of this file after the headers
+        self.offset = 0
+        self.count = 0
+        self.close = False  # close the connection after this response
+        self.log_path = log_path
+
+
+def error(status: int, log_path: str = "", text: str = "") -> Response:
+    body = _NOT_FOUND_BODY if status == 404 else f"{status} {text}\n".encode()
+    resp = Response(
+        status,
+        ["Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(body)}"],
+        body,
+        log_path,
+    )
+    resp.close = status == 400  # whatever else the client sent cannot be trusted
+    return resp
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Hidden(Exception):
+    pass
+
+
+def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
+    """Request target -> (path segments, trailing slash, raw path for redirects).
+
+    Each segment is percent-decoded once. Encoded separators (%2f, %5c), NUL and backslashes
+    are refused (_BadRequest); `.`, `..` and any dot-name are hidden (_Hidden): nothing
+    under a dot-folder (`.cas/tokens.json`, writers' `.part` files) is ever served. Empty
+    segments (double slashes) are dropped, which is harmless since segments are joined
+    under the root by us and never interpreted as an absolute path.
+    """
+    if target[:1] != b"/":
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            slash = target.find(b"/", target.find(b"//") + 2)
+            target = target[slash:] if slash >= 0 else b"/"
+        else:
+            raise _BadRequest
+    q = target.find(b"?")
+    if q >= 0:
+        target = target[:q]
+    h = target.find(b"#")
+    if h >= 0:
+        target = target[:h]
+    if b"\\" in target or b"\0" in target:
+        raise _BadRequest
+    segs: list[str] = []
+    for raw in target.split(b"/"):
+        if not raw:
+            continue
+        if b"%" in raw:
+            raw = unquote_to_bytes(raw)
+            if b"/" in raw or b"\\" in raw or b"\0" in raw:
+                raise _BadRequest
+        # file names are bytes on POSIX: names that are not UTF-8 still map to their file
+        seg = raw.decode("utf-8", "surrogateescape")
+        if seg[0] == ".":
+            raise _Hidden
+        segs.append(seg)
+    return segs, target.endswith(b"/"), target
+
+
+def content_type(name: str) -> str:
+    dot = name.rfind(".")
+    return (
+        CONTENT_TYPES.get(name[dot:].lower(), "application/octet-stream")
+        if dot > 0
+        else ("application/octet-stream")
+    )
+
+
+def accepts_gzip(value: bytes | None) -> bool:
+    if not value or b"gzip" not in value.lower():
+        return False
+    for part in value.lower().split(b","):
+        name, _, params = part.partition(b";")
+        if name.strip() == b"gzip":
+            q = params.strip()
+            if q.startswith(b"q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def parse_range(value: bytes, size: int) -> tuple[int, int] | bool | None:
+    """A single `bytes=` range -> (first, last); None to ignore the header; False if unsatisfiable."""
+    value = value.strip()
+    if not value.lower().startswith(b"bytes="):
+        return None
+    spec = value[6:].strip()
+    if b"," in spec:
+        return None  # multiple ranges: answering the whole file is allowed and simpler
+    first, dash, last = spec.partition(b"-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    try:
+        if not first:  # suffix range: the last N bytes
+            n = int(last)
+            if n < 0 or not last.isdigit():
+                return None
+            if n == 0 or size == 0:
+                return False
+            return max(0, size - n), size - 1
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        a = int(first)
+        b = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if last and b < a:
+        return None  # syntactically invalid: ignored
+    if a >= size:
+        return False
+    return a, min(b, size - 1)
+
+
+def _etag_matches(header: bytes, etag: str) -> bool:
+    """If-None-Match uses the weak comparison: W/ prefixes are ignored."""
+    if header.strip() == b"*":
+        return True
+    tag = etag.encode()
+    for part in header.split(b","):
+        part = part.strip()
+        if part.startswith(b"W/"):
+            part = part[2:]
+        if part == tag:
+            return True
+    return False
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def _parse_http_date(value: bytes) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.timestamp() if parsed.tzinfo else None
+
+
+class GzipCache:
+    """Gzipped copies of JSON files, made once per file version and shared by all workers.
+
+    A copy is named by the file's path hash and (inode, size, mtime): a rewritten file gets a
+    new name, so a copy can never be served for a version it was not made from. The first
+    requests for a new version get the plain file while a thread compresses it; a file lock
+    keeps two workers from compressing the same version at once.
+    """
+
+    def __init__(self, directory: Path, executor: Executor, on_error: Callable[[str], None]):
+        self.dir = str(directory)
+        self.executor = executor
+        self.on_error = on_error
+        self.pending: dict[str, float] = {}  # path -> not before (monotonic)
+        self._prefixes: dict[str, str] = {}
+
+    def _prefix(self, rel: str) -> str:
+        prefix = self._prefixes.get(rel)
+        if prefix is None:
+            if len(self._prefixes) > 10000:
+                self._prefixes.clear()
+            prefix = hashlib.sha256(rel.encode()).hexdigest()[:32]
+            self._prefixes[rel] = prefix
+        return prefix
+
+    def open(self, rel: str, fd: int, st: os.stat_result) -> tuple[int, int] | None:
+        """(fd, size) of the gzipped copy of this version, or None (and compress it soon)."""
+        prefix = self._prefix(rel)
+        name = f"{prefix}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}.gz"
+        path = f"{self.dir}/{name}"
+        try:
+            gfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if path not in self.pending or self.pending[path] < time.monotonic():
+                self.pending[path] = float("inf")
+                source = os.dup(fd)  # compress exactly the version that was opened
+                fut = self.executor.submit(self._compress, source, prefix, name)
+                fut.add_done_callback(self._done(path))
+            return None
+        except OSError:
+            return None
+        return gfd, os.fstat(gfd).st_size
+
+    def _done(self, path: str) -> Callable[[Future], None]:
+        def done(fut: Future) -> None:
+            # dict ops are atomic under the GIL; when another worker held the lock, ask
+            # again in a second rather than on every request meanwhile
+            exc = fut.exception()
+            if exc is None and fut.result() == "busy":
+                self.pending[path] = time.monotonic() + 1.0
+            else:
+                self.pending.pop(path, None)
+            if exc is not None:
+                self.on_error(f"gzip cache: {exc}")
+
+        return done
+
+    def _compress(self, source: int, prefix: str, name: str) -> str:
+        try:
+            lock = os.open(f"{self.dir}/{prefix}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return "busy"  # another worker is on it
+                target = f"{self.dir}/{name}"
+                if os.path.exists(target):
+                    return "done"
+                comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        offset = 0
+                        while chunk := os.pread(source, 1 << 20, offset):
+                            offset += len(chunk)
+                            out.write(comp.compress(chunk))
+                        out.write(comp.flush())
+                    os.replace(tmp, target)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+                for old in os.listdir(self.dir):  # older versions of the same file
+                    if old.startswith(prefix + "-") and old != name:
+                        with contextlib.suppress(OSError):
+                            os.unlink(f"{self.dir}/{old}")
+                return "done"
+            finally:
+                os.close(lock)
+        finally:
+            os.close(source)
+
+
+class Site:
+    """Maps requests to the mirror tree; one per worker process."""
+
+    def __init__(
+        self,
+        root: Path,
+        private_channels: Iterable[str],
+        tokens: TokenChecker,
+        gzip_cache: GzipCache | None,
+        executor: Executor,
+    ):
+        self.root = os.path.realpath(root)
+        self.prefix = self.root.rstrip("/") + "/"
+        self.private = frozenset(private_channels)
+        self.tokens = tokens
+        self.gzip = gzip_cache
+        self.executor = executor
+        self._dates: dict[int, str] = {}
+        self._pages: OrderedDict[tuple, bytes] = OrderedDict()
+
+    # ---------------------------------------------------------------- routing
+
+    def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
+        """A Response, or a Future of one when the answer needs a thread (directory pages)."""
+        try:
+            segs, trailing, raw_path = split_target(target)
+        except _BadRequest:
+            return error(400, text="Bad Request")
+        except _Hidden:
+            if target.split(b"?", 1)[0] == AUTH_PATH.encode():
+                return self._auth(headers)
+            return error(404)
+
+        token = None
+        log_path = "/" + "/".join(segs) + ("/" if trailing and segs else "")
+        if segs and segs[0] == TOKEN_PREFIX:
+            if len(segs) < 2:
+                return error(404, log_path)
+            token = segs[1]
+            segs = segs[2:]
+            log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
+        granted: frozenset[str] = frozenset()
+        if segs and segs[0] in self.private:
+            if token is None:
+                return error(404, log_path)
+            granted = self.tokens.channels(token)
+            if segs[0] not in granted:
+                return error(404, log_path)
+        elif token is not None and not segs and self.private:
+            granted = self.tokens.channels(token)  # for the root page only
+
+        path = self.prefix + "/".join(segs) if segs else self.root
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return error(404, log_path)
+        try:
+            st = os.fstat(fd)
+            if not self._contained(fd, path, token, granted):
+                os.close(fd)
+                return error(404, log_path)
+            if stat.S_ISREG(st.st_mode) and not trailing:
+                return self._file(method, fd, st, segs, headers, log_path)
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                if not trailing:
+                    location = quote(raw_path, safe="/%:@!$&'()*+,;=-._~") + "/"  # as sent
+                    resp = error(301, log_path, "Moved Permanently")
+                    resp.headers.append(f"Location: {location}")
+                    return resp
+                return self._directory(path, st, segs, granted, log_path)
+            return error(404, log_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+
+    def _contained(self, fd: int, path: str, token: str | None, granted: frozenset[str]) -> bool:
+        """Is the file actually opened inside the root, and visible to this request?
+
+        The kernel's path of the open descriptor is checked, not the requested path, so a
+        symlink anywhere on the way (or swapped in between two checks) cannot lead outside.
+        """
+        real = os.readlink(f"/proc/self/fd/{fd}") if _HAVE_PROC_FD else os.path.realpath(path)
+        if real == path:
+            return True
+        if real.endswith(" (deleted)"):  # replaced since we opened it: still the same file
+            real = real[: -len(" (deleted)")]
+            if real == path:
+                return True
+        if real == self.root:
+            return True
+        if not real.startswith(self.prefix):
+            return False
+        # reached through a symlink inside the root: the target must be visible too
+        rel = real[len(self.prefix) :].split("/")
+        if any(seg.startswith(".") for seg in rel):
+            return False
+        return rel[0] not in self.private or rel[0] in granted
+
+    # ---------------------------------------------------------------- files
+
+    def _last_modified(self, mtime: float) -> str:
+        sec = int(mtime)
+        text = self._dates.get(sec)
+        if text is None:
+            if len(self._dates) > 4096:
+                self._dates.clear()
+            text = self._dates[sec] = _http_date(sec)
+        return text
+
+    def _file(self, method, fd, st, segs, headers, log_path) -> Response:
+        name = segs[-1] if segs else ""
+        size = st.st_size
+        etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+        last_modified = self._last_modified(st.st_mtime)
+        extra = []
+        ctype = content_type(name)
+
+        if self.gzip is not None and name.endswith(_COMPRESSIBLE) and size >= GZIP_MIN:
+            extra.append("Vary: Accept-Encoding")
+            if accepts_gzip(headers.get(b"accept-encoding")):
+                gz = self.gzip.open("/".join(segs), fd, st)
+                if gz is not None:
+                    os.close(fd)
+                    fd, size = gz
+                    etag = etag[:-1] + '-gz"'
+                    extra.append("Content-Encoding: gzip")
+
+        validators = [f"ETag: {etag}", f"Last-Modified: {last_modified}", *extra]
+        inm = headers.get(b"if-none-match")
+        if inm is not None:
+            not_modified = _etag_matches(inm, etag)
+        else:
+            ims = headers.get(b"if-modified-since")
+            since = _parse_http_date(ims) if ims is not None else None
+            not_modified = since is not None and int(st.st_mtime) <= since
+        if not_modified:
+            os.close(fd)
+            return Response(304, validators, log_path=log_path)
+
+        status, first, count = 200, 0, size
+        rng = headers.get(b"range")
+        if rng is not None and self._if_range(headers.get(b"if-range"), etag, last_modified):
+            parsed = parse_range(rng, size)
+            if parsed is False:
+                os.close(fd)
+                resp = error(416, log_path, "Range Not Satisfiable")
+                resp.headers.append(f"Content-Range: bytes */{size}")
+                return resp
+            if parsed is not None:
+                first, last = parsed
+                status, count = 206, last - first + 1
+                validators.append(f"Content-Range: bytes {first}-{last}/{size}")
+
+        resp = Response(
+            status,
+            [
+                f"Content-Type: {ctype}",
+                f"Content-Length: {count}",
+                "Accept-Ranges: bytes",
+                *validators,
+            ],
+            log_path=log_path,
+        )
+        if method == b"HEAD" or count == 0:
+            os.close(fd)
+        elif count <= SMALL_BODY:
+            try:
+                resp.body = os.pread(fd, count, first)
+            finally:
+                os.close(fd)
+            if len(resp.body) != count:  # truncated in place under us: headers now lie
+                resp.close = True
+        else:
+            resp.fd, resp.offset, resp.count = fd, first, count
+        return resp
+
+    @staticmethod
+    def _if_range(value: bytes | None, etag: str, last_modified: str) -> bool:
+        if value is None:
+            return True
+        value = value.strip()
+        if value.startswith(b'"'):
+            return value == etag.encode()
+        return value == last_modified.encode()
+
+    # ---------------------------------------------------------------- directories
+
+    def _directory(self, path, st, segs, granted, log_path):
+        visible = None
+        if not segs:  # the root lists channels: hide the private ones this request cannot see
+            visible = frozenset(granted)
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, tuple(segs), visible)
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+            return self._page_response(page, log_path)
+        fut = self.executor.submit(self._render_page, path, segs, visible)
+
+        def finish(page: bytes) -> Response:
+            self._pages[key] = page
+            while len(self._pages) > 64:
+                self._pages.popitem(last=False)
+            return self._page_response(page, log_path)
+
+        return fut, finish
+
+    @staticmethod
+    def _page_response(page: bytes, log_path: str) -> Response:
+        return Response(
+            200,
+            ["Content-Type: text/html; charset=utf-8", f"Content-Length: {len(page)}"],
+            page,
+            log_path,
+        )
+
+    def _render_page(self, path: str, segs: list[str], visible: frozenset[str] | None) -> bytes:
+        rows = []
+        with os.scandir(path) as it:
+            for entry in it:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if visible is not None and name in self.private and name not in visible:
+                    continue
+                try:
+                    if entry.is_symlink():
+                        real = os.path.realpath(entry.path)
+                        if real != self.root and not real.startswith(self.prefix):
+                            continue
+                        rel = real[len(self.prefix) :].split("/")
+                        if any(s.startswith(".") for s in rel):
+                            continue
+                    est = entry.stat()
+                except OSError:
+                    continue
+                is_dir = stat.S_ISDIR(est.st_mode)
+                rows.append((not is_dir, name, is_dir, est.st_size, est.st_mtime))
+        rows.sort()
+        title = html.escape("/" + "".join(s + "/" for s in segs))
+        out = [
+            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+        ]
+        if segs:
+            out.append("<tr><td><a href='../'>../</a></td><td></td><td></td></tr>\n")
+        for _, name, is_dir, size, mtime in rows:
+            shown = name + "/" if is_dir else name
+            href = quote(shown.encode("utf-8", "surrogateescape"))
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+            out.append(
+                f"<tr><td><a href='{href}'>{html.escape(shown)}</a></td>"
+                f"<td>{'' if is_dir else size}</td><td>{when}</td></tr>\n"
+            )
+        out.append("</table></body></html>\n")
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+    # ---------------------------------------------------------------- nginx auth_request
+
+    def _auth(self, headers: dict[bytes, bytes]) -> Response:
+        """204 if X-Original-URI is /t/<token>/<private channel>/... with a valid token."""
+        uri = headers.get(b"x-original-uri", b"")
+        try:
+            segs, _, _ = split_target(uri)
+        except (_BadRequest, _Hidden):
+            segs = []
+        ok = (
+            len(segs) >= 3
+            and segs[0] == TOKEN_PREFIX
+            and segs[2] in self.private
+            and self.tokens.allows(segs[1], segs[2])
+        )
+        if ok:
+            return Response(204, [], log_path=AUTH_PATH)
+        return error(403, AUTH_PATH, "Forbidden")
+
+
+def token_redacted(target: str) -> str:
+    """A raw request target for the access log, with any /t/<token>/ hidden."""
+    return _TOKEN_RE.sub(r"\1<token>", target)
+
+
+_TOKEN_RE = re.compile(r"^((?:[a-zA-Z]+://[^/]*)?/+(?:t|%74|%54|T)/+)[^/?#]*")

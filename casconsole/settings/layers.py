@@ -1,0 +1,289 @@
+"""Layered settings with provenance.
+
+Six layers, lowest first: built-in defaults, the system file, the user file, a `--config` file,
+`CAS_MIRROR_<KEY>` environment variables, command-line flags. A higher layer replaces a key as a
+whole. Every effective value remembers the layer and the file:line (or variable, or flag) that
+set it. Problems are collected across all layers and reported together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from casconsole.errors import SettingsError
+from casconsole.settings.schema import SCHEMA, Invalid
+
+LAYERS = ("default", "system", "user", "file", "env", "cli")
+ENV_PREFIX = "CAS_MIRROR_"
+SYSTEM_CONFIG_ENV = "CAS_MIRROR_SYSTEM_CONFIG"
+USER_CONFIG_ENV = "CAS_MIRROR_USER_CONFIG"
+
+# ---------------------------------------------------------------- provenance
+
+
+@dataclass(frozen=True)
+class Origin:
+    layer: str  # one of LAYERS
+    source: str  # "file:line", an environment variable, a flag, or "built-in"
+
+    def __str__(self) -> str:
+        return f"{self.layer} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # file:line, variable or flag
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Layer:
+    """What one layer says: its values, each with its origin, and its own problems."""
+
+    name: str
+    path: Path | None = None
+    exists: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Origin] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def set(self, key: str, raw: Any, where: str, relative_to: Path | None = None) -> None:
+        spec = SCHEMA.get(key)
+        if spec is None:
+            hint = difflib.get_close_matches(key, list(SCHEMA), n=1)
+            tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.problems.append(Problem(where, f"unknown key {key!r}{tip}"))
+            return
+        try:
+            value = spec.check(raw)
+        except Invalid as exc:
+            self.problems.append(Problem(where, f"{key}: {exc}"))
+            return
+        if isinstance(value, Path) and relative_to is not None and not value.is_absolute():
+            value = relative_to / value
+        self.values[key] = value
+        self.origins[key] = Origin(self.name, where)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings; `origins[key]` says where each value came from."""
+
+    remote_url: str
+    mirror_dir: Path
+    channel_name: str
+    platforms: list[str]
+    license_blacklist: list[str]
+    blacklist: list[str]
+    whitelist: list[str]
+    whitelist_closure: bool
+    curated: bool
+    newest_versions: int
+    concurrency: int
+    timeout: float
+    retries: int
+    ssl_verify: bool | str
+    proxy: str | None
+    prune: bool
+    server_host: str
+    server_port: int
+    private_channels: list[str]
+    origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
+    layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def subdirs(self) -> list[str]:
+        """The subdirs a sync touches: the platforms, and noarch always, in that order."""
+        return [*dict.fromkeys([*self.platforms, "noarch"])]
+
+    @property
+    def channel_dir(self) -> Path:
+        return self.mirror_dir / self.channel_name
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (each checked), their origin the `cli` layer."""
+        layer = Layer("cli")
+        for key, value in changes.items():
+            layer.set(key, value, "console")
+        if layer.problems:
+            raise SettingsError(layer.problems)
+        origins = {**self.origins, **layer.origins}
+        return dataclasses.replace(self, **layer.values, origins=origins)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SCHEMA}
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it."""
+        out = {}
+        for key, value in self.as_dict().items():
+            origin = self.origins[key]
+            out[key] = {"value": _jsonable(value), "layer": origin.layer, "source": origin.source}
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+# ---------------------------------------------------------------- reading the layers
+
+
+def _read_file_layer(name: str, path: Path, required: bool) -> Layer:
+    layer = Layer(name, path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            layer.problems.append(Problem(str(path), "file not found"))
+        return layer
+    except (OSError, UnicodeDecodeError) as exc:
+        layer.problems.append(Problem(str(path), f"cannot read: {getattr(exc, 'strerror', exc)}"))
+        return layer
+    layer.exists = True
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        layer.problems.append(Problem(f"{path}:{line}", f"YAML syntax error: {exc.problem}"))
+        return layer
+    except yaml.YAMLError as exc:
+        layer.problems.append(Problem(str(path), f"YAML syntax error: {exc}"))
+        return layer
+    if root is None:
+        return layer
+    if not isinstance(root, yaml.MappingNode):
+        layer.problems.append(
+            Problem(f"{path}:{root.start_mark.line + 1}", "expected a mapping of key: value")
+        )
+        return layer
+    constructor = yaml.SafeLoader("")
+    for key_node, value_node in root.value:
+        where = f"{path}:{key_node.start_mark.line + 1}"
+        try:
+            value = constructor.construct_object(value_node, deep=True)
+        except yaml.YAMLError as exc:
+            layer.problems.append(Problem(where, f"cannot read value: {exc}"))
+            continue
+        layer.set(str(key_node.value), value, where, relative_to=path.parent)
+    return layer
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_text_value(key: str, text: str) -> Any:
+    """Read a setting from text (environment variables, `--set`): lists are comma-separated."""
+    kind = SCHEMA[key].kind if key in SCHEMA else "str"
+    t = text.strip()
+    if kind == "list":
+        return [part.strip() for part in t.split(",") if part.strip()]
+    if kind in ("bool", "ssl"):
+        if t.lower() in _TRUE:
+            return True
+        if t.lower() in _FALSE:
+            return False
+        return t  # a CA bundle path for ssl; a type problem for bool
+    if kind in ("int", "float"):
+        try:
+            return int(t)
+        except ValueError:
+            try:
+                return float(t) if kind == "float" else t
+            except ValueError:
+                return t
+    return t
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    layer = Layer("env")
+    for var, text in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var in (SYSTEM_CONFIG_ENV, USER_CONFIG_ENV):
+            continue
+        key = var[len(ENV_PREFIX) :].lower()
+        layer.set(key, parse_text_value(key, text), var)
+    return layer
+
+
+def _cli_layer(cli: Mapping[str, tuple[Any, str]]) -> Layer:
+    layer = Layer("cli")
+    for key, (value, flag) in cli.items():
+        layer.set(key, value, flag)
+    return layer
+
+
+def system_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(SYSTEM_CONFIG_ENV) or "/etc/cas-mirror").expanduser()
+
+
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(USER_CONFIG_ENV) or "~/.cas-mirror").expanduser()
+
+
+def read_layers(
+    config_file: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, tuple[Any, str]] | None = None,
+) -> list[Layer]:
+    """All six layers as they are, problems included; never raises for bad input."""
+    env = os.environ if env is None else env
+    defaults = Layer("default", exists=True)
+    for key, spec in SCHEMA.items():
+        defaults.values[key] = spec.default()
+        defaults.origins[key] = Origin("default", "built-in")
+    layers = [
+        defaults,
+        _read_file_layer("system", system_config_path(env), required=False),
+        _read_file_layer("user", user_config_path(env), required=False),
+    ]
+    if config_file is not None:
+        layers.append(_read_file_layer("file", Path(config_file).expanduser(), required=True))
+    else:
+        layers.append(Layer("file"))
+    layers.append(_env_layer(env))
+    layers.append(_cli_layer(cli or {}))
+    return layers
+
+
+def resolve(layers: list[Layer]) -> Settings:
+    """The effective settings of `layers`; a key set by a higher layer replaces it whole."""
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for layer in layers:
+        values.update(layer.values)
+        origins.update(layer.origins)
+    return Settings(**values, origins=origins, layers=tuple(layers))
+
+
+def problems_of(layers: list[Layer]) -> list[Problem]:
+    return [p for layer in layers for p in layer.problems]
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, tuple[Any, str]] | None = None,
+) -> Settings:
+    """Read and resolve all layers; SettingsError lists every problem found."""
+    layers = read_layers(config_file, env=env, cli=cli)
+    problems = problems_of(layers)
+    if problems:
+        raise SettingsError(problems)
+    return resolve(layers)

@@ -1,0 +1,1 @@
+"""The sync: engine, download workers, verified-file store, lock, status log, report."""

@@ -1,0 +1,13 @@
+"""The dry run: the plan a sync would carry out, with nothing written to the mirror."""
+
+from __future__ import annotations
+
+from casconsole.selection.plan import Plan
+from casconsole.settings import Settings
+from casconsole.upstream.repodata import fetch_upstream
+
+
+def make_plan(settings: Settings, check: bool = True) -> Plan:
+    """Fetch upstream (through the mirror's cache, as the sync does) and decide every record;
+    the dependency check too, unless `check` is false."""
+    return Plan.build(settings, fetch_upstream(settings), check)

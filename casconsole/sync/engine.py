@@ -1,0 +1,453 @@
+"""The sync engine: mirror the selected records of `remote_url` into `<channel_dir>/<subdir>/`.
+
+    stats = Sync(settings, sink).run()         # or: run_sync(settings, sink)
+    # from another thread: sync.cancel()
+
+One run:
+1. take the mirror's lock (SyncLocked when another sync holds it) and open the status log;
+2. fetch every subdir's upstream repodata (conditional on the copy kept from the last run),
+   refuse hostile records, and build the plan (the same selection as the dry run);
+3. per subdir, compare the kept records with the disk: a file whose size and mtime are those
+   recorded when it was last verified is trusted; one of the right size but not recorded (or
+   every file, with `verify=True`) is hashed; the rest are downloaded, `concurrency` at a time
+   (worker processes of a few threads, each with its own kept-alive connections);
+4. when a subdir's files are all settled, write its `repodata.json` (+ `.zst`, atomically)
+   listing exactly the present and verified files, records as upstream wrote them; only then
+   remove the files that left the plan (`prune`) or were found bad and could not be fetched.
+
+A sync killed at any moment leaves only complete, verified files under final names and a
+repodata that names only present files; the next run resumes the partial downloads.
+The core stays UI-free: progress goes to the `sink` as typed events (sync_events).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from casconsole.conda.archive import split_package_name
+from casconsole.conda.rawrepodata import RawRepoData
+from casconsole.conda.repodata import RepoData, write_repodata
+from casconsole.errors import Cancelled, CasError, SyncError, os_error_message
+from casconsole.events import Event, Sink, null_sink
+from casconsole.layout import WORKERS_LOCK, channel_name_problem, state_dir, verified_path
+from casconsole.settings import Settings
+from casconsole.sync.events import (
+    FileDone,
+    FileFailed,
+    FileRemoved,
+    RepodataFetched,
+    SubdirDone,
+    SubdirPlanned,
+    SyncFinished,
+    SyncStarted,
+    SyncStats,
+    SyncWarning,
+)
+from casconsole.sync.fetch import FileJob, Outcome
+from casconsole.sync.lock import SyncLock, SyncLocked, lock_holder
+from casconsole.sync.status import StatusLog, StatusReader, SyncStatus, log_path, read_status
+from casconsole.sync.store import VerifiedStore
+from casconsole.sync.workers import WorkerConfig, WorkerPool, plan_processes
+from casconsole.upstream.policy import NetworkPolicy
+from casconsole.upstream.repodata import Upstream
+from casconsole.upstream.screen import screen
+
+__all__ = [
+    "StatusReader",
+    "Sync",
+    "SyncError",
+    "SyncLocked",
+    "SyncStats",
+    "SyncStatus",
+    "lock_holder",
+    "log_path",
+    "read_status",
+    "run_sync",
+]
+
+
+@dataclass
+class _Subdir:
+    """One subdir's work and what came of it."""
+
+    name: str
+    folder: Path
+    raw: RawRepoData
+    store: VerifiedStore
+    present: set[str] = field(default_factory=set)  # verified files, now or as they complete
+    bad: dict[str, str] = field(default_factory=dict)  # files on disk found bad: fn -> why
+    leaving: list[str] = field(default_factory=list)  # files on disk that left the plan
+    wanted: set[str] = field(default_factory=set)  # files the plan keeps
+    pending: int = 0
+    downloaded: int = 0
+    failed: int = 0
+
+
+class Sync:
+    """One sync of `settings`: call `run()` once; `cancel()` from any thread.
+
+    `sink` receives the events, in the thread that runs `run()` (the download workers' events
+    are relayed there). `verify=True` re-hashes every file on disk and repairs those that do
+    not match.
+    """
+
+    def __init__(self, settings: Settings, sink: Sink | None = None, *, verify: bool = False):
+        self.settings = settings
+        self.verify = verify
+        self._sink = sink or null_sink
+        self._emit_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._log: StatusLog | None = None
+        self.stats = SyncStats()
+
+    # ---- control
+
+    def cancel(self) -> None:
+        """Stop as soon as possible: transfers in flight are dropped (their partial files kept
+        for the next run), nothing more is written, the lock is released. Thread-safe."""
+        self._cancel.set()  # the download loop tells the workers (safe from a signal handler)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def emit(self, event: Event) -> None:
+        with self._emit_lock:
+            if self._log is not None:
+                self._log(event)
+            self._sink(event)
+        if isinstance(event, SyncWarning):
+            self.stats.warnings += 1
+
+    # ---- the run
+
+    def run(self) -> SyncStats:
+        """Sync; returns the stats (state done, failed, cancelled or error).
+
+        Raises SyncLocked when another sync holds the mirror; nothing is written then.
+        """
+        settings = self.settings
+        _check_channel(settings)
+        lock = SyncLock(settings.mirror_dir).acquire()
+        stats = self.stats
+        stats.started = time.time()
+        try:
+            self._log = StatusLog(settings.mirror_dir)
+            self.emit(
+                SyncStarted(
+                    os.getpid(),
+                    settings.remote_url,
+                    str(settings.mirror_dir),
+                    settings.channel_name,
+                    settings.subdirs,
+                    self.verify,
+                )
+            )
+            if lock.stale_pid:
+                self.emit(
+                    SyncWarning("", f"took over the lock left by pid {lock.stale_pid}, no longer running")
+                )
+            try:
+                self._run()
+                stats.state = "cancelled" if self.cancelled else ("failed" if stats.failed else "done")
+            except Cancelled:
+                stats.state = "cancelled"
+            except CasError as exc:
+                stats.state, stats.error = "error", str(exc)
+            except OSError as exc:  # the mirror cannot be written: permissions, a full disk
+                stats.state, stats.error = "error", os_error_message(exc)
+            except KeyboardInterrupt:
+                self.cancel()
+                stats.state = "cancelled"
+                raise
+            except BaseException as exc:
+                stats.state, stats.error = "error", f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                stats.finished = time.time()
+                self.emit(SyncFinished.of(stats))
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            lock.release()
+        return stats
+
+    def _run(self) -> None:
+        settings = self.settings
+        # a first sync downloads for sure: its workers start now and get ready (an interpreter
+        # each) while the repodata is fetched and planned; a re-sync starts them only if needed
+        first = not all((settings.channel_dir / sd / "repodata.json").exists() for sd in settings.subdirs)
+        pool = self._pool(None) if first else None
+        try:
+            upstream, raws = self._fetch_all()
+            if self.cancelled:
+                raise Cancelled
+            # imported here, once the workers are starting: the selection is a third of
+            # cas-sync's import time, and their start overlaps it
+            from casconsole.selection.plan import Plan
+
+            plan = Plan.build(settings, upstream, check=False)  # its warnings are the dry run's
+            subdirs: dict[str, _Subdir] = {}
+            jobs: list[FileJob] = []
+            for name, sp in plan.subdirs.items():
+                sub, sub_jobs = self._compare(name, sp.repodata, sp.included(), raws[name])
+                subdirs[name] = sub
+                jobs.extend(sub_jobs)
+            if self.cancelled:
+                raise Cancelled
+            if pool is None and jobs:
+                pool = self._pool(len(jobs))
+            self._download(pool, jobs, subdirs)
+        finally:
+            if pool is not None:
+                pool.close()  # stops the workers first if the sync ends early
+
+    def _pool(self, jobs: int | None) -> WorkerPool:
+        """Download workers, started: `concurrency` downloads at a time in all."""
+        s = self.settings
+        processes, threads = plan_processes(s.concurrency, jobs)
+        config = WorkerConfig(NetworkPolicy.of(s), threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK))
+        return WorkerPool(config, processes, self.emit, self._cancel).start()
+
+    def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData]]:
+        """Every subdir's upstream repodata, through the one fetcher and its cache."""
+        upstream: dict[str, RepoData] = {}
+        raws: dict[str, RawRepoData] = {}
+
+        def retrying(subdir: str, reason: str, delay: float) -> None:
+            self.emit(SyncWarning(subdir, f"repodata: {reason}; trying again in {delay:.1f} s"))
+
+        with Upstream.of(self.settings, cancel=self._cancel, on_retry=retrying) as source:
+            for subdir in self.settings.subdirs:
+                if self.cancelled:
+                    raise Cancelled
+                fetched = source.fetch(subdir)
+                repodata = source.decode(fetched)
+                raw = RawRepoData(fetched.data, fetched.url)
+                self.emit(RepodataFetched(subdir, fetched.url, len(repodata.records), fetched.not_modified))
+                for message in [*repodata.warnings, *screen(repodata, subdir)]:
+                    self.emit(SyncWarning(subdir, message))
+                upstream[subdir], raws[subdir] = repodata, raw
+        return upstream, raws
+
+    def _compare(
+        self, subdir: str, repodata: RepoData, included: list, raw: RawRepoData
+    ) -> tuple[_Subdir, list[FileJob]]:
+        """What is present and verified, what to hash, what to download, what left the plan."""
+        settings = self.settings
+        folder = settings.channel_dir / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        store = VerifiedStore(verified_path(settings.mirror_dir, settings.channel_name, subdir))
+        sub = _Subdir(subdir, folder, raw, store)
+        on_disk = _scan(folder)
+        where = str(folder)
+        jobs: list[FileJob] = []
+        wanted: set[str] = set()
+        download_bytes = check_bytes = checks = 0
+        for rec in included:
+            fn = rec.fn
+            if fn in wanted:  # named in both tables upstream: one file, fetched once
+                continue
+            wanted.add(fn)
+            st = on_disk.get(fn)
+            job = FileJob(subdir, fn, repodata.package_url(fn), where, rec.size, rec.sha256, rec.md5)
+            if st is not None and st.st_size == rec.size:
+                entry = store.get(fn)
+                if (
+                    not self.verify
+                    and entry is not None
+                    and entry.matches_stat(st)
+                    and entry.matches_record(rec.size, rec.sha256, rec.md5)
+                ):
+                    sub.present.add(fn)
+                    continue
+                job.check_first = True
+                checks += 1
+                check_bytes += rec.size
+            else:
+                download_bytes += rec.size
+                if st is not None:  # not what the record says; removed unless replaced
+                    sub.bad[fn] = f"size {st.st_size}, expected {rec.size}"
+            jobs.append(job)
+        sub.leaving = sorted(fn for fn in on_disk if fn not in wanted)
+        sub.wanted = wanted
+        sub.pending = len(jobs)
+        self.stats.present += len(sub.present)
+        self.stats.files += len(jobs) - checks
+        self.stats.bytes += download_bytes
+        self.emit(
+            SubdirPlanned(
+                subdir,
+                upstream=len(repodata.records),
+                kept=len(included),
+                present=len(sub.present),
+                files=len(jobs) - checks,
+                bytes=download_bytes,
+                check=checks,
+                check_bytes=check_bytes,
+                delete=len(sub.leaving) if settings.prune else 0,
+            )
+        )
+        return sub, jobs
+
+    def _download(self, pool: WorkerPool | None, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
+        """Run the jobs in the worker processes; settle each subdir as its last job ends.
+        Outcomes are recorded here, in this thread."""
+        for sub in subdirs.values():
+            if sub.pending == 0:
+                self._settle(sub)
+        try:
+            if jobs:
+                assert pool is not None
+                for job, outcome in pool.results(jobs):
+                    if outcome is None:
+                        continue
+                    sub = subdirs[job.subdir]
+                    self._record(sub, outcome)
+                    sub.pending -= 1
+                    if sub.pending == 0 and not self.cancelled:
+                        self._settle(sub)
+        finally:
+            for sub in subdirs.values():
+                sub.store.close()
+        if self.cancelled:
+            raise Cancelled
+
+    def _record(self, sub: _Subdir, outcome: Outcome) -> None:
+        job, stats = outcome.job, self.stats
+        stats.fetched_bytes += outcome.fetched
+        if outcome.action in ("checked", "repaired") or outcome.corrupt:
+            stats.checked += 1
+        if outcome.corrupt:
+            stats.corrupt += 1
+            sub.bad[job.fn] = outcome.corrupt
+            self.emit(SyncWarning(sub.name, f"{job.fn}: bad on disk ({outcome.corrupt}), fetching it again"))
+        if outcome.ok:
+            assert outcome.verified is not None
+            sub.store.add(job.fn, outcome.verified)
+            sub.present.add(job.fn)
+            sub.bad.pop(job.fn, None)
+            if outcome.action != "checked":
+                stats.downloaded += 1
+                sub.downloaded += 1
+            stats.resumed += outcome.resumed
+            self.emit(FileDone(sub.name, job.fn, job.size, outcome.action, outcome.fetched, outcome.resumed))
+        else:
+            sub.store.forget(job.fn)
+            stats.failed += 1
+            sub.failed += 1
+            stats.failures.append((sub.name, job.fn, outcome.reason))
+            self.emit(FileFailed(sub.name, job.fn, job.size, outcome.reason, outcome.attempts))
+
+    def _settle(self, sub: _Subdir) -> None:
+        """Write the subdir's repodata from its verified files, then remove what must go."""
+        data = sub.raw.encode(sub.present)
+        current = sub.folder / "repodata.json"
+        try:
+            same = current.read_bytes() == data and (sub.folder / "repodata.json.zst").is_file()
+        except OSError:
+            same = False
+        if not same:
+            write_repodata(sub.folder, msgspec.Raw(data))
+        removed = 0
+        for fn, why in sorted(sub.bad.items()):  # bad on disk and not fetched again: never served
+            if _unlink(sub.folder / fn):
+                removed += 1
+                self.emit(FileRemoved(sub.name, fn, f"bad on disk ({why}) and not fetched again"))
+        if self.settings.prune:
+            for fn in sub.leaving:
+                if _unlink(sub.folder / fn):
+                    removed += 1
+                    self.emit(FileRemoved(sub.name, fn, "left the plan"))
+                    sub.store.forget(fn)
+        self._sweep(sub)
+        self.stats.removed += removed
+        self.stats.packages += len(sub.present)
+        sub.store.compact(keep=sub.present)
+        self.emit(
+            SubdirDone(
+                sub.name, len(sub.present), sub.downloaded, sub.failed, removed, repodata_written=not same
+            )
+        )
+
+    def _sweep(self, sub: _Subdir) -> None:
+        """Remove temporary files nobody will finish: partial downloads of files that are in
+        place or left the plan, and repodata temporaries left by a sync killed mid-write (older
+        than this sync, so never another writer's file in progress)."""
+        with os.scandir(sub.folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if not (name.startswith(".") and name.endswith(".part")):
+                    continue
+                fn = name[1:-5]
+                if split_package_name(fn):
+                    stale = fn in sub.present or fn not in sub.wanted
+                elif name.startswith(".repodata.json"):
+                    try:
+                        stale = entry.stat(follow_symlinks=False).st_mtime < self.stats.started
+                    except FileNotFoundError:
+                        continue
+                else:
+                    continue
+                if stale:
+                    _unlink(Path(entry.path))
+
+
+def _scan(folder: Path) -> dict[str, os.stat_result]:
+    """Package files in a subdir folder (regular files, not symlinks) and their stat."""
+    found: dict[str, os.stat_result] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if split_package_name(entry.name) and not entry.name.startswith("."):
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_file(follow_symlinks=False):
+                    found[entry.name] = st
+    return found
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _check_channel(settings: Settings) -> None:
+    problem = channel_name_problem(settings.channel_name)
+    if problem:
+        raise SyncError(f"channel_name: {problem}")
+
+
+def run_sync(
+    settings: Settings,
+    sink: Sink | None = None,
+    *,
+    verify: bool = False,
+    cancel: threading.Event | None = None,
+) -> SyncStats:
+    """Sync once (see Sync); setting `cancel` from another thread stops it cleanly."""
+    sync = Sync(settings, sink, verify=verify)
+    if cancel is None:
+        return sync.run()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if cancel.wait(0.2):
+                sync.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True, name="cas-sync-cancel")
+    watcher.start()
+    try:
+        return sync.run()
+    finally:
+        done.set()

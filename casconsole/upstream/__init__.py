@@ -1,0 +1,1 @@
+"""The network policy (proxy, TLS, timeouts, retries) and the only upstream repodata fetcher."""
