@@ -68,7 +68,9 @@ def test_sync(snap_compare, console_dir, monkeypatch):
     import casconsole.console.screens.sync as sync
 
     monkeypatch.setattr(sync, "clock", lambda t: "12:00:00" if t else "--:--:--")
-    monkeypatch.setattr(sync, "duration", lambda seconds: "unknown" if seconds is None else "3 seconds")
+    monkeypatch.setattr(
+        sync.report, "duration", lambda seconds: "unknown" if seconds is None else "3 seconds"
+    )
     monkeypatch.setattr(sync.SyncStatus, "rate", property(lambda self: 2_500_000.0))
     with (console_dir / "user.yaml").open("a") as fh:
         fh.write("concurrency: 1\n")  # one file at a time: the log lines come in one order

@@ -75,7 +75,7 @@ async def test_a_sync_started_here_mirrors_the_plan_and_the_plan_sees_it(upstrea
         await wait_for(pilot, lambda: app.state.plan.total.download == 0)  # rescanned after the sync
         assert app.state.plan.total.present == kept
         log = "\n".join(str(line.text) for line in screen.query_one("#sync-log").lines)
-        assert "sync done" in log and "linux-64 done" in log
+        assert "sync done" in log and "linux-64: done" in log
         assert app.sync_job is None
 
 

@@ -25,6 +25,7 @@ from casconsole.cli.common import fail
 from casconsole.events import Event
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
+from casconsole.sync import report
 from casconsole.sync.engine import (
     Sync,
     SyncError,
@@ -35,19 +36,7 @@ from casconsole.sync.engine import (
     log_path,
     read_status,
 )
-from casconsole.sync.events import (
-    FileDone,
-    FileFailed,
-    FileProgress,
-    FileRemoved,
-    FileRetry,
-    FileStarted,
-    SubdirDone,
-    SubdirPlanned,
-    SyncFinished,
-    SyncStarted,
-    SyncWarning,
-)
+from casconsole.sync.events import SubdirDone, SubdirPlanned, SyncFinished, SyncStarted
 from casconsole.sync.status import event_line
 
 DETACHED_OUTPUT = "sync-detached.out"
@@ -122,27 +111,22 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
-    if stats.state == "error":
-        print(f"cas-sync: error: {stats.error}", file=out)
-        return
-    rate = stats.fetched_bytes / stats.seconds if stats.seconds else 0
-    words = {"done": "done", "failed": "finished with failures", "cancelled": "cancelled"}[stats.state]
-    print(
-        f"cas-sync: {words} in {stats.seconds:.1f} s: {stats.downloaded:,} downloaded "
-        f"({humanize.naturalsize(stats.fetched_bytes)}, {humanize.naturalsize(rate)}/s), "
-        f"{stats.present:,} already verified, {stats.failed:,} failed, {stats.removed:,} removed; "
-        f"{stats.packages:,} packages in repodata",
-        file=out,
-    )
-    if verify or stats.checked:
-        files = "file" if stats.checked == 1 else "files"
-        print(f"cas-sync: hashed {stats.checked:,} {files} on disk: {stats.corrupt:,} bad", file=out)
-    for subdir, fn, reason in stats.failures:
-        print(f"cas-sync: failed: {subdir}/{fn}: {reason}", file=out)
+    for line in report.summary(stats, verify):
+        print(f"cas-sync: {line}", file=out)
 
 
 class _Sink:
+    """A sink that keeps the sync's status from its events: the totals every view shows."""
+
+    def __init__(self) -> None:
+        self.status = SyncStatus()
+
     def __call__(self, event: Event) -> None:
+        fields = report.fields_of(event)
+        self.status.apply(fields)
+        self.show(event, fields)
+
+    def show(self, event: Event, fields: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> _Sink:
@@ -169,95 +153,46 @@ class JsonSink(_Sink):
         self.out.flush()
 
 
-class _Totals:
-    """Bytes settled so far, overall and per subdir, from the events."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.sub_total: dict[str, int] = {}
-        self.done: dict[tuple[str, str], int] = {}  # in flight
-
-    def planned(self, e: SubdirPlanned) -> None:
-        self.sub_total[e.subdir] = e.bytes + e.check_bytes
-        self.total += e.bytes + e.check_bytes
-
-    def moved(self, subdir: str, fn: str, done: int) -> int:
-        """Record `fn` at `done` bytes; returns the change."""
-        before = self.done.get((subdir, fn), 0)
-        self.done[(subdir, fn)] = done
-        return done - before
-
-
 class PlainSink(_Sink):
-    """Lines for logs and pipes: what was planned, warnings, failures, a progress line now and then."""
+    """Lines for logs and pipes: the report's lines, and a progress line now and then."""
 
     EVERY = 10.0  # seconds between progress lines
 
     def __init__(self, out: TextIO):
+        super().__init__()
         self.out = out
-        self.totals = _Totals()
-        self.settled = 0
-        self.files = self.files_done = 0
-        self.started = time.monotonic()
-        self.last = self.started
+        self.last = time.monotonic()
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def __call__(self, event: Event) -> None:
-        t = self.totals
+    def show(self, event: Event, fields: dict[str, Any]) -> None:
+        said = report.describe(fields)
         if isinstance(event, SyncStarted):
-            self.line(
-                f"cas-sync: {event.remote_url} -> {event.mirror_dir}/{event.channel}"
-                f" ({', '.join(event.subdirs)})" + (", verifying every file" if event.verify else "")
-            )
-        elif isinstance(event, SyncWarning):
-            self.line(f"warning: {event.subdir + ': ' if event.subdir else ''}{event.message}")
-        elif isinstance(event, SubdirPlanned):
-            t.planned(event)
-            self.files += event.files + event.check
-            self.line(
-                f"{event.subdir}: {event.kept:,} kept of {event.upstream:,}; {event.present:,} in place, "
-                f"{event.files:,} to download ({humanize.naturalsize(event.bytes)}), "
-                f"{event.check:,} to check, {event.delete:,} to remove"
-            )
-        elif isinstance(event, (FileStarted, FileProgress)):
-            self.settled += t.moved(
-                event.subdir, event.fn, getattr(event, "done", getattr(event, "offset", 0))
-            )
-        elif isinstance(event, FileDone):
-            self.settled += t.moved(event.subdir, event.fn, event.size)
-            t.done.pop((event.subdir, event.fn), None)
-            self.files_done += 1
-        elif isinstance(event, FileRetry):
-            self.line(f"retry: {event.subdir}/{event.fn}: {event.reason} (attempt {event.attempt})")
-        elif isinstance(event, FileFailed):
-            self.settled -= t.done.pop((event.subdir, event.fn), 0)
-            t.total -= event.size
-            self.files_done += 1
-            self.line(f"failed: {event.subdir}/{event.fn}: {event.reason} (after {event.attempts} attempts)")
-        elif isinstance(event, FileRemoved):
-            self.line(f"removed: {event.subdir}/{event.fn} ({event.reason})")
-        elif isinstance(event, SubdirDone):
-            self.line(
-                f"{event.subdir}: done, {event.packages:,} packages in repodata.json"
-                + ("" if event.repodata_written else " (unchanged)")
-            )
+            self.line(f"cas-sync: {said.text}")
+        elif said is not None and not isinstance(event, SyncFinished):  # the summary says it
+            self.line(said.text)
         now = time.monotonic()
         if now - self.last >= self.EVERY and not isinstance(event, SyncFinished):
             self.last = now
-            rate = self.settled / (now - self.started)
-            eta = (t.total - self.settled) / rate if rate else 0
+            st = self.status
+            done = st.bytes_done
+            rate = done / st.elapsed if st.elapsed else 0
+            total = st.bytes_total - st.bytes_failed
+            eta = (total - done) / rate if rate else 0
             self.line(
-                f"progress: {self.files_done:,}/{self.files:,} files, {humanize.naturalsize(self.settled)}"
-                f" of {humanize.naturalsize(t.total)}, {humanize.naturalsize(rate)}/s, {eta:.0f} s left"
+                f"progress: {st.files_done + st.files_failed:,}/{st.files_total:,} files, "
+                f"{report.size(done)} of {report.size(total)}, {report.size(rate)}/s, {eta:.0f} s left"
             )
 
 
 class RichSink(_Sink):
     """Progress bars on a terminal: overall bytes with rate and ETA, one bar per subdir."""
 
+    STYLE = {report.WARNING: "yellow", report.ERROR: "red"}
+
     def __init__(self) -> None:
+        super().__init__()
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -279,7 +214,6 @@ class RichSink(_Sink):
             transient=False,
             refresh_per_second=5,
         )
-        self.totals = _Totals()
         self.overall = self.progress.add_task("all", total=None)
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -291,45 +225,25 @@ class RichSink(_Sink):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def _advance(self, subdir: str, delta: int) -> None:
-        if delta:
-            self.progress.advance(self.overall, delta)
-            if subdir in self.tasks:
-                self.progress.advance(self.tasks[subdir], delta)
+    def show(self, event: Event, fields: dict[str, Any]) -> None:
+        from rich.text import Text
 
-    def __call__(self, event: Event) -> None:
-        p, t = self.progress, self.totals
+        p, st = self.progress, self.status
         with self.lock:
-            if isinstance(event, SyncStarted):
-                p.console.print(f"cas-sync: {event.remote_url} -> {event.mirror_dir}/{event.channel}")
-            elif isinstance(event, SubdirPlanned):
-                t.planned(event)
-                p.update(self.overall, total=t.total)
+            subdir = fields.get("subdir")
+            if isinstance(event, SubdirPlanned):
                 self.tasks[event.subdir] = p.add_task(event.subdir, total=event.bytes + event.check_bytes)
-            elif isinstance(event, (FileStarted, FileProgress)):
-                done = event.done if isinstance(event, FileProgress) else event.offset
-                self._advance(event.subdir, t.moved(event.subdir, event.fn, done))
-            elif isinstance(event, FileDone):
-                self._advance(event.subdir, t.moved(event.subdir, event.fn, event.size))
-                t.done.pop((event.subdir, event.fn), None)
-            elif isinstance(event, FileFailed):
-                self._advance(event.subdir, -t.done.pop((event.subdir, event.fn), 0))
-                t.total -= event.size
-                p.update(self.overall, total=t.total)
-                if event.subdir in self.tasks:
-                    task = self.tasks[event.subdir]
-                    p.update(task, total=p.tasks[task].total - event.size)
-                p.console.print(f"[red]failed[/]: {event.subdir}/{event.fn}: {event.reason}")
-            elif isinstance(event, FileRetry):
-                p.console.print(
-                    f"[yellow]retry[/]: {event.subdir}/{event.fn}: {event.reason}", highlight=False
-                )
-            elif isinstance(event, SyncWarning):
-                p.console.print(
-                    f"[yellow]warning[/]: {event.subdir + ': ' if event.subdir else ''}{event.message}"
-                )
-            elif isinstance(event, FileRemoved):
-                p.console.print(f"removed: {event.subdir}/{event.fn} ({event.reason})", highlight=False)
+            if subdir in self.tasks and subdir in st.subdirs:
+                sub = st.subdirs[subdir]
+                done = st.subdir_bytes_done(subdir)
+                p.update(self.tasks[subdir], completed=done, total=sub.settled_total_bytes)
+            if st.subdirs:
+                p.update(self.overall, completed=st.bytes_done, total=st.bytes_total - st.bytes_failed)
+            said = report.describe(fields)
+            if isinstance(event, SyncStarted):
+                p.console.print(Text(f"cas-sync: {said.text}"))
+            elif said is not None and not isinstance(event, (SubdirPlanned, SubdirDone, SyncFinished)):
+                p.console.print(Text(said.text, style=self.STYLE.get(said.level, "")))
 
 
 # ---------------------------------------------------------------- --status

@@ -100,6 +100,7 @@ class SubdirStatus:
     done: int = 0  # files done (downloaded, checked or repaired)
     done_bytes: int = 0
     failed: int = 0
+    failed_bytes: int = 0
     removed: int = 0
     packages: int | None = None  # records in the written repodata, once the subdir is done
     finished: bool = False
@@ -111,6 +112,11 @@ class SubdirStatus:
     @property
     def total_bytes(self) -> int:
         return self.bytes + self.check_bytes
+
+    @property
+    def settled_total_bytes(self) -> int:
+        """The bytes that will be in place when this subdir is done: failed files left out."""
+        return self.total_bytes - self.failed_bytes
 
 
 @dataclasses.dataclass
@@ -174,8 +180,18 @@ class SyncStatus:
         return sum(s.done_bytes for s in self.subdirs.values()) + in_flight
 
     @property
+    def bytes_failed(self) -> int:
+        return sum(s.failed_bytes for s in self.subdirs.values())
+
+    @property
     def bytes_left(self) -> int:
-        return max(0, self.bytes_total - self.bytes_done)
+        return max(0, self.bytes_total - self.bytes_done - self.bytes_failed)
+
+    def subdir_bytes_done(self, subdir: str) -> int:
+        """Bytes settled in one subdir, transfers in flight included."""
+        sub = self.subdirs.get(subdir)
+        in_flight = sum(t.done for t in self.active.values() if t.subdir == subdir)
+        return (sub.done_bytes if sub else 0) + in_flight
 
     @property
     def elapsed(self) -> float:
@@ -207,7 +223,7 @@ class SyncStatus:
             handler(data)
 
     def apply_event(self, event: Event) -> None:
-        self.apply(event.to_json())
+        self.apply({"event": event.kind, "time": time.time(), **event.__dict__})
 
     def _sub(self, data: dict[str, Any]) -> SubdirStatus:
         return self.subdirs.setdefault(str(data.get("subdir", "")), SubdirStatus())
@@ -251,7 +267,9 @@ class SyncStatus:
 
     def _on_file_failed(self, d: dict[str, Any]) -> None:
         self.active.pop(f"{d['subdir']}/{d['fn']}", None)
-        self._sub(d).failed += 1
+        sub = self._sub(d)
+        sub.failed += 1
+        sub.failed_bytes += int(d.get("size", 0))
         self.failures.append({"subdir": d["subdir"], "fn": d["fn"], "reason": d.get("reason", "")})
 
     def _on_file_removed(self, d: dict[str, Any]) -> None:

@@ -144,7 +144,8 @@ class Upstream:
                 return self._fetch_once(subdir)
             except _Again as exc:
                 if attempt > self.policy.retries:
-                    raise RepoDataError(f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''})") from None
+                    plural = "s" if attempt > 1 else ""
+                    raise RepoDataError(f"{exc} (after {attempt} attempt{plural})") from None
                 delay = self.policy.backoff(attempt)
                 if self.on_retry is not None:
                     self.on_retry(subdir, str(exc), delay)

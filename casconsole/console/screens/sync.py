@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import humanize
 from rich.table import Table
@@ -38,6 +38,7 @@ from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
 from casconsole.errors import SyncError
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
+from casconsole.sync import report
 from casconsole.sync.lock import lock_holder
 from casconsole.sync.status import StatusReader, SyncStatus, read_status
 
@@ -49,52 +50,6 @@ def clock(timestamp: float | None) -> str:
     if not timestamp:
         return "--:--:--"
     return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    return humanize.precisedelta(datetime.timedelta(seconds=round(seconds)), minimum_unit="seconds")
-
-
-def describe(event: dict[str, Any]) -> str | None:
-    """One log line for a status-log event (None for the frequent ones: progress, done files)."""
-    kind = event.get("event")
-    sub = event.get("subdir", "")
-    if kind == "started":
-        subdirs = ", ".join(event.get("subdirs", []))
-        who = "this console" if event.get("pid") == os.getpid() else f"pid {event.get('pid')}"
-        return f"sync started by {who}: {event.get('channel')} [{subdirs}]"
-    if kind == "planned":
-        return (
-            f"{sub}: get {count(event.get('files', 0))} ({size(event.get('bytes', 0))}), "
-            f"check {count(event.get('check', 0))}, have {count(event.get('present', 0))}, "
-            f"remove {count(event.get('delete', 0))}"
-        )
-    if kind == "warning":
-        return f"warning: {sub + ': ' if sub else ''}{event.get('message')}"
-    if kind == "file_retry":
-        return f"retry {sub}/{event.get('fn')}: {event.get('reason')} (attempt {event.get('attempt')})"
-    if kind == "file_failed":
-        return f"FAILED {sub}/{event.get('fn')}: {event.get('reason')}"
-    if kind == "file_removed":
-        return f"removed {sub}/{event.get('fn')} ({event.get('reason')})"
-    if kind == "subdir_done":
-        return (
-            f"{sub} done: {count(event.get('packages', 0))} in repodata; "
-            f"{count(event.get('downloaded', 0))} new, {count(event.get('failed', 0))} failed, "
-            f"{count(event.get('removed', 0))} removed"
-        )
-    if kind == "finished":
-        stats = event.get("stats") or {}
-        if event.get("state") == "error":
-            return f"sync stopped: {event.get('error')}"
-        return (
-            f"sync {event.get('state')}: {count(stats.get('downloaded', 0))} downloaded "
-            f"({size(stats.get('fetched_bytes', 0))}), {count(stats.get('failed', 0))} failed, "
-            f"{count(stats.get('removed', 0))} removed in {duration(stats.get('seconds'))}"
-        )
-    return None
 
 
 class LogTail(StatusReader):
@@ -112,9 +67,14 @@ class LogTail(StatusReader):
         return self.events_read != read or self.status.state != state
 
     def on_event(self, event: dict) -> None:
-        line = describe(event)
-        if line is not None:
-            self.add_line(f"{clock(event.get('time'))} {line}")
+        line = report.describe(event)
+        if line is None:
+            return
+        text = line.text
+        if event.get("event") == "started":
+            who = "this console" if event.get("pid") == os.getpid() else f"pid {event.get('pid')}"
+            text = f"sync started by {who}: {text}"
+        self.add_line(f"{clock(event.get('time'))} {text}")
 
     def on_gone(self) -> None:
         self.add_line(f"{clock(time.time())} the sync (pid {self.status.pid}) is gone without finishing")
@@ -298,16 +258,16 @@ class SyncScreen(ConsoleScreen):
             head.append("s starts one here, b one in the background (it survives logging out).")
         elif v.state == "running":
             head.append("running ", "bold green")
-            head.append(f"({who}) since {clock(v.started)}, {duration(v.elapsed)}")
+            head.append(f"({who}) since {clock(v.started)}, {report.duration(v.elapsed)}")
         else:
             style = {"done": "bold green", "cancelled": "bold yellow"}.get(v.state, "bold red")
             head.append(f"{v.state} ", style)
-            head.append(f"({who}) {clock(v.started)} → {clock(v.finished)}, {duration(v.elapsed)}")
+            head.append(f"({who}) {clock(v.started)} → {clock(v.finished)}, {report.duration(v.elapsed)}")
             if v.error:
                 head.append(f"\n{v.error}", "red")
         if v.state != "none":
             rate = f"{size(v.rate)}/s" if v.rate else "-"
-            eta = f" · ETA {duration(v.eta)}" if v.eta is not None else ""
+            eta = f" · ETA {report.duration(v.eta)}" if v.eta is not None else ""
             head.append(
                 f"\n{count(v.files_done)} of {count(v.files_total)} files · {size(v.bytes_done)} of "
                 f"{size(v.bytes_total)} · {rate}{eta}"
