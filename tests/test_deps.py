@@ -12,7 +12,8 @@ import pytest
 from rattler import BuildString, MatchSpec, PackageRecord
 
 from casconsole.conda.repodata import Record, write_repodata
-from casconsole.selection.deps import UPSTREAM_CAUSE, SubdirIndex, parse_dep
+from casconsole.selection.check import UPSTREAM_CAUSE
+from casconsole.selection.deps import SubdirIndex, parse_dep
 from casconsole.selection.plan import Plan
 from casconsole.settings import load_settings
 from casconsole.sync.dryrun import make_plan

@@ -26,6 +26,7 @@ def core_modules() -> list[str]:
 def test_core_loads_no_textual():
     modules = core_modules()
     assert {
+        "casconsole.console.session",
         "casconsole.settings",
         "casconsole.selection.plan",
         "casconsole.selection.filters",

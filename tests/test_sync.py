@@ -518,3 +518,28 @@ def test_a_status_reader_follows_a_sync_as_it_goes(upstream, tmp_path):
         fh.write(b',"subdirs":["noarch"]}\n')
     status = reader.poll()
     assert (status.state, list(status.subdirs), status.files_total) == ("interrupted", ["noarch"], 0)
+
+
+def test_a_loongarch64_subdir_is_synced_and_indexed(tmp_path):
+    """The known subdirs are defined once (layout.py): the sync and the index agree on them."""
+    from casconsole.index.channel import index_channel, index_status
+
+    root = tmp_path / "upstream"
+    make_channel(root, {"linux-loongarch64": [spec("tool", "1.0", "linux-loongarch64")], "noarch": []})
+    mirror = tmp_path / "mirror"
+    with Upstream(root) as server:
+        stats = Sync(settings_for(server.url, mirror, platforms=["linux-loongarch64"])).run()
+    assert stats.state == "done" and stats.downloaded == 1
+    assert list(mirrored(mirror, "linux-loongarch64")["packages.conda"]) == ["tool-1.0-0.conda"]
+    assert mirror_problems(mirror / "pkgs", root, ["linux-loongarch64", "noarch"]) == []
+
+    internal = tmp_path / "internal"
+    (internal / "linux-loongarch64").mkdir(parents=True)
+    fn = "tool-1.0-0.conda"
+    package = (mirror / "pkgs" / "linux-loongarch64" / fn).read_bytes()
+    (internal / "linux-loongarch64" / fn).write_bytes(package)
+    indexed = index_channel(internal, workers=1)
+    assert "linux-loongarch64" in [sub.subdir for sub in indexed.subdirs]
+    repodata = json.loads((internal / "linux-loongarch64" / "repodata.json").read_bytes())
+    assert list(repodata["packages.conda"]) == ["tool-1.0-0.conda"]
+    assert "linux-loongarch64" in [sub.subdir for sub in index_status(internal).subdirs]

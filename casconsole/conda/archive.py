@@ -20,8 +20,7 @@ import zstandard
 from conda_package_streaming import package_streaming
 
 from casconsole.errors import CasError
-
-PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+from casconsole.layout import PACKAGE_SUFFIXES
 
 # conda-package-streaming decompresses with the standard library's zstd (3.14+) or its backport,
 # whose errors are not zstandard's

@@ -209,7 +209,6 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-
 def probe_server(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:
     """(up, what was seen) for an HTTP server at host:port; a wildcard address is asked locally."""
     import http.client

@@ -21,7 +21,8 @@ from typing import Any
 
 from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import Record, RepoData, gc_paused
-from casconsole.selection.deps import BrokenGroup, Closure, DependencyCheck, SubdirIndex
+from casconsole.selection.check import BrokenGroup, DependencyCheck
+from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
 from casconsole.settings import Settings
 
