@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from casconsole.errors import EXIT_INTERRUPTED, CasError
 from casconsole.settings import (
     SCHEMA,
     Settings,
@@ -80,8 +82,31 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
         fail(str(err))
 
 
-def fail(message: str, status: int = 2) -> NoReturn:
+def report_error(message: str) -> None:
+    """`prog: error: ...` on stderr, a line for each line of `message`."""
     prog = Path(sys.argv[0]).name or "casconsole"
     for line in message.splitlines() or [""]:
         print(f"{prog}: error: {line}", file=sys.stderr)
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    report_error(message)
     sys.exit(status)
+
+
+def entry_point(main: Callable[..., int]) -> Callable[..., int]:
+    """A command's `main`: a CasError becomes its message on stderr and its exit status,
+    Ctrl-C exit status 130; never a traceback."""
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except CasError as exc:
+            report_error(exc.message)
+            return exc.exit_status
+        except KeyboardInterrupt:
+            print(f"{Path(sys.argv[0]).name or 'casconsole'}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return run

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import humanize
 
+from casconsole.cli.common import entry_point
 from casconsole.events import Event
 from casconsole.index.channel import (
     ChannelError,
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from casconsole.errors import CasError
+from casconsole.cli.common import entry_point
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
@@ -140,6 +140,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -194,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         status = serve(options, ready)
         print("cas-server: stopped", file=sys.stderr)
         return status
-    except CasError as exc:
-        return _fail(exc.message, exc.exit_status)
     except KeyboardInterrupt:
         return 130
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 import humanize
 
 from casconsole.cli import sync_run
-from casconsole.cli.common import add_settings_arguments, fail, settings_from_args
-from casconsole.errors import RepoDataError
+from casconsole.cli.common import add_settings_arguments, entry_point, settings_from_args
 from casconsole.settings import Settings
 
 if TYPE_CHECKING:  # the selection is imported where a plan is made: a sync starts its workers first
@@ -34,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,10 +73,7 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> 
     (measured), and a dry run has nothing left to clean up."""
     from casconsole.sync.dryrun import make_plan
 
-    try:
-        plan = make_plan(settings)
-    except RepoDataError as err:
-        fail(str(err), status=1)
+    plan = make_plan(settings)
     if as_json:
         print(json.dumps(plan.to_json(), indent=1))
     else:

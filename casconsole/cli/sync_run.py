@@ -28,8 +28,6 @@ from casconsole.settings import Settings, write_snapshot
 from casconsole.sync import report
 from casconsole.sync.engine import (
     Sync,
-    SyncError,
-    SyncLocked,
     SyncStats,
     SyncStatus,
     lock_holder,
@@ -95,10 +93,6 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with sink:
             stats = sync.run()
-    except SyncLocked as exc:
-        fail(str(exc), status=2)
-    except SyncError as exc:
-        fail(str(exc), status=2)
     except KeyboardInterrupt:
         print("cas-sync: interrupted", file=sys.stderr)
         return 130
