@@ -543,3 +543,24 @@ def test_a_loongarch64_subdir_is_synced_and_indexed(tmp_path):
     repodata = json.loads((internal / "linux-loongarch64" / "repodata.json").read_bytes())
     assert list(repodata["packages.conda"]) == ["tool-1.0-0.conda"]
     assert "linux-loongarch64" in [sub.subdir for sub in index_status(internal).subdirs]
+
+
+def test_a_dry_run_then_a_sync_fetch_the_repodata_once(upstream, tmp_path):
+    """One fetcher and one cache: the sync asks with the dry run's validators and gets a 304."""
+    from casconsole.sync.dryrun import make_plan
+    from casconsole.sync.events import RepodataFetched
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    settings = settings_for(upstream.url, mirror)
+    plan = make_plan(settings)
+    assert plan.total.download == 7
+    fetched_by_dry_run = [r.path for r in upstream.requests if "repodata" in r.path]
+    assert fetched_by_dry_run == ["linux-64/repodata.json.zst", "noarch/repodata.json.zst"]
+
+    recorder = Recorder()
+    assert Sync(settings, recorder).run().state == "done"
+    fetches = [e for e in recorder.events if isinstance(e, RepodataFetched)]
+    assert [(e.subdir, e.not_modified) for e in fetches] == [("linux-64", True), ("noarch", True)]
+    repodata_requests = [r.path for r in upstream.requests if "repodata" in r.path]
+    assert repodata_requests == fetched_by_dry_run * 2  # asked again, answered 304: no body sent
