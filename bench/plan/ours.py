@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from casconsole.selection.plan import make_plan
 from casconsole.settings import load_settings
+from casconsole.sync.dryrun import make_plan
 
 
 def main(argv: list[str] | None = None) -> int:

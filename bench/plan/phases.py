@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from casconsole.selection.plan import Plan, fetch_upstream
+from casconsole.selection.plan import Plan
 from casconsole.settings import load_settings
+from casconsole.upstream.repodata import fetch_upstream
 
 # the whitelist of the closure and curated runs when none is given: a scientific stack's anchors
 WHITELIST = ["python 3.11.*", "numpy", "r-base"]
