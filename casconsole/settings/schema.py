@@ -10,7 +10,6 @@ from typing import Any
 
 import platformdirs
 
-from casconsole.conda.specs import Entry, EntryError
 from casconsole.layout import KNOWN_SUBDIRS, machine_subdir
 from casconsole.settings.proxy import Proxy, ProxyError
 
@@ -52,6 +51,9 @@ def _str_list(v: Any) -> list[str]:
 
 
 def _entry_list(v: Any) -> list[str]:
+    # here: match specs load py-rattler (50 ms), which only settings with entries need
+    from casconsole.conda.specs import Entry, EntryError
+
     entries = _str_list(v)
     for text in entries:
         try:
