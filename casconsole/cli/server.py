@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, time given to responses in flight (default: 10)",
     )
     parser.add_argument(
+        "--gzip-cache",
+        type=Path,
+        metavar="DIR",
+        help="where compressed copies of *.json are kept (default: <mirror>/.cas/cache/gzip; "
+        "a temporary folder when that cannot be written)",
+    )
+    parser.add_argument(
         "--nginx-config",
         action="store_true",
         help="print an nginx configuration serving the same tree, and exit",
@@ -217,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             access_log=None if args.access_log == "off" else args.access_log,
             grace=args.grace,
+            gzip_cache=args.gzip_cache,
         )
 
         def ready(url: str, workers: int) -> None:
