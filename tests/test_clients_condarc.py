@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import rattler
 import yaml
+from ruamel.yaml import YAML
 from test_server_support import Server, cli, server_env
 
 from casconsole.conda.archive import PackageSpec, build_package
@@ -55,6 +56,15 @@ def condarc(*args, env=None):
     result = cli("--condarc", *map(str, args), env=env)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def as_conda_reads_it(text: str) -> dict:
+    """The .condarc through conda's YAML parser (ruamel.yaml, YAML 1.2, round-trip as conda's
+    configuration loads it), as plain values; PyYAML (YAML 1.1) must read the same."""
+    loaded = YAML(typ="rt").load(text)
+    plain = json.loads(json.dumps(loaded))
+    assert plain == yaml.safe_load(text)
+    return plain
 
 
 # ---------------------------------------------------------------- the settings
@@ -143,7 +153,7 @@ def test_condarc_follows_the_faq_order_with_public_url_and_the_extra_entries(tmp
     result = condarc("--config", config)
     text = result.stdout
     assert "127.0.0.1" not in text and result.stderr == ""
-    data = yaml.safe_load(text)  # conda reads it with a YAML parser: so does this test
+    data = as_conda_reads_it(text)
     assert data == {
         "channels": [
             "https://conda.example.org/t/<TOKEN>/private-channel",
@@ -169,7 +179,7 @@ def test_condarc_without_public_url_names_the_server_address_and_says_so(tmp_pat
         (mirror / channel / "noarch").mkdir(parents=True)
     env = server_env(CAS_MIRROR_PRIVATE_CHANNELS="team")
     result = condarc("--root", mirror, "--port", "9090", env=env)
-    data = yaml.safe_load(result.stdout)
+    data = as_conda_reads_it(result.stdout)
     # the mirrored channel first, then every public channel found; the private one waits for a token
     assert data["channels"] == ["http://127.0.0.1:9090/pkgs", "http://127.0.0.1:9090/internal-pkgs"]
     assert data["default_channels"] == ["http://127.0.0.1:9090/pkgs"]
@@ -178,6 +188,20 @@ def test_condarc_without_public_url_names_the_server_address_and_says_so(tmp_pat
     # a wildcard address becomes this machine's name
     result = condarc("--root", mirror, "--host", "0.0.0.0", env=env)
     assert "0.0.0.0" not in result.stdout and ":8080/pkgs" in result.stdout
+
+
+def test_condarc_quotes_what_yaml_would_read_otherwise(tmp_path):
+    config = tmp_path / "cas.yaml"
+    config.write_text(
+        "public_url: http://conda.example.org:8080\n"
+        "client_ssl_verify: '/etc/pki/ca: bundle #1.pem'\n"  # ': ' and ' #' mean something in YAML
+        "client_proxy_servers: {'http://build.example.org': 'http://proxy:3128', https: 'http://proxy:3128'}\n"
+    )
+    data = as_conda_reads_it(condarc("--config", config).stdout)
+    assert data["ssl_verify"] == "/etc/pki/ca: bundle #1.pem"
+    assert data["proxy_servers"] == {"http://build.example.org": "http://proxy:3128", "https": "http://proxy:3128"}
+    config.write_text("client_ssl_verify: 'no'\n")  # a file named no, not false
+    assert as_conda_reads_it(condarc("--config", config).stdout)["ssl_verify"] == "no"
 
 
 def test_condarc_on_a_terminal_hides_the_secrets(tmp_path):
@@ -262,7 +286,7 @@ def test_rattler_solves_and_installs_through_the_printed_condarc(tmp_path):
             f"mirror_dir: {mirror}\npublic_url: {srv.url}\n"
             "client_channels: [private-pkgs, internal-pkgs, defaults]\n"
         )
-        data = yaml.safe_load(condarc("--config", config, env=env).stdout)
+        data = as_conda_reads_it(condarc("--config", config, env=env).stdout)
         assert data["channels"] == [
             f"{srv.url}/t/<TOKEN>/private-pkgs",
             f"{srv.url}/internal-pkgs",
