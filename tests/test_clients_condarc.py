@@ -199,7 +199,10 @@ def test_condarc_quotes_what_yaml_would_read_otherwise(tmp_path):
     )
     data = as_conda_reads_it(condarc("--config", config).stdout)
     assert data["ssl_verify"] == "/etc/pki/ca: bundle #1.pem"
-    assert data["proxy_servers"] == {"http://build.example.org": "http://proxy:3128", "https": "http://proxy:3128"}
+    assert data["proxy_servers"] == {
+        "http://build.example.org": "http://proxy:3128",
+        "https": "http://proxy:3128",
+    }
     config.write_text("client_ssl_verify: 'no'\n")  # a file named no, not false
     assert as_conda_reads_it(condarc("--config", config).stdout)["ssl_verify"] == "no"
 
