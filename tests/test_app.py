@@ -293,7 +293,7 @@ async def test_clients_condarc_order_ssl_verify_and_write(internal_channel):
         await pilot.press("7")
         await pilot.pause()
         screen = app.screen
-        assert [c.name for c in screen.channels] == ["pkgs", "internal-pkgs"]
+        assert [c.entry for c in screen.channels] == ["pkgs", "internal-pkgs"]
         await pilot.press("J")  # pkgs moves below internal-pkgs
         await pilot.press("v")  # ssl_verify: false
         await pilot.press("ctrl+s")

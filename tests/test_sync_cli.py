@@ -128,10 +128,11 @@ def test_a_second_sync_exits_2_naming_the_holder(config, tmp_path):
 
 def test_status_reports_none_then_the_last_sync(config, tmp_path):
     result = cas_sync("--config", config, "--status")
-    assert result.returncode == 0 and "no sync has run in" in result.stdout
+    # monitoring reads the exit status: no sync yet is not a mirror in good order
+    assert result.returncode == 1 and "no sync has run in" in result.stdout
     cas_sync("--config", config)
     result = cas_sync("--config", config, "--status")
-    assert "  state     done" in result.stdout
+    assert result.returncode == 0 and "  state     done" in result.stdout
     assert "  files     3 done, 0 left, 0 failed (of 3 to fetch or check)" in result.stdout
     data = json.loads(cas_sync("--config", config, "--status", "--json").stdout)
     assert (data["state"], data["files_done"], data["files_left"], data["bytes_left"]) == ("done", 3, 0, 0)

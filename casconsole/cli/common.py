@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -80,6 +81,29 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
         return load_settings(args.config, env=env, cli=cli_layer(args))
     except SettingsError as err:
         fail(str(err))
+
+
+def version_text() -> str:
+    """`casconsole <version>`, from the installed package's metadata."""
+    try:
+        return f"casconsole {importlib.metadata.version('casconsole')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "casconsole (version unknown: not installed as a package)"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the metadata is read only when asked, not on every start."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_VersionAction, help="print casconsole's version and exit")
 
 
 def report_error(message: str) -> None:

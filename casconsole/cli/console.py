@@ -9,7 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
-from casconsole.cli.common import add_settings_arguments, cli_layer
+from casconsole.cli.common import add_settings_arguments, add_version_argument, cli_layer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo", action="store_true", help="generate a demo upstream channel, serve it on 127.0.0.1, use it"
     )
+    add_version_argument(parser)
     add_settings_arguments(parser)
     return parser
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import humanize
 
-from casconsole.cli.common import entry_point
+from casconsole.cli.common import add_version_argument, entry_point
 from casconsole.events import Event
 from casconsole.index.channel import (
     ChannelError,
@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes that read packages (default: one per CPU)",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only: no progress or summary; skipped packages only under --strict",
+    )
+    add_version_argument(parser)
     return parser
 
 
@@ -63,12 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.status:
         parser.error("--json goes with --status")
+    if args.quiet and args.status:
+        parser.error("--quiet goes with indexing, not with --status")
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
     try:
         if args.status:
             return _status(args.dirs, as_json=args.json)
-        return max(_index(d, strict=args.strict, workers=args.workers) for d in args.dirs)
+        return max(_index(d, strict=args.strict, workers=args.workers, quiet=args.quiet) for d in args.dirs)
     except KeyboardInterrupt:
         print("cas-index: interrupted; what was read is cached for the next run", file=sys.stderr)
         return 130
@@ -129,8 +138,11 @@ def _status_detail(s: SubdirStatus) -> str:
 # -- indexing ----------------------------------------------------------------------------------
 
 
-def _index(directory: Path, *, strict: bool, workers: int | None) -> int:
-    reporter = _ProgressReporter() if sys.stdout.isatty() else _PlainReporter()
+def _index(directory: Path, *, strict: bool, workers: int | None, quiet: bool = False) -> int:
+    if quiet:
+        reporter: _PlainReporter = _QuietReporter(strict)
+    else:
+        reporter = _ProgressReporter() if sys.stdout.isatty() else _PlainReporter()
     try:
         with reporter:
             stats = index_channel(directory, sink=reporter, strict=strict, workers=workers)
@@ -143,7 +155,8 @@ def _index(directory: Path, *, strict: bool, workers: int | None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"cas-index: {directory}: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
-    _print_summary(stats)
+    if not quiet:
+        _print_summary(stats)
     if stats.withheld:
         print(
             f"cas-index: {directory}: {_plural(len(stats.problems), 'problem')} under --strict; "
@@ -201,6 +214,17 @@ class _PlainReporter:
             )
             print(f"{event.channel}: {_plural(event.packages, 'package file')}{read}", flush=True)
         elif isinstance(event, ProblemFound):
+            _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
+
+
+class _QuietReporter(_PlainReporter):
+    """--quiet: nothing but the packages that fail a --strict run (errors there, warnings else)."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+
+    def __call__(self, event: Event) -> None:
+        if self.strict and isinstance(event, ProblemFound):
             _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
 
 

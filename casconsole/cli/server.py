@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from casconsole.cli.common import entry_point
+from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
@@ -19,6 +20,8 @@ examples:
   cas-server token add internal-pkgs  create a token; clients use
                                       http://HOST:8080/t/<token>/internal-pkgs
   cas-server --nginx-config > /etc/nginx/cas.conf
+  cas-server --condarc > condarc      the .condarc for the mirror's users
+                                      (public_url, client_channels, ...)
 """
 
 
@@ -56,9 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, time given to responses in flight (default: 10)",
     )
     parser.add_argument(
+        "--gzip-cache",
+        type=Path,
+        metavar="DIR",
+        help="where compressed copies of *.json are kept (default: <mirror>/.cas/cache/gzip; "
+        "a temporary folder when that cannot be written)",
+    )
+    parser.add_argument(
         "--nginx-config",
         action="store_true",
         help="print an nginx configuration serving the same tree, and exit",
+    )
+    parser.add_argument(
+        "--condarc",
+        action="store_true",
+        help="print the .condarc the mirror's users need (settings public_url and client_*), and exit",
     )
     parser.add_argument(
         "--auth-backend",
@@ -67,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --nginx-config: the cas-server nginx asks about tokens "
         "(default: 127.0.0.1 and the port after --port)",
     )
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", title="commands", metavar="token")
     token = sub.add_parser("token", help="manage tokens of private channels")
     tsub = token.add_subparsers(dest="action", metavar="add|list|revoke", required=True)
@@ -140,6 +156,29 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_condarc(settings: Settings) -> int:
+    """The clients' .condarc on stdout. On a terminal its secrets (a token in a channel URL, a
+    proxy password) are hidden, as in every view; redirected to a file or a pipe, it is whole."""
+    condarc = Condarc.from_settings(settings)
+    whole = condarc.text()
+    on_terminal = sys.stdout.isatty()
+    sys.stdout.write(condarc.text(hide_secrets=True) if on_terminal else whole)
+    sys.stdout.flush()
+    if on_terminal and condarc.text(hide_secrets=True) != whole:
+        print(
+            "cas-server: note: secrets hidden on a terminal; redirect to a file for the whole text "
+            "(cas-server --condarc > condarc)",
+            file=sys.stderr,
+        )
+    if settings.public_url is None and is_loopback(condarc.base_url):
+        print(
+            f"cas-server: note: public_url is not set, so clients are sent to {condarc.base_url}, "
+            "which only this machine reaches; set public_url (e.g. https://conda.example.org)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -155,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if args.condarc:
+            if args.nginx_config:
+                return _fail("--condarc and --nginx-config: one at a time", 2)
+            return _print_condarc(settings)
         if args.nginx_config:
             backend = args.auth_backend or f"127.0.0.1:{settings.server_port + 1}"
             host, _, port = backend.rpartition(":")
@@ -181,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             access_log=None if args.access_log == "off" else args.access_log,
             grace=args.grace,
+            gzip_cache=args.gzip_cache,
         )
 
         def ready(url: str, workers: int) -> None:

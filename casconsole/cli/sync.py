@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 import humanize
 
 from casconsole.cli import sync_run
-from casconsole.cli.common import add_settings_arguments, entry_point, settings_from_args
+from casconsole.cli.common import (
+    add_settings_arguments,
+    add_version_argument,
+    entry_point,
+    settings_from_args,
+)
 from casconsole.settings import Settings
 
 if TYPE_CHECKING:  # the selection is imported where a plan is made: a sync starts its workers first
@@ -29,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sync_run.add_sync_arguments(parser, mode)
+    add_version_argument(parser)
     add_settings_arguments(parser)
     return parser
 
@@ -37,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet and (args.show or args.dry_run or args.status or args.json):
+        parser.error("--quiet goes with a sync, not with --show, --dry-run, --status or --json")
     settings = settings_from_args(args)
     if args.show:
         return show(settings, args.json)
@@ -53,13 +61,12 @@ def show(settings: Settings, as_json: bool) -> int:
     width = max(map(len, data))
     for key, item in data.items():
         value = item["value"]
-        text = (
-            ", ".join(value)
-            if isinstance(value, list)
-            else json.dumps(value)
-            if value is None
-            else str(value)
-        )
+        if isinstance(value, list):
+            text = ", ".join(value)
+        elif isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = json.dumps(value) if value is None else str(value)
         if isinstance(value, list) and not value:
             text = "[]"
         print(f"{key:<{width}}  {text}")

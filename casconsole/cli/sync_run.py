@@ -2,6 +2,7 @@
 
 Exit status: 0 when every file is in place, 1 when a file (or the sync) failed, 2 when another
 sync holds the mirror or the settings are wrong, 130 when stopped by Ctrl-C (or SIGTERM/SIGHUP).
+`--status` exits 0 when the last sync ended done or one is running, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser, mode: argparse._Mutually
         help="run the sync in the background as its own session (survives logout); print its pid",
     )
     parser.add_argument("--no-progress", action="store_true", help="plain lines, even on a terminal")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="errors only: nothing when all went well (cron, timers)"
+    )
     parser.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -71,6 +75,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 def foreground(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         sink: _Sink = JsonSink(sys.stdout)
+    elif args.quiet:
+        sink = QuietSink()
     elif sys.stdout.isatty() and not args.no_progress:
         sink = RichSink()
     else:
@@ -99,7 +105,7 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not args.json:
+    if not args.json and not (args.quiet and stats.exit_status == 0):
         summary(stats, args.verify, sys.stdout if stats.exit_status == 0 else sys.stderr)
     return stats.exit_status
 
@@ -127,6 +133,13 @@ class _Sink:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class QuietSink(_Sink):
+    """--quiet: nothing while the sync runs; a sync that fails says so in its summary (stderr)."""
+
+    def show(self, event: Event, fields: dict[str, Any]) -> None:
         pass
 
 
@@ -249,13 +262,20 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+# --status exits 0 while the mirror is as its last sync left it in good order (or one runs), 1
+# otherwise: monitoring (a systemd timer's check, nagios, cron) reads the outcome without parsing
+STATUS_OK = ("done", "running")
+
+
 def print_status(settings: Settings, as_json: bool) -> int:
+    """Print the running or last sync; exit 0 when it is running or ended done, else 1 (it
+    failed, stopped, was killed, or no sync has run)."""
     status = read_status(settings.mirror_dir)
     if as_json:
         print(json.dumps(status.to_json(), indent=1, default=str))
-        return 0
-    print(format_status(status, settings.mirror_dir))
-    return 0
+    else:
+        print(format_status(status, settings.mirror_dir))
+    return 0 if status.state in STATUS_OK else 1
 
 
 def format_status(status: SyncStatus, mirror_dir: Path) -> str:
@@ -318,6 +338,7 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
     output = cas / DETACHED_OUTPUT
     command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
     command += ["--no-progress"] + (["--verify"] if args.verify else []) + (["--json"] if args.json else [])
+    command += ["--quiet"] if args.quiet else []
     with open(output, "ab") as out:
         child = subprocess.Popen(
             command,
@@ -341,6 +362,8 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
         if read_status(settings.mirror_dir).pid == child.pid:
             break
         time.sleep(0.05)
+    if args.quiet:
+        return 0
     print(f"cas-sync: syncing in the background, pid {child.pid}")
     print(f"  status log  {log_path(settings.mirror_dir)}")
     print(f"  output      {output}")

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from casconsole.errors import SettingsError
+from casconsole.redact import redact_value
 from casconsole.settings.schema import SCHEMA, Invalid
 
 LAYERS = ("default", "system", "user", "file", "env", "cli")
@@ -99,6 +100,12 @@ class Settings:
     server_host: str
     server_port: int
     private_channels: list[str]
+    public_url: str | None
+    client_channels: list[str]
+    client_default_channels: list[str]
+    client_channel_alias: str | None
+    client_ssl_verify: bool | str
+    client_proxy_servers: dict[str, str] | None
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
 
@@ -125,11 +132,13 @@ class Settings:
         return {key: getattr(self, key) for key in SCHEMA}
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it."""
+        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it; URL
+        passwords and channel tokens hidden."""
         out = {}
         for key, value in self.as_dict().items():
             origin = self.origins[key]
-            out[key] = {"value": _jsonable(value), "layer": origin.layer, "source": origin.source}
+            shown = redact_value(_jsonable(value))
+            out[key] = {"value": shown, "layer": origin.layer, "source": origin.source}
         return out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Any
 
 import platformdirs
 
-from casconsole.layout import KNOWN_SUBDIRS, machine_subdir
+from casconsole.layout import KNOWN_SUBDIRS, channel_name_problem, machine_subdir
+from casconsole.redact import redact_url
 from casconsole.settings.proxy import Proxy, ProxyError
 
 
@@ -122,6 +125,120 @@ def _remote_url(v: Any) -> str:
     return url
 
 
+# ---------------------------------------------------------------- what clients are told (.condarc)
+
+
+def _url(v: Any, schemes: tuple[str, ...], what: str = "") -> str:
+    """A URL of one of `schemes`, with a host (file: a path), no query or fragment; no trailing /."""
+    url = _str(v).rstrip("/")
+    what = f"{what} " if what else ""
+    shown = redact_url(url)  # a message may be shown anywhere: no password or token in it
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise Invalid(f"{what}{shown!r} is not a URL ({exc})") from None
+    if parts.scheme not in schemes:
+        starts = " or ".join(f"{s}://" for s in schemes)
+        raise Invalid(f"{what}{shown!r}: expected a URL starting with {starts}")
+    if parts.scheme != "file" and not parts.hostname:
+        raise Invalid(f"{what}{shown!r} names no host")
+    if parts.query or parts.fragment or any(c.isspace() for c in url):
+        raise Invalid(f"{what}{shown!r}: expected no query, fragment or space")
+    return url
+
+
+def _public_url(v: Any) -> str | None:
+    if _opt_str(v) is None:
+        return None
+    url = _url(v, ("http", "https"))
+    if urllib.parse.urlsplit(url).username is not None:
+        raise Invalid(f"{redact_url(url)!r}: put no user or password in it: every client sees it")
+    return url
+
+
+CLIENT_URL_SCHEMES = ("http", "https", "file")
+
+
+def _client_channel(entry: str, allow_defaults: bool) -> str:
+    """A channel of the clients' list: `defaults`, a URL, or the name of a channel of the mirror."""
+    if entry == "defaults":
+        if not allow_defaults:
+            raise Invalid("'defaults' cannot be one of the default channels")
+        return entry
+    if "://" in entry:
+        return _url(entry, CLIENT_URL_SCHEMES, "channel")
+    problem = channel_name_problem(entry)
+    if problem is not None or ":" in entry or any(c.isspace() for c in entry):
+        raise Invalid(f"{entry!r} is neither a channel of the mirror (a folder name), 'defaults' nor a URL")
+    return entry
+
+
+def _client_channel_list(allow_defaults: bool) -> Callable[[Any], list[str]]:
+    def check(v: Any) -> list[str]:
+        entries = [_client_channel(e, allow_defaults) for e in _str_list(v)]
+        seen = set()
+        for entry in entries:
+            if entry in seen:
+                raise Invalid(f"{redact_url(entry)!r} is listed twice")
+            seen.add(entry)
+        return entries
+
+    return check
+
+
+def _client_channel_alias(v: Any) -> str | None:
+    return None if _opt_str(v) is None else _url(v, CLIENT_URL_SCHEMES)
+
+
+def _client_ssl_verify(v: Any) -> bool | str:
+    # a CA bundle path on the clients' machines: not looked for here
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip():
+        return v.strip()
+    raise Invalid(f"expected true, false or the path of a CA bundle on the clients, got {_show(v)}")
+
+
+_PROXY_KEY = re.compile(r"^(?:[a-z][a-z0-9+.-]*)(?:://[^\s/=]+)?$")
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def _client_proxy_servers(v: Any) -> dict[str, str] | None:
+    """conda's `proxy_servers`: {http: URL, https: URL} (or `scheme://host` keys). Also read as
+    KEY=URL items (variables and flags), or one URL for both http and https."""
+    if v is None or v == "" or v == [] or v == {}:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        items = _str_list(v)
+        pairs = [_proxy_pair(item) for item in items]
+        if len(items) == 1 and pairs[0] is None:
+            return {"http": _proxy_url(items[0]), "https": _proxy_url(items[0])}
+        bad = [item for item, pair in zip(items, pairs) if pair is None]
+        if bad:
+            raise Invalid(f"expected KEY=URL (e.g. https=http://proxy:3128), got {redact_url(bad[0])!r}")
+        v = dict(p for p in pairs if p is not None)
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(u, str) for k, u in v.items()):
+        raise Invalid(f"expected a mapping of scheme: proxy URL, got {_show(redact_url(str(v)))}")
+    servers = {}
+    for key, url in v.items():
+        if not _PROXY_KEY.match(key.strip()):
+            raise Invalid(f"{key!r} is not a scheme (http, https) or scheme://host")
+        servers[key.strip()] = _proxy_url(url)
+    return servers
+
+
+def _proxy_pair(item: str) -> tuple[str, str] | None:
+    key, sep, url = item.partition("=")
+    return (key.strip(), url.strip()) if sep and _PROXY_KEY.match(key.strip()) else None
+
+
+def _proxy_url(v: Any) -> str:
+    return _url(v, PROXY_SCHEMES, "proxy")
+
+
 def _show(v: Any) -> str:
     kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "a mapping", type(None): "nothing"}  # fmt: skip
@@ -166,6 +283,20 @@ SCHEMA: dict[str, Key] = {
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),
         Key("private_channels", _str_list, list, "channels served only under /t/<token>/", "list"),
+        Key("public_url", _public_url, lambda: None,
+            "how users reach the mirror, e.g. https://conda.example.org (none: http://server_host:server_port)",
+            "str"),
+        Key("client_channels", _client_channel_list(True), list,
+            "the clients' channels in order: mirror channels by name, URLs, defaults (none: all public)",
+            "list"),
+        Key("client_default_channels", _client_channel_list(False), list,
+            "what 'defaults' means to clients (none: the mirrored channel)", "list"),
+        Key("client_channel_alias", _client_channel_alias, lambda: None,
+            "where clients look up bare channel names (none: public_url)", "str"),
+        Key("client_ssl_verify", _client_ssl_verify, lambda: True,
+            "the clients' ssl_verify: true, false or a CA bundle path on the clients", "ssl"),
+        Key("client_proxy_servers", _client_proxy_servers, lambda: None,
+            "the clients' proxy_servers: {http: URL, https: URL}, KEY=URL items, or one URL", "list"),
     ]
 }  # fmt: skip
 

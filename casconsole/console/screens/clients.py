@@ -1,62 +1,32 @@
-"""Clients: the `.condarc` the mirror's users should use; channel order editable, written on request."""
+"""Clients: the `.condarc` the mirror's users should use, as `cas-server --condarc` prints it.
+
+It starts from the settings (`public_url`, `client_channels` and the other `client_*` keys); the
+channel order, the URL and `ssl_verify` can be changed here, saved back to a settings file (so
+`cas-server --condarc` says the same), and the file written for the clients.
+"""
 
 from __future__ import annotations
 
-import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.syntax import Syntax
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
 from casconsole.console.screens.base import ConsoleScreen, describe_error
-from casconsole.console.screens.dialogs import MessageDialog, PathDialog
+from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
 from casconsole.fsutil import atomic_write_bytes
-from casconsole.layout import find_channels
+from casconsole.redact import redact_url
+from casconsole.serve.condarc import ClientChannel, Condarc, base_url_of
+from casconsole.settings import LAYERS, SettingsError, preview_write, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
-
-@dataclass
-class ClientChannel:
-    name: str
-    use: bool = True
-    private: bool = False
-
-
-def default_base_url(host: str, port: int) -> str:
-    """Where clients reach the server: a wildcard address is this machine's name."""
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.getfqdn() or "localhost"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def condarc_text(base_url: str, channels: list[ClientChannel], ssl_verify: bool | str, mirrored: str) -> str:
-    """The client settings, channels in the order given; private ones through a token."""
-    base = base_url.rstrip("/")
-
-    def url(c: ClientChannel) -> str:
-        return f"{base}/t/<TOKEN>/{c.name}" if c.private else f"{base}/{c.name}"
-
-    used = [c for c in channels if c.use]
-    lines = [f"# conda settings for the users of the casconsole mirror at {base}", "channels:"]
-    lines += [f"  - {url(c)}" + ("  # private: put your token in" if c.private else "") for c in used]
-    if not used:
-        lines[-1] = "channels: []"
-    lines += [
-        "# 'defaults' means the mirror too, never the internet",
-        "default_channels:",
-        f"  - {base}/{mirrored}",
-        f"channel_alias: {base}",
-        f"ssl_verify: {str(ssl_verify).lower() if isinstance(ssl_verify, bool) else ssl_verify}",
-    ]
-    return "\n".join(lines) + "\n"
+# the keys a save from this screen may write
+CLIENT_KEYS = ("public_url", "client_channels", "client_ssl_verify")
 
 
 class ClientsScreen(ConsoleScreen):
@@ -66,43 +36,48 @@ class ClientsScreen(ConsoleScreen):
     TITLE_TEXT = "Clients"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_channel", "use"),
-        Binding("K,shift+up", "move(-1)", "move up", key_display="K"),
-        Binding("J,shift+down", "move(1)", "move down", key_display="J"),
+        Binding("K,shift+up", "move(-1)", "up", key_display="K"),
+        Binding("J,shift+down", "move(1)", "down", key_display="J"),
         Binding("v", "ssl_verify", "ssl_verify"),
         Binding("e", "edit_url", "edit URL"),
+        Binding("s", "save_settings", "save"),
         Binding("ctrl+s", "write", "write file"),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
         ("Write .condarc", "Write the clients' .condarc to a file", "write"),
+        ("Save the clients' settings", "Save the channel order, URL and ssl_verify", "save_settings"),
     ]
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="clients-bar"):
-            yield Static("server URL ", id="clients-url-label")
+            yield Static("public URL ", id="clients-url-label")
             yield Input(id="clients-url", compact=True)
         yield VirtualTable(id="clients-table", empty_text="no channel under mirror_dir yet", sortable=False)
-        yield Static(id="clients-preview")
+        with VerticalScroll(id="clients-preview-box"):  # a long file scrolls (tab to it)
+            yield Static(id="clients-preview")
 
     def on_mount(self) -> None:
         super().on_mount()
-        settings = self.state.settings
-        self.channels: list[ClientChannel] = []
-        self.ssl_verify: bool | str = True
-        self.base_url = default_base_url(settings.server_host, settings.server_port)
-        self.query_one("#clients-url", Input).value = self.base_url
         self.table = self.query_one("#clients-table", VirtualTable)
+        self.condarc = self.from_settings()
+        self.query_one("#clients-url", Input).value = self.condarc.base_url
         self.table.focus()
 
+    def from_settings(self) -> Condarc:
+        return Condarc.from_settings(self.state.settings)
+
     def refresh_state(self) -> None:
-        settings = self.state.settings
-        known = {c.name for c in self.channels}
-        found = [p.name for p in find_channels(settings.mirror_dir)]
-        for name in [settings.channel_name, *found, *settings.private_channels]:
-            if name not in known:
-                private = name in settings.private_channels
-                self.channels.append(ClientChannel(name, use=not private, private=private))
-                known.add(name)
+        """Channel folders made since the screen was built join the list, unused."""
+        known = {c.entry for c in self.condarc.channels}
+        fresh = self.from_settings()
+        for channel in fresh.channels:
+            if channel.entry not in known:
+                self.condarc.channels.append(ClientChannel(channel.entry, use=False, private=channel.private))
         self.show()
+
+    @property
+    def channels(self) -> list[ClientChannel]:
+        return self.condarc.channels
 
     def show(self) -> None:
         channels = self.channels
@@ -113,25 +88,34 @@ class ClientsScreen(ConsoleScreen):
                 lambda i: "[x]" if channels[i].use else "[ ]",
                 lambda i: "good" if channels[i].use else "dim",
             ),
-            Column("channel", 16, lambda i: channels[i].name + (" (private)" if channels[i].private else "")),
-            Column("URL", 30, lambda i: self.url_of(channels[i]), flex=True),
+            Column("channel", 16, lambda i: self.label(channels[i])),
+            Column("URL", 30, lambda i: redact_url(self.condarc.url(channels[i].entry)), flex=True),
         ]
         position = self.table.cursor
+        self.table.styles.height = max(2, len(channels) + 1)  # the rest is the file's
         self.table.set_data(columns, len(channels))
         self.table.cursor = position
         self.show_preview()
 
-    def url_of(self, channel: ClientChannel) -> str:
-        base = self.base_url.rstrip("/")
-        return f"{base}/t/<TOKEN>/{channel.name}" if channel.private else f"{base}/{channel.name}"
+    @staticmethod
+    def label(channel: ClientChannel) -> str:
+        if channel.private:
+            return f"{channel.entry} (private)"
+        if channel.of_mirror or channel.entry == "defaults":
+            return channel.entry
+        return channel.entry.rstrip("/").rsplit("/", 1)[-1] + " (URL)"  # a channel elsewhere
 
     def text(self) -> str:
-        return condarc_text(self.base_url, self.channels, self.ssl_verify, self.state.settings.channel_name)
+        """The whole file, secrets included: what is written for the clients."""
+        return self.condarc.text()
 
     def show_preview(self) -> None:
+        shown = self.condarc.text(hide_secrets=True)
         self.query_one("#clients-preview", Static).update(
-            Syntax(self.text(), "yaml", theme="ansi_dark", background_color="default")
+            Syntax(shown, "yaml", theme="ansi_dark", background_color="default")
         )
+
+    # ---------------------------------------------------------------- editing
 
     def action_toggle_channel(self) -> None:
         index = self.table.cursor_index
@@ -149,7 +133,8 @@ class ClientsScreen(ConsoleScreen):
         self.table.cursor = index + step
 
     def action_ssl_verify(self) -> None:
-        self.ssl_verify = not self.ssl_verify if isinstance(self.ssl_verify, bool) else True
+        verify = self.condarc.ssl_verify
+        self.condarc.ssl_verify = not verify if isinstance(verify, bool) else True
         self.show_preview()
 
     def action_edit_url(self) -> None:
@@ -157,8 +142,10 @@ class ClientsScreen(ConsoleScreen):
 
     @on(Input.Changed, "#clients-url")
     def url_changed(self, event: Input.Changed) -> None:
-        self.base_url = event.value.strip() or self.base_url
-        if self.is_mounted and hasattr(self, "table"):
+        if not hasattr(self, "condarc"):
+            return
+        self.condarc.base_url = event.value.strip().rstrip("/") or self.condarc.base_url
+        if self.is_mounted:
             self.table.refresh()
             self.show_preview()
 
@@ -170,13 +157,93 @@ class ClientsScreen(ConsoleScreen):
         if self.focused is not self.table:
             self.table.focus()
 
+    # ---------------------------------------------------------------- saving the settings
+
+    def updates(self) -> dict[str, Any]:
+        """The client keys whose value on screen differs from what the settings give."""
+        settings = self.state.settings
+        given = self.from_settings()
+        updates: dict[str, Any] = {}
+        if self.condarc.base_url != base_url_of(settings):
+            updates["public_url"] = self.condarc.base_url
+        order = [c.entry for c in self.condarc.used]
+        if order != [c.entry for c in given.used]:
+            updates["client_channels"] = order
+        if self.condarc.ssl_verify != given.ssl_verify:
+            updates["client_ssl_verify"] = self.condarc.ssl_verify
+        return updates
+
+    def preview_save(self, layer: str, path: Path):
+        from casconsole.console.session import SaveTarget
+
+        updates = self.updates()
+        old, new = preview_write(path, updates)
+        origins = self.state.saved.origins
+        overridden = [
+            f"{key} is set by {origins[key]}, which is above the {layer} file"
+            for key in updates
+            if key in origins and LAYERS.index(origins[key].layer) > LAYERS.index(layer)
+        ]
+        return SaveTarget(layer, path, updates, old, new, overridden)
+
+    def action_save_settings(self) -> None:
+        if not self.updates():
+            self.notify("The settings already say what this screen shows", title="Clients")
+            return
+        self.app.push_screen(
+            SaveDialog(
+                self.state,
+                preview=self.preview_save,
+                title="Save the clients' settings",
+                effect="the clients' .condarc",
+            ),
+            self.save_to,
+        )
+
+    def save_to(self, target) -> None:
+        if target is None:
+            return
+        try:
+            write_settings(target.path, target.updates)
+        except (SettingsError, OSError) as exc:
+            self.app.push_screen(MessageDialog("The settings were not saved", describe_error(exc)))
+            return
+        before = self.state.saved.as_dict()
+        self.state.reload()  # unsaved Plan toggles are kept
+        after = self.state.saved.as_dict()
+        if any(before[k] != after[k] for k in before if k not in CLIENT_KEYS):
+            self.console.reload_plan()  # the files changed other keys meanwhile
+        self.notify(f"Saved to {target.path}", title="Clients", timeout=5)
+
+    # ---------------------------------------------------------------- writing the file
+
     def action_write(self) -> None:
-        default = self.state.settings.mirror_dir / "condarc"
-        note = "Copy it to ~/.condarc on each client (or <conda root>/.condarc for every user)."
+        mirror = self.state.settings.mirror_dir
+        if self.has_secrets():
+            default = Path.home() / "condarc"
+            note = (
+                "It holds secrets (a token or a proxy password): keep it out of the mirror folder, "
+                "which cas-server serves. Copy it to ~/.condarc on each client."
+            )
+        else:
+            default = mirror / "condarc"
+            note = "Copy it to ~/.condarc on each client (or <conda root>/.condarc for every user)."
         self.app.push_screen(PathDialog("Write the clients' .condarc to", default, note), self.write_to)
+
+    def has_secrets(self) -> bool:
+        return self.condarc.text(hide_secrets=True) != self.text()
 
     def write_to(self, path: Path | None) -> None:
         if path is None:
+            return
+        if self.has_secrets() and _inside(path, self.state.settings.mirror_dir):
+            self.app.push_screen(
+                MessageDialog(
+                    "The .condarc was not written",
+                    f"{path} is inside the mirror folder, which cas-server serves to anyone, and the "
+                    "file holds secrets (a token or a proxy password). Choose a place outside it.",
+                )
+            )
             return
         try:
             atomic_write_bytes(path, self.text().encode("utf-8"))
@@ -184,3 +251,10 @@ class ClientsScreen(ConsoleScreen):
             self.app.push_screen(MessageDialog("The .condarc was not written", describe_error(exc)))
             return
         self.notify(f"Written to {path}", title=".condarc", timeout=5)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False

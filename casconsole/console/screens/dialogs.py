@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -12,6 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from casconsole.redact import redact_url
 from casconsole.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -94,16 +96,25 @@ class SaveDialog(ModalScreen["SaveTarget | None"]):
         Binding("n,escape", "cancel", "cancel"),
     ]
 
-    def __init__(self, state: ConsoleState):
+    def __init__(
+        self,
+        state: ConsoleState,
+        preview: Callable[[str, Path], SaveTarget] | None = None,
+        title: str = "Save settings",
+        effect: str = "the plan",
+    ):
         super().__init__(classes="dialog -save")
         self.state = state
+        self.preview = preview or state.preview_save  # what a save to (layer, path) would change
+        self.title_text = title
+        self.effect = effect  # what a save to a file under a higher layer leaves unchanged
         self.targets = state.save_targets()
         self.choice = 0
         self.target: SaveTarget | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Label("Save settings", classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title")
             yield Static(id="target")
             with VerticalScroll(classes="dialog-body"):
                 yield Static(id="diff")
@@ -120,7 +131,7 @@ class SaveDialog(ModalScreen["SaveTarget | None"]):
         header.append(f"{layer} file: ", "bold")
         header.append(str(path))
         try:
-            self.target = self.state.preview_save(layer, path)
+            self.target = self.preview(layer, path)
         except (SettingsError, OSError) as exc:
             self.target = None
             header.append(f"\ncannot write here: {exc}", "bold red")
@@ -128,11 +139,12 @@ class SaveDialog(ModalScreen["SaveTarget | None"]):
             self.query_one("#diff", Static).update("")
             return
         for warning in self.target.overridden:
-            header.append(f"\n! {warning}: saving here will not change the plan", "bold yellow")
+            header.append(f"\n! {warning}: saving here will not change {self.effect}", "bold yellow")
         if self.target.old_text == "" and not path.exists():
             header.append("\n(a new file)", "italic")
         self.query_one("#target", Static).update(header)
-        diff = unified_diff(self.target.old_text, self.target.new_text, path)
+        # shown, not written: a token or password in the file stays off the screen
+        diff = redact_url(unified_diff(self.target.old_text, self.target.new_text, path))
         self.query_one("#diff", Static).update(diff_text(diff) if diff else Text("no change"))
 
     def action_next_target(self) -> None:
