@@ -127,11 +127,11 @@ def write_channel(root: Path, pkgs: list[Pkg], subdirs=("linux-64", "noarch")) -
 
 # ---------------------------------------------------------------- the demo channel
 
-# the fake python runs the machine's python 3 on the prefix's site-packages: enough for entry points
-PYTHON_WRAPPER = b"""#!/bin/sh
-here=${0%/*}
-PYTHONPATH=$here/../lib/python3.12/site-packages exec python3 "$@"
-"""
+# the fake python runs the tests' own python on the prefix's site-packages: enough for entry points
+PYTHON_WRAPPER = f"""#!/bin/sh
+here=${{0%/*}}
+PYTHONPATH=$here/../lib/python3.12/site-packages exec {sys.executable} "$@"
+""".encode()
 
 
 def libdemo_so() -> bytes:
@@ -271,6 +271,8 @@ def conda_replace(data: bytes, placeholder: str, prefix: str, mode: str, limit: 
 def cas_installer(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
     """`cas-installer ARGS` in a subprocess, without a terminal."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
+    base["CAS_MIRROR_SYSTEM_CONFIG"] = "/nonexistent/cas-mirror-system"  # never the developer's
+    base["CAS_MIRROR_USER_CONFIG"] = "/nonexistent/cas-mirror-user"
     base.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "casconsole.cli.installer", *args],
@@ -285,6 +287,12 @@ def run_installer(installer: Path, *args: str, stdin: str = "", shell: str = "ba
         ["env", "-i", *extra, shell, str(installer), *args],
         input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def run_program(program: Path, env: dict | None = None):
+    """`env -i PROGRAM`: run through its #! line, in a clean environment."""
+    extra = [f"{k}={v}" for k, v in (env or {}).items()]
+    return subprocess.run(["env", "-i", *extra, str(program)], capture_output=True, text=True, timeout=60)
 
 
 def tree(root: Path) -> dict[str, bytes | str]:

@@ -311,21 +311,22 @@ cas_field_of() {  # a string field of a conda-meta JSON file: $1 the file, $2 th
 }
 
 cas_remove() {  # remove the files listed in $1 from the prefix, then the folders left empty
+    cas_list=$1
     set --
     while IFS= read -r cas_line; do
         set -- "$@" "$cas_prefix/$cas_line"
         if [ $# -ge 200 ]; then rm -f -- "$@" || return 1; set --; fi
-    done < "$1"
+    done < "$cas_list"
     [ $# -eq 0 ] || rm -f -- "$@" || return 1
     while IFS= read -r cas_line; do
         while :; do
             case $cas_line in */*) cas_line=${cas_line%/*} ;; *) break ;; esac
             printf '%s\n' "$cas_prefix/$cas_line"
         done
-    done < "$1" | sort -r -u > "$1.dirs"
+    done < "$cas_list" | sort -r -u > "$cas_list.dirs"
     while IFS= read -r cas_line; do
         rmdir "$cas_line" 2>/dev/null
-    done < "$1.dirs"
+    done < "$cas_list.dirs"
     return 0
 }
 
