@@ -269,13 +269,13 @@ def conda_replace(data: bytes, placeholder: str, prefix: str, mode: str, limit: 
 
 
 def cas_installer(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
-    """`cas-installer ARGS` in a subprocess, without a terminal."""
+    """`cas-installer ARGS` (the installed command) in a subprocess, without a terminal."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
     base["CAS_MIRROR_SYSTEM_CONFIG"] = "/nonexistent/cas-mirror-system"  # never the developer's
     base["CAS_MIRROR_USER_CONFIG"] = "/nonexistent/cas-mirror-user"
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "casconsole.cli.installer", *args],
+        [str(Path(sys.executable).with_name("cas-installer")), *args],
         capture_output=True, text=True, cwd=cwd, env=base, timeout=timeout,
     )  # fmt: skip
 

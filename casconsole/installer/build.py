@@ -113,11 +113,13 @@ def build_installer(
     cancel = cancel or threading.Event()
     policy = policy or NetworkPolicy()
     stats = InstallerStats()
+    created = not output_dir.exists()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{spec.file_name}.build-"))
     except OSError as exc:
         raise StorageError(f"{exc.filename or output_dir}: cannot write ({exc.strerror or exc})") from None
+    packed: list[Packed] = []
     try:
         channels = fetch_channels(
             spec, policy, channel_name, cancel=cancel, on_read=lambda c, s, n: sink(ChannelRead(c, s, n))
@@ -135,6 +137,9 @@ def build_installer(
         sink(InstallerWritten(str(target), stats.size, stats.sha256))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if created and stats.path is None:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()  # made for this build, which wrote nothing
     stats.packages = [p.chosen.stem for p in packed]
     stats.seconds = time.monotonic() - started
     return stats
