@@ -331,13 +331,16 @@ class Reporter:
         raise AttributeError(name)
 
 
-def rattler_would_do(channel_url: str, specs: list[str], prefix: Path, cache: Path, platform="linux-64"):
-    """What py-rattler, asked to install `specs` from the channel into `prefix`, does: the
+def rattler_would_do(
+    channels: str | list[str], specs: list[str], prefix: Path, cache: Path, platform="linux-64"
+):
+    """What py-rattler, asked to install `specs` from the channels into `prefix`, does: the
     operations it reports (none when the prefix already holds the solution)."""
+    urls = [channels] if isinstance(channels, str) else channels
 
     async def run():
         records = await rattler.solve(
-            [rattler.Channel(channel_url)], specs,
+            [rattler.Channel(url) for url in urls], specs,
             gateway=rattler.Gateway(cache_dir=cache / "repodata"),
             platforms=[platform, "noarch"], virtual_packages=[],
         )  # fmt: skip
