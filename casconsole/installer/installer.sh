@@ -274,9 +274,10 @@ cas_edit() {  # carry out the planned edits of one package (placeholders.py expl
         } > "$cas_f.cas-new" || cas_die "cannot write $cas_f.cas-new" 1
         chmod "$(printf '%o' $((0$cas_mode & ~0$cas_umask)))" "$cas_f.cas-new" &&
             mv -f "$cas_f.cas-new" "$cas_f" || cas_die "cannot replace $cas_f" 1
-        if [ "$cas_kind" = b ] && [ "$cas_platform" = osx-arm64 ] && [ -x /usr/bin/codesign ]; then
-            /usr/bin/codesign -s - -f "$cas_f" >/dev/null 2>&1  # arm64 macOS runs signed code only
-        fi
+        case $cas_kind:$cas_platform in
+            b:osx-*)  # a changed binary's signature no longer holds: sign it again, as rattler does
+                [ ! -x /usr/bin/codesign ] || /usr/bin/codesign -s - -f "$cas_f" >/dev/null 2>&1 ;;
+        esac
     done 5< "$1"
 }
 

@@ -71,7 +71,18 @@ def virtual_packages(platform: str, env: Mapping[str, str] | None = None) -> lis
     else:
         pairs += [("__osx", env.get("CONDA_OVERRIDE_OSX") or _BASELINE["osx"][1], "0")]
     pairs.append(("__archspec", "1", _ARCH.get(arch, arch)))
-    return [rattler.GenericVirtualPackage(rattler.PackageName(n), rattler.Version(v), b) for n, v, b in pairs]
+    from rattler.exceptions import InvalidVersionError
+
+    packages = []
+    for name, version, build in pairs:
+        try:
+            parsed = rattler.Version(version)
+        except InvalidVersionError:
+            raise InstallerError(f"{name}: {version!r} is not a version (from CONDA_OVERRIDE_*)") from None
+        packages.append(
+            rattler.GenericVirtualPackage(rattler.PackageName(name), parsed, rattler.BuildString(build))
+        )
+    return packages
 
 
 def solve(spec: InstallerSpec, channels: list[ChannelData], workdir: Path) -> list[Chosen]:
