@@ -17,6 +17,7 @@ from test_installer_support import (
     cas_installer,
     conda_replace,
     demo_packages,
+    rattler_install,
     rattler_would_do,
     run_installer,
     run_program,
@@ -303,3 +304,28 @@ def test_help_and_bad_options(installer):
     assert result.returncode == 2 and "usage:" in result.stderr
     result = run_installer(installer, "-b", "extra")
     assert result.returncode == 2 and "unexpected argument: extra" in result.stderr
+
+
+def test_the_prefix_is_the_one_rattler_itself_installs(installer, channel, tmp_path):
+    """py-rattler's own installer, from the same channel, into a prefix of the same length: the
+    same files with the same bytes (but the prefix; rattler indents entry points with tabs)."""
+    ours, theirs = tmp_path / "ours", tmp_path / "them"
+    assert run_installer(installer, "-b", "-p", str(ours)).returncode == 0
+    rattler_install([channel.as_uri()], SPECS, theirs, tmp_path / "cache", "linux-64")
+    skip = ("CACHEDIR.TAG", ".messages.txt", "done", "share/demo-tool/post-linked")  # not packages' files
+    mine = {k: v for k, v in installed_payload(ours).items() if not k.startswith(skip)}
+    rattler_s = {
+        k: v.replace(str(theirs).encode(), str(ours).encode()) if isinstance(v, bytes) else v
+        for k, v in installed_payload(theirs).items()
+        if not k.startswith(skip)
+    }
+    rattler_s["bin/conda"] = rattler_s["bin/conda"].replace(b"\n\t", b"\n    ")
+    # one known difference: a placeholder with no NUL after it before the end of the file is
+    # left as it is by conda (and by us), and replaced by rattler
+    tail = mine["lib/libdemo.so.1.0"].rindex(b"tail ")
+    assert mine["lib/libdemo.so.1.0"][tail:] == b"tail " + PH.encode()
+    assert rattler_s["lib/libdemo.so.1.0"][tail:].rstrip(b"\0") == b"tail " + str(ours).encode()
+    rattler_s["lib/libdemo.so.1.0"] = (
+        rattler_s["lib/libdemo.so.1.0"][:tail] + mine["lib/libdemo.so.1.0"][tail:]
+    )
+    assert mine == rattler_s

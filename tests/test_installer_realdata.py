@@ -5,7 +5,6 @@ link on linux, with conda's replacement of the archive's files)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ from test_installer_support import (
     Pkg,
     cas_installer,
     conda_replace,
+    rattler_install,
     rattler_would_do,
     run_installer,
     tree,
@@ -27,20 +27,6 @@ from test_installer_support import (
 from casconsole.conda.archive import PackageSpec
 
 pytestmark = pytest.mark.realdata
-
-
-def rattler_install(channels: list[str], specs: list[str], prefix: Path, cache: Path, platform: str) -> None:
-    async def run():
-        records = await rattler.solve(
-            [rattler.Channel(c) for c in channels], specs,
-            gateway=rattler.Gateway(cache_dir=cache / "repodata"), platforms=[platform, "noarch"],
-            virtual_packages=[],
-        )  # fmt: skip
-        await rattler.install(
-            records, prefix, cache_dir=cache / "pkgs", platform=rattler.Subdir(platform), show_progress=False
-        )
-
-    asyncio.run(run())
 
 
 def payload(prefix: Path) -> dict:

@@ -351,3 +351,19 @@ def rattler_would_do(
         return reporter.operations
 
     return asyncio.run(run())
+
+
+def rattler_install(channels: list[str], specs: list[str], prefix: Path, cache: Path, platform: str) -> None:
+    """py-rattler's own solve and install of `specs` into `prefix`."""
+
+    async def run():
+        records = await rattler.solve(
+            [rattler.Channel(c) for c in channels], specs,
+            gateway=rattler.Gateway(cache_dir=cache / "repodata"), platforms=[platform, "noarch"],
+            virtual_packages=[],
+        )  # fmt: skip
+        await rattler.install(
+            records, prefix, cache_dir=cache / "pkgs", platform=rattler.Subdir(platform), show_progress=False
+        )
+
+    asyncio.run(run())
