@@ -266,6 +266,7 @@ cas_edit() {  # carry out the planned edits of one package (placeholders.py expl
                         fi ;;
                     E) tail -c +$((cas_a + 1)) "$cas_f" ;;
                     P) printf '%s' "$cas_prefix" ;;
+                    B) printf '%s' "${cas_prefix##*/}" ;;
                     Z) head -c $((cas_a * (cas_b - cas_plen))) /dev/zero ;;
                     X) cat "$cas_work/lit/$cas_a" ;;
                     *) cas_die "bad edit list $1" 1 ;;

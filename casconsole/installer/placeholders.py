@@ -9,6 +9,7 @@ file's new content is written down as a list of operations the installer's `sh` 
 - `P`: the new prefix
 - `Z k L`: k × (L − len(prefix)) NUL bytes (the padding of a binary replacement)
 - `X name`: literal bytes kept in the payload (`lit/<name>`)
+- `B`: the prefix's last name (for a `#!` line shortened to `#!/usr/bin/env NAME`)
 
 The semantics are conda's (`conda/core/portability.py`), so a prefix looks the same whichever
 tool installed it:
@@ -31,7 +32,7 @@ SHEBANG_MAX = {"linux": 127, "osx": 512}
 # conda's: `#!`, spaces, the executable (an escaped space or no whitespace), the options
 _SHEBANG = re.compile(rb"#!(?:[ ]*)(/(?:\\ |[^ \n\r\t])*)(.*)")
 
-Op = tuple  # ("C", start, count) | ("E", start) | ("P",) | ("Z", k, L) | ("X", bytes)
+Op = tuple  # ("C", start, count) | ("E", start) | ("P",) | ("Z", k, L) | ("X", bytes) | ("B",)
 
 
 @dataclass
@@ -116,25 +117,35 @@ def _plan_text(path: str, data: bytes, ph: bytes, platform: str, mode: int) -> E
     line_end = len(data) if newline == -1 else newline
     match = _SHEBANG.fullmatch(data, 0, line_end)
     limit = SHEBANG_MAX["osx" if platform.startswith("osx") else "linux"]
-    if match is not None:
-        executable = match.group(1)
-        name_start = match.start(1) + executable.rfind(b"/") + 1
+    if match is not None and not re.search(rb"[ \t\r\n]", ph):
+        alt = _env_shebang(data, ph, match, line_end)
         count = len(find_all(data, ph, 0, line_end))
-        # the name after the last / must not hold (part of) a placeholder: it is kept as it is
-        in_name = [at for at in find_all(data, ph, 0, match.end(1)) if at + len(ph) > name_start]
-        if not in_name and b"/" in executable:
-            alt: list[Op] = [("X", b"#!/usr/bin/env " + data[name_start : match.end(1)])]
-            _replaced(alt, data, ph, match.start(2), line_end)
-            _replaced(alt, data, ph, line_end, len(data))
-            alt = _merge(_ends_open(alt, len(data)))
-            if count == 0:  # its length does not depend on the prefix: decide now
-                if line_end > limit:
-                    edit.ops = alt
-            else:
-                edit.alt_ops, edit.shebang_len, edit.shebang_count = alt, line_end, count
+        if count == 0:  # its length does not depend on the prefix: decide now
+            if line_end > limit:
+                edit.ops = alt
+        else:
+            edit.alt_ops, edit.shebang_len, edit.shebang_count = alt, line_end, count
     if edit.occurrences == 0 and not edit.alt_ops and edit.ops == [("E", 0)]:
         return None
     return edit
+
+
+def _env_shebang(data: bytes, ph: bytes, match: re.Match, line_end: int) -> list[Op]:
+    """The file with its first line as conda shortens it: `#!/usr/bin/env NAME OPTIONS`, NAME
+    being what follows the last / of the executable once the prefix is in (from the file, or,
+    when no / follows the last placeholder, the prefix's own last name: op `B`)."""
+    exe_start, exe_end = match.span(1)
+    last_end = max((at + len(ph) for at in find_all(data, ph, 0, exe_end)), default=exe_start)
+    slash = data.rfind(b"/", last_end, exe_end)
+    ops: list[Op]
+    if slash != -1:
+        ops = [("X", b"#!/usr/bin/env " + data[slash + 1 : exe_end])]
+    else:
+        ops = [("X", b"#!/usr/bin/env "), ("B",)]
+        _copy(ops, last_end, exe_end)
+    _replaced(ops, data, ph, match.start(2), line_end)
+    _replaced(ops, data, ph, line_end, len(data))
+    return _merge(_ends_open(ops, len(data)))
 
 
 def _ends_open(ops: list[Op], size: int) -> list[Op]:
@@ -199,6 +210,8 @@ def render(edit: Edit, data: bytes, prefix: str, platform: str) -> bytes:
             out += new
         elif kind == "Z":
             out += b"\0" * (op[1] * (op[2] - len(new)))
+        elif kind == "B":
+            out += new.rsplit(b"/", 1)[1]
         elif kind == "X":
             out += op[1]
     return bytes(out)
