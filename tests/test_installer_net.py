@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import time
 
 import rattler
 from test_installer_support import (
@@ -110,14 +111,18 @@ def test_downloads_that_fail_on_the_way_are_tried_again(tmp_path):
         assert not (tmp_path / "out2").exists()
 
 
-def test_the_payload_holds_gzip_tarballs_only(tmp_path):
-    """No .conda, zstd or bzip2 reaches the target: the shell needs tar and gzip only."""
+def test_the_payload_holds_gzip_tarballs_only_and_is_reproducible(tmp_path):
+    """No .conda, zstd or bzip2 reaches the target: the shell needs tar and gzip only. And the
+    same channel gives the same installer, byte for byte, whenever it is built."""
     channel = write_channel(tmp_path / "chan", demo_packages())
     (tmp_path / "a.yaml").write_text(
         f"name: a\nversion: 1\nchannels: [{channel}]\nspecs: [my_package, conda]\n"
     )
     assert cas_installer("a.yaml", "--output", "out", cwd=tmp_path).returncode == 0
     data = (tmp_path / "out/a-1-linux-64.sh").read_bytes()
+    time.sleep(1.1)  # into another second: no clock in the installer
+    assert cas_installer("a.yaml", "--output", "again", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "again/a-1-linux-64.sh").read_bytes() == data
     skip = int(data.split(b"cas_skip=", 1)[1].split()[0])
     payload = tmp_path / "payload.tar"
     payload.write_bytes(data[skip:])

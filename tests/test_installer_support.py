@@ -98,10 +98,13 @@ def build_package(directory: Path, pkg: Pkg) -> Path:
         return path
     cctx = zstandard.ZstdCompressor(level=3)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("metadata.json", b'{"conda_pkg_format_version": 2}')
-        zf.writestr(f"pkg-{spec.stem}.tar.zst", cctx.compress(_tar(payload, "w")))
-        zf.writestr(f"info-{spec.stem}.tar.zst", cctx.compress(_tar(info, "w")))
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # fixed dates: same bytes each time
+        for name, data in (
+            ("metadata.json", b'{"conda_pkg_format_version": 2}'),
+            (f"pkg-{spec.stem}.tar.zst", cctx.compress(_tar(payload, "w"))),
+            (f"info-{spec.stem}.tar.zst", cctx.compress(_tar(info, "w"))),
+        ):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2023, 11, 14, 0, 0, 0)), data)
     path.write_bytes(buf.getvalue())
     return path
 

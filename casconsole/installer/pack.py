@@ -16,6 +16,7 @@ zstd nor unzip, so each package's payload is written again as a gzip tarball. On
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -109,7 +110,11 @@ def pack_package(
     packer = _Packer(chosen, platform, relocate, placeholders, paths, cancel)
     tarball = out_dir / f"{index:04d}.tar.gz"
     try:
-        with tarfile.open(tarball, "w:gz", compresslevel=GZIP_LEVEL, format=tarfile.PAX_FORMAT) as out:
+        # the gzip header's time fixed too: the same packages give the same installer, byte for byte
+        with (
+            gzip.GzipFile(tarball, "wb", compresslevel=GZIP_LEVEL, mtime=EPOCH) as compressed,
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as out,
+        ):
             packer.copy_payload(taken.path, out)
             if is_python:
                 packer.add_entry_points(out, noarch.get("entry_points") or [], python)  # type: ignore[arg-type]
