@@ -10,6 +10,7 @@ solved, a channel that cannot be reached; 130 interrupted. Nothing is left half-
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         cancel.set()
         raise
-    _summary(stats, args.quiet)
+    try:
+        _summary(stats, args.quiet)
+    except BrokenPipeError:  # the reader went away (`| head`): the installer is written all the same
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -91,7 +95,7 @@ def _summary(stats: InstallerStats, quiet: bool) -> None:
         print(stats.path)
         return
     size = humanize.naturalsize(stats.size, format="%.1f")
-    print(f"{stats.path}: {len(stats.packages)} packages, {size}, sha256 {stats.sha256}")
+    print(f"{stats.path}: {_plural(len(stats.packages), 'package')}, {size}, sha256 {stats.sha256}")
     downloaded = humanize.naturalsize(stats.downloaded, format="%.1f")
     installed = humanize.naturalsize(stats.installed_bytes, format="%.1f")
     print(
@@ -101,15 +105,19 @@ def _summary(stats: InstallerStats, quiet: bool) -> None:
     print(f"  install with: sh {stats.path.name if stats.path else ''} -b -p PREFIX   (-h for the options)")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _describe(event: Event) -> str | None:
     if isinstance(event, ChannelRead):
-        return f"{event.channel}/{event.subdir}: {event.records} records"
+        return f"{event.channel}/{event.subdir}: {_plural(event.records, 'record')}"
     if isinstance(event, Solved):
         size = humanize.naturalsize(event.download_bytes, format="%.1f")
-        return f"solved: {event.packages} packages ({size})"
+        return f"solved: {_plural(event.packages, 'package')} ({size})"
     if isinstance(event, PackagePacked):
         edits = f", {event.edits} to relocate" if event.edits else ""
-        return f"[{event.done}/{event.total}] {event.fn}: {event.files} files{edits}"
+        return f"[{event.done}/{event.total}] {event.fn}: {_plural(event.files, 'file')}{edits}"
     return None
 
 
