@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,18 @@ def test_the_prefix_is_the_one_rattler_itself_installs(installer, channel, tmp_p
         rattler_s["lib/libdemo.so.1.0"][:tail] + mine["lib/libdemo.so.1.0"][tail:]
     )
     assert mine == rattler_s
+
+
+def test_the_script_passes_shellcheck(installer):
+    """shellcheck (where it is installed) finds nothing to warn of in the script, as sh, dash or bash."""
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed")
+    data = installer.read_bytes()
+    script = installer.with_name("script.sh")
+    script.write_bytes(data[: int(data.split(b"cas_skip=", 1)[1].split()[0])])
+    for shell in ("sh", "dash", "bash"):
+        result = subprocess.run(
+            [shellcheck, "-s", shell, "-S", "warning", str(script)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout

@@ -30,6 +30,7 @@ fi
 cas_name=@@NAME@@
 cas_version=@@VERSION@@
 cas_platform=@@PLATFORM@@
+# shellcheck disable=SC2088  # a ~ kept as typed: cas_expand gives it the target's $HOME
 cas_default_prefix=@@DEFAULT_PREFIX@@
 cas_count=@@COUNT@@
 cas_head=@@HEAD@@                  # bytes of the first two lines, outside the checksum
@@ -148,6 +149,7 @@ fi
 # ---------------------------------------------------------------- the prefix
 
 cas_expand() {  # a default prefix may start with ~ or $HOME
+    # shellcheck disable=SC2088,SC2016  # the patterns are the text as typed
     case $1 in
         '~' | '~/'* | '$HOME' | '$HOME/'* | '${HOME}' | '${HOME}/'*)
             [ -n "${HOME:-}" ] || cas_die "HOME is not set: give the prefix with -p PREFIX"
@@ -353,7 +355,7 @@ cas_unlink_others() {  # -u: remove the installed packages named $1 (other versi
 cas_post_link() {  # a package's own post-link script, as conda runs it
     cas_script=$cas_prefix/bin/.$1-post-link.sh
     [ -f "$cas_script" ] || return 0
-    cas_shell=sh
+    cas_shell='sh'
     command -v bash >/dev/null 2>&1 && cas_shell=bash
     PREFIX=$cas_prefix PKG_NAME=$1 PKG_VERSION=$2 PKG_BUILDNUM=$3 "$cas_shell" "$cas_script" \
         >> "$cas_prefix/.messages.txt" 2>&1 ||
