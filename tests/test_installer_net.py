@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import rattler
 from test_installer_support import (
@@ -136,3 +140,24 @@ def test_the_payload_holds_gzip_tarballs_only_and_is_reproducible(tmp_path):
                     assert all(not m.name.startswith("info/") for m in inner.getmembers())
         manifest = tar.extractfile("manifest").read().decode().splitlines()
     assert [line.split()[2] for line in manifest][-1] in ("my_package", "conda")
+
+
+def test_interrupted_during_a_download_leaves_nothing(tmp_path):
+    big = Pkg(PackageSpec("big", "1", "0", subdir="linux-64", files={"share/big.bin": os.urandom(3 << 20)}))
+    channel = write_channel(tmp_path / "upstream", [big])
+    with Upstream(channel) as upstream:
+        upstream.always("linux-64/big-1-0.conda", Fault.slow(200_000))  # 15 s for the file
+        (tmp_path / "a.yaml").write_text(f"name: a\nversion: 1\nchannels: [{upstream.url}]\nspecs: [big]\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
+        env.update(CAS_MIRROR_SYSTEM_CONFIG="/nonexistent/s", CAS_MIRROR_USER_CONFIG="/nonexistent/u")
+        command = [str(Path(sys.executable).with_name("cas-installer")), "a.yaml", "--output", "out"]
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not upstream.seen("linux-64/big-1-0.conda") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into the download
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 130, stderr
+    assert "cas-installer: interrupted" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
