@@ -16,6 +16,7 @@ zstd nor unzip, so each package's payload is written again as a gzip tarball. On
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -46,6 +47,7 @@ LEGACY_PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"  # conda's, for has_pref
 _BAD_NAME = re.compile(r'[\x00-\x1f\x7f"\\]')
 _ENTRY_POINT = re.compile(r"\s*([A-Za-z0-9_][A-Za-z0-9_.+-]*)\s*=\s*([\w.]+)\s*:\s*([\w.]+)\s*")
 _WORD = re.compile(r"[A-Za-z0-9_.+!-]+")
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES}  # the work folder's
 INFO_FILES = ("info/index.json", "info/paths.json", "info/has_prefix", "info/files", "info/link.json")
 
 
@@ -118,13 +120,11 @@ def pack_package(
             packer.copy_payload(taken.path, out)
             if is_python:
                 packer.add_entry_points(out, noarch.get("entry_points") or [], python)  # type: ignore[arg-type]
-    except ArchiveError:
-        raise
     except (
         OSError, EOFError, tarfile.TarError, LookupError, ValueError, AssertionError, zipfile.BadZipFile,
         *_STREAM_ZSTD_ERRORS,
     ) as exc:  # fmt: skip
-        if isinstance(exc, OSError) and exc.filename == str(tarball):
+        if isinstance(exc, OSError) and (exc.filename == str(tarball) or exc.errno in _WRITE_ERRORS):
             raise PackageError(f"{tarball}: cannot write ({exc.strerror})") from None
         raise PackageError(f"{chosen.fn}: not a readable conda package ({exc})") from None
     meta = _conda_meta(chosen, taken, packer, requested)
