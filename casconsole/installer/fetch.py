@@ -127,7 +127,7 @@ def _download_once(
                 raise _Again(f"{where}: HTTP {response.status_code}")
             if response.status_code != 200:
                 raise PackageError(f"{where}: HTTP {response.status_code}")
-            for chunk in response.iter_raw(CHUNK):
+            for chunk in response.iter_raw():  # as it comes: a cancel is seen within a read
                 if cancel.is_set():
                     raise Cancelled
                 out.write(chunk)
