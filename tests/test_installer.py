@@ -164,15 +164,16 @@ def test_conda_meta_is_read_back_by_rattler_which_finds_nothing_to_do(installer,
     assert rattler_would_do(channel.as_uri(), [*SPECS, "demo-tool ==1.0"], prefix, cache)
 
 
-def test_runs_under_dash_and_a_busybox_only_system(installer, tmp_path):
-    reference = tmp_path / "bash"
-    assert run_installer(installer, "-b", "-p", str(reference)).returncode == 0
+def test_runs_under_dash(installer, tmp_path):
     dash = tmp_path / "dash"
     assert run_installer(installer, "-b", "-p", str(dash), shell="dash").returncode == 0
     assert installed_payload(dash) == expected_files(dash)
+
+
+def test_runs_on_a_busybox_only_system(installer, tmp_path):
     busybox = shutil.which("busybox")
     if busybox is None:
-        pytest.skip("busybox is not installed: the dash run above passed")
+        pytest.skip("busybox is not installed")
     tools = tmp_path / "busybox-bin"  # every command the installer may call is busybox's own
     tools.mkdir()
     for applet in ("sh", "tar", "gzip", "cat", "chmod", "date", "head", "mkdir", "mv", "rm", "rmdir", "sort",
