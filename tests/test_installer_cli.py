@@ -78,6 +78,10 @@ def test_yaml_values_are_read_as_typed(tmp_path):
             "a.yaml:5: license_file: ",
         ),
         ("- just a list\n", "a.yaml:1: expected a mapping"),
+        (
+            "name: a\nversion: 1\nchannels: [x]\nspecs: [python]\ndefault_prefix: /opt/my env\n",
+            "a.yaml:5: default",
+        ),
     ],
 )
 def test_bad_yaml_is_refused_with_its_line(tmp_path, text, message):

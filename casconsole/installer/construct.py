@@ -174,6 +174,10 @@ class _Reader:
             return text
         if not text.strip() or "\n" in text or _CONTROL.search(text):
             self.problem(line, f"{key}: expected a path on one line, got {text!r}")
+        elif key == "default_prefix" and re.search(r"\s", text.strip()):
+            self.problem(
+                line, f"default_prefix: {text!r} holds a space (the installer refuses such prefixes)"
+            )
         return text.strip()
 
     def _string_list(self, key: str, node: yaml.Node, line: int) -> list[str]:
