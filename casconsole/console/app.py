@@ -27,6 +27,7 @@ from casconsole.console.screens.config import ConfigScreen
 from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
 from casconsole.console.screens.help import HelpScreen
 from casconsole.console.screens.index import IndexScreen
+from casconsole.console.screens.installers import InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
 from casconsole.console.screens.sync import SyncScreen
@@ -41,6 +42,7 @@ SCREENS_BY_MODE = {
     "channels": ChannelsScreen,
     "index": IndexScreen,
     "clients": ClientsScreen,
+    "installers": InstallersScreen,
 }
 
 # worker groups whose failure opens a dialog rather than a notification
@@ -56,7 +58,12 @@ class CasConsole(App):
     SCREENS_BY_MODE = SCREENS_BY_MODE
     BINDINGS: ClassVar[list[BindingType]] = [
         *(
-            Binding(str(n), f"show('{mode}')", screen.TITLE_TEXT, id=f"nav.{mode}")
+            Binding(
+                str(n),
+                f"show('{mode}')",
+                getattr(screen, "NAV_TEXT", "") or screen.TITLE_TEXT,
+                id=f"nav.{mode}",
+            )
             for n, (mode, screen) in enumerate(SCREENS_BY_MODE.items(), 1)
         ),
         Binding("question_mark,f1", "help", "help", key_display="?", id="nav.help"),
