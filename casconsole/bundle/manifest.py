@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from casconsole.bundle.paths import PathProblem, check_path
-from casconsole.bundle.signing import verify
+from casconsole.bundle.signing import load_public_key, verify
 from casconsole.bundle.state import BundleError, Digest, Sha256, Size, now_text
 from casconsole.bundle.volumes import MAX_VOLUMES, MIN_VOLUME_SIZE, VOLUME_NAME, volume_name
 from casconsole.errors import os_error_message
@@ -183,6 +183,8 @@ def open_bundle(folder: Path, trusted_key: Path | None = None) -> Bundle:
     The signature is checked over the manifest's bytes before they are parsed."""
     folder = Path(folder)
     path = folder / MANIFEST
+    if trusted_key is not None:
+        load_public_key(trusted_key)  # a setting that cannot be used is told first
     if not folder.is_dir():
         raise BundleError(f"{folder}: no such folder")
     try:
