@@ -86,3 +86,30 @@ class Counts:
         if self.index:
             out += f" (with {self.index:,} index file{'s' if self.index != 1 else ''})"
         return out
+
+
+NEW, CHANGED, DELETED = "new", "changed", "deleted"  # and INDEX: what a plan does to a path
+
+
+@dataclasses.dataclass
+class FolderCounts:
+    """The comparison of one folder (`channel/subdir`, or a channel's own files)."""
+
+    folder: str
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    index: int = 0
+    bytes: int = 0
+
+
+def by_folder(changes: list[tuple[str, str, int]]) -> list[FolderCounts]:
+    """(path, change, size) triples counted per folder, folders sorted."""
+    rows: dict[str, FolderCounts] = {}
+    for path, change, size in changes:
+        folder = path.rpartition("/")[0]
+        row = rows.setdefault(folder, FolderCounts(folder))
+        setattr(row, change, getattr(row, change) + 1)
+        if change != DELETED:
+            row.bytes += size
+    return [rows[k] for k in sorted(rows)]

@@ -29,7 +29,16 @@ from pathlib import Path
 
 import humanize
 
-from casconsole.bundle.events import WRITING, BundleFinished, Counts, FileDone, StageStarted
+from casconsole.bundle.events import (
+    CHANGED,
+    DELETED,
+    NEW,
+    WRITING,
+    BundleFinished,
+    Counts,
+    FileDone,
+    StageStarted,
+)
 from casconsole.bundle.manifest import MANIFEST, SIGNATURE, Carried, Manifest, Volume
 from casconsole.bundle.paths import FILE, INDEX, index_order
 from casconsole.bundle.signing import load_private_key, sign
@@ -64,6 +73,11 @@ ENTRY_BYTES = 200  # a manifest line, for the size estimate
 
 def size_text(n: int) -> str:
     return humanize.naturalsize(n, format="%.1f")
+
+
+def binary_size(n: int) -> str:
+    """Volume sizes in the units they are given in: 4.0 GiB, 700.0 MiB."""
+    return humanize.naturalsize(n, binary=True, format="%.1f")
 
 
 def compare(state: MirrorState, base: MirrorState | None) -> tuple[list[Entry], list[str], Counts]:
@@ -123,14 +137,23 @@ class ExportPlan:
         against = f"since {self.base_path}" if self.base_path else "the whole mirror"
         return (
             f"bundle of {self.mirror_dir} ({against}): {self.counts.text(size_text)}; "
-            f"{self.volumes} volume(s) of at most {size_text(self.volume_size)}"
+            f"{self.volumes} volume(s) of at most {binary_size(self.volume_size)}"
         )
+
+    def changes(self) -> list[tuple[str, str, int]]:
+        """(path, new | changed | index | deleted, size) of everything the bundle does."""
+        out = []
+        for e in self.carried:
+            old = self.base.files.get(e.path) if self.base is not None else None
+            out.append((e.path, INDEX if e.kind == INDEX else CHANGED if old is not None else NEW, e.size))
+        out += [(p, DELETED, 0) for p in self.delete]
+        return out
 
     def problem(self) -> str | None:
         """Why the export cannot be written to the target, or None."""
         if self.volumes > MAX_VOLUMES:
             return (
-                f"{self.volumes} volumes of {size_text(self.volume_size)} would be needed, more than "
+                f"{self.volumes} volumes of {binary_size(self.volume_size)} would be needed, more than "
                 f"{MAX_VOLUMES}: use a larger --volume-size"
             )
         if is_fat(self.fstype) and self.volume_size > FAT_MAX_FILE:

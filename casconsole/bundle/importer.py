@@ -37,9 +37,12 @@ from pathlib import Path
 import msgspec
 
 from casconsole.bundle.events import (
+    CHANGED,
     CHECKING,
+    DELETED,
     DELETING,
     INDEX,
+    NEW,
     PLACING,
     BundleFinished,
     Counts,
@@ -127,6 +130,17 @@ class ImportPlan:
     def needed(self) -> int:
         files = self.bundle.manifest.files
         return sum(files[i].size for i in (*self.place, *self.index))
+
+    def changes(self) -> list[tuple[str, str, int]]:
+        """(path, new | changed | index | deleted, size) of everything the import does."""
+        files = self.bundle.manifest.files
+        out = [
+            (files[i].path, CHANGED if files[i].path in self.state.files else NEW, files[i].size)
+            for i in self.place
+        ]
+        out += [(files[i].path, INDEX, files[i].size) for i in self.index]
+        out += [(p, DELETED, 0) for p in self.delete]
+        return out
 
     def problem(self) -> str | None:
         """Why the bundle must not be applied to this mirror now, or None."""

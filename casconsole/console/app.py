@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from casconsole.console.screens.airgap import AirgapScreen
 from casconsole.console.screens.base import describe_error
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
@@ -41,6 +42,7 @@ SCREENS_BY_MODE = {
     "channels": ChannelsScreen,
     "index": IndexScreen,
     "clients": ClientsScreen,
+    "airgap": AirgapScreen,
 }
 
 # worker groups whose failure opens a dialog rather than a notification
