@@ -162,6 +162,7 @@ class AirgapScreen(ConsoleScreen):
         super().on_mount()
         self.rows: list[Row] = []
         self.running = ""  # "export", "import", "manifest" while one runs
+        self.comparing = False  # the table shows a bundle's comparison, not the mirror
         self.cancel = threading.Event()
         self.export_values: dict[str, str] = {}
         self.import_folder = ""
@@ -170,11 +171,14 @@ class AirgapScreen(ConsoleScreen):
         self.query_one("#airgap-progress").display = False
 
     def refresh_state(self) -> None:
-        if not self.running:
+        # shown again (a dialog closed, another screen left): a comparison on show stays
+        if not self.running and not self.comparing:
             self.scan()
 
     def action_rescan(self) -> None:
-        self.refresh_state()
+        if not self.busy():
+            self.comparing = False
+            self.scan()
 
     def log_line(self, text: str | Text) -> None:
         self.query_one("#airgap-log", Static).update(text)
@@ -222,6 +226,7 @@ class AirgapScreen(ConsoleScreen):
 
     def show_rows(self, rows: list[Row], comparison: bool) -> None:
         self.rows = rows
+        self.comparing = comparison
 
         def num(attr: str, width: int) -> Column:
             return Column({"changed": "chg", "deleted": "del"}.get(attr, attr), width,
@@ -460,7 +465,7 @@ class AirgapScreen(ConsoleScreen):
             )  # fmt: skip
             self.app.call_from_thread(self.end, Text(stats.summary, "green"))
             self.app.call_from_thread(self.notify, stats.summary, title="Import done", timeout=8)
-            self.app.call_from_thread(self.scan)
+            self.app.call_from_thread(self.action_rescan)
 
         self._guard("The import failed", job)
 
