@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bundle_support import cas, cas_ok, snapshot
+from bundle_support import cas, cas_ok, snapshot, tree
 from test_server_support import server_env
 from upstream_server import spec
 
@@ -362,3 +362,40 @@ def test_ctrl_c_stops_an_import_with_nothing_changed(many, tmp_path):
     assert status == 130 and "run the same command again" in stderr and "Traceback" not in stderr
     assert snapshot(offline) == before
     assert not (offline / ".cas/import").exists()
+
+
+def test_a_channel_only_the_offline_side_has_is_left_alone(tmp_path):
+    """The offline site builds its own channel: an update deletes nothing in it, and deletes in
+    the channels both sides have what the connected side no longer holds."""
+    connected = _mirror(tmp_path / "connected", ["a", "b"])
+    offline = tmp_path / "offline"
+    shutil.copytree(connected, offline)
+    _mirror(offline, ["old"])  # team/noarch/old: gone from the connected side
+    build_package(offline / "site-own" / "noarch", spec("ours", "1.0", kb=4), ".conda")
+    cas_ok("--mirror-dir", str(offline), "--manifest", str(tmp_path / "offline.json"))
+    build_package(connected / "team" / "noarch", spec("c", "1.0", kb=4), ".conda")
+    exported = cas_ok(
+        "--mirror-dir",
+        str(connected),
+        "--export",
+        str(tmp_path / "stick"),
+        "--since",
+        str(tmp_path / "offline.json"),
+    )
+    assert "1 new, 0 changed, 1 deleted" in exported.stdout
+    imported = cas_ok("--mirror-dir", str(offline), "--import", str(tmp_path / "stick"))
+    assert "channels of its own" in imported.stdout
+    assert (offline / "site-own/noarch/ours-1.0-0.conda").is_file()
+    assert not (offline / "team/noarch/old-1.0-0.conda").exists()
+    assert {p: v for p, v in tree(offline).items() if p.startswith("team/")} == tree(connected)
+
+
+def test_a_folder_where_the_bundle_puts_a_file_is_refused(tmp_path):
+    mirror = _mirror(tmp_path / "mirror", ["a"])
+    cas_ok("--mirror-dir", str(mirror), "--export", str(tmp_path / "stick"))
+    offline = tmp_path / "offline"
+    (offline / "team/noarch/a-1.0-0.conda").mkdir(parents=True)
+    before = snapshot(offline)
+    done = cas("--mirror-dir", str(offline), "--import", str(tmp_path / "stick"))
+    assert done.returncode == 1 and "a folder stands where the bundle puts a file" in done.stderr
+    assert snapshot(offline) == before and not (offline / ".cas/bundle-import.json").exists()

@@ -115,6 +115,7 @@ class ImportPlan:
     journal: _Journal | None
     free: int
     escapes: list[str] = field(default_factory=list)  # destinations that lead out of the mirror
+    blocked: list[str] = field(default_factory=list)  # destinations where a folder stands
 
     @property
     def already(self) -> bool:
@@ -153,6 +154,8 @@ class ImportPlan:
             )
         if self.escapes:
             return f"{self.escapes[0]}: leads out of the mirror (a symlink?); nothing is written through one"
+        if self.blocked:
+            return f"{self.mirror_dir / self.blocked[0]}: a folder stands where the bundle puts a file"
         if not self.already and not self.resuming and not self.base_matches:
             return (
                 f"{self.bundle.folder} was made against another state of this mirror (its base is "
@@ -219,6 +222,7 @@ def plan_import(
         mirror_dir, bundle, state, counts, place, index, delete, resuming, journal, free_space(mirror_dir)
     )
     plan.escapes = _escapes(mirror_dir, [files[i].path for i in (*place, *index)] + delete)
+    plan.blocked = [files[i].path for i in (*place, *index) if (mirror_dir / files[i].path).is_dir()]
     return plan
 
 

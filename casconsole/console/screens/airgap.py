@@ -421,9 +421,12 @@ class AirgapScreen(ConsoleScreen):
         def job() -> None:
             settings = self.state.settings
             bundle = open_bundle(folder, settings.bundle_trusted_key)
-            settings.mirror_dir.mkdir(parents=True, exist_ok=True)
-            with SyncLock(settings.mirror_dir):
-                plan = plan_import(settings.mirror_dir, bundle, sink=ProgressSink(self), cancel=self.cancel)
+            mirror, sink = settings.mirror_dir, ProgressSink(self)
+            if not mirror.is_dir():  # a first copy: a preview makes no folder
+                plan = plan_import(mirror, bundle, sink=sink, cancel=self.cancel)
+            else:
+                with SyncLock(mirror):
+                    plan = plan_import(mirror, bundle, sink=sink, cancel=self.cancel)
             self.app.call_from_thread(self.confirm_import, plan)
 
         self._guard("The import was refused", job)
