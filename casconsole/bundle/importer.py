@@ -412,9 +412,6 @@ def _place(staged: Path, final: Path) -> None:
     os.chmod(staged, 0o644)
     try:
         os.replace(staged, final)
-    except FileNotFoundError:
-        if not final.exists():  # placed by the run that was cut off, then staged no more
-            raise
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
