@@ -18,7 +18,6 @@ manifest and is refused by the import.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -59,6 +58,7 @@ from casconsole.bundle.volumes import (
     VolumeWriter,
     filesystem_type,
     free_space,
+    fsync_folder,
     is_fat,
     volumes_needed,
 )
@@ -277,7 +277,7 @@ def run_export(
         atomic_write_bytes(target / MANIFEST, data)
         if sign_key is not None:
             atomic_write_bytes(target / SIGNATURE, sign(sign_key, data))
-        _fsync_folder(target)
+        fsync_folder(target)
     except OSError as exc:
         writer.abort()
         raise StorageError(f"cannot write the bundle: {_disk_message(exc)}") from None
@@ -322,15 +322,6 @@ def _remove_former_bundle(target: Path) -> None:
     for name in names:
         if _is_bundle_file(name):
             (target / name).unlink()
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _disk_message(exc: OSError) -> str:

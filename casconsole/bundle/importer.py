@@ -60,7 +60,7 @@ from casconsole.bundle.state import (
     now_text,
     scan_mirror,
 )
-from casconsole.bundle.volumes import VolumeProblem, VolumeReader, free_space
+from casconsole.bundle.volumes import VolumeProblem, VolumeReader, free_space, fsync_folder
 from casconsole.errors import Cancelled, StorageError, os_error_message
 from casconsole.events import Sink, null_sink
 from casconsole.fsutil import atomic_write_bytes
@@ -384,7 +384,8 @@ def _apply(plan: ImportPlan, staging: Path, sink: Sink, cancel: threading.Event 
             f = files[i]
             _place(staging / f"{i:07d}", mirror / f.path)
             sink(FileDone(INDEX, f.path, f.size))
-        _fsync_folders({(mirror / files[i].path).parent for i in plan.index})
+        for folder in {(mirror / files[i].path).parent for i in plan.index}:
+            fsync_folder(folder)
         sink(StageStarted(DELETING, len(plan.delete), 0))
         for path in plan.delete:
             with contextlib.suppress(FileNotFoundError):
@@ -420,16 +421,6 @@ def _place(staged: Path, final: Path) -> None:
         os.chmod(beside, 0o644)
         os.replace(beside, final)
         staged.unlink()
-
-
-def _fsync_folders(folders: set[Path]) -> None:
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def _disk_message(exc: OSError) -> str:

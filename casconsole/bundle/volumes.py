@@ -95,6 +95,16 @@ def is_fat(fstype: str) -> bool:
     return fstype.lower() in FAT_TYPES
 
 
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's new names durable (renames into it); best effort where it cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 # ---------------------------------------------------------------- writing
 
 
