@@ -76,6 +76,8 @@ SHOTS: list[tuple[str, Steps]] = [
     ("channels", keys("5", "c")),
     ("index", keys("6")),
     ("clients", keys("7")),
+    ("airgap", keys("8")),
+    ("airgap-export", keys("8", "e", *"stick", "enter")),
     ("help", keys("question_mark")),
 ]
 

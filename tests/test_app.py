@@ -15,12 +15,14 @@ from casconsole.widgets.vtable import VirtualTable
 from console_helpers import add_channel, make_app, static_text, wait_workers
 from textual.widgets import Input
 
+from casconsole.console.screens.airgap import AirgapScreen
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
 from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
 from casconsole.console.screens.help import HelpScreen
 from casconsole.console.screens.index import IndexProgress, IndexScreen
+from casconsole.console.screens.installers import InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
 
@@ -56,6 +58,8 @@ async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console
             "5": ChannelsScreen,
             "6": IndexScreen,
             "7": ClientsScreen,
+            "8": InstallersScreen,
+            "9": AirgapScreen,
             "1": OverviewScreen,
         }
         for key, screen_type in expected.items():
@@ -63,8 +67,9 @@ async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console
             await pilot.pause()
             assert isinstance(app.screen, screen_type), key
             bar = str(app.screen.query_one(KeyBar).render())
-            # every screen's key is in the footer, whichever screen shows
-            assert all(f"{n} {t}" in bar for n, t in [("1", "Overview"), ("4", "Sync"), ("7", "Clients")])
+            # every screen's key is in the footer, whichever screen shows (names cut to fit)
+            assert all(f"{n} {t[:3]}" in bar for n, t in [("1", "Overview"), ("4", "Sync"), ("7", "Clients")])
+            assert f" {app.screen.TITLE_TEXT} " in bar  # the current screen's whole
         await pilot.press("4")
         assert app.current_mode == "sync"
 

@@ -111,3 +111,29 @@ def test_failure_dialog(snap_compare, console_dir):
         "remote_url: http://127.0.0.1:9\nmirror_dir: mirror\nplatforms: [linux-64]\n"
     )
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle())
+
+
+def test_airgap_import_comparison(snap_compare, mirror, console_dir):
+    """An older copy of the mirror, shown what a bundle made since its manifest would change."""
+    import shutil
+
+    from casconsole.bundle.export import export_bundle
+    from casconsole.bundle.state import scan_mirror, write_state
+
+    offline = shutil.copytree(console_dir / "mirror", console_dir / "offline", symlinks=True)
+    for path in sorted(offline.glob("internal-pkgs/linux-64/curl-*")):
+        path.unlink()
+    (offline / "internal-pkgs/noarch/retired-1.0-0.tar.bz2").write_bytes(b"gone upstream")
+    write_state(scan_mirror(offline)[0], console_dir / "offline.json")
+    export_bundle(
+        console_dir / "mirror", console_dir / "stick", since=console_dir / "offline.json", volume_size=1 << 20
+    )
+    user = console_dir / "user.yaml"
+    user.write_text(user.read_text().replace("mirror_dir: mirror", "mirror_dir: offline"))
+
+    async def run_before(pilot) -> None:
+        await settle("9", "i")(pilot)
+        pilot.app.screen.query_one("Input").value = "stick"
+        await settle("enter", "n")(pilot)
+
+    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=run_before)

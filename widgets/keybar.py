@@ -62,6 +62,20 @@ class KeyBar(Widget):
                 seen.setdefault(binding.id, binding)
         return list(seen.values())
 
+    def _name_length(self, nav: list[Binding], width: int) -> int:
+        """How much of each screen's name the first line has room for (the current one's is
+        whole): all of it while they fit, else the longest cut of three letters or more, else none."""
+        longest = max((len(b.description) for b in nav), default=0)
+        for keep in range(longest, 2, -1):
+            text = sum(
+                len(f" {self.app.get_key_display(b)}")
+                + len(f" {b.description if b.id == NAV_PREFIX + self.current else b.description[:keep]} ")
+                for b in nav
+            )
+            if text <= width:
+                return keep
+        return 0
+
     def action_bindings(self) -> tuple[list[tuple[Binding, bool]], list[tuple[Binding, bool]]]:
         """Shown, non-navigation bindings in force now: the screen's and its widgets', the app's."""
         screen_keys: list[tuple[Binding, bool]] = []
@@ -81,12 +95,16 @@ class KeyBar(Widget):
         description_style = self.get_component_rich_style("keybar--description")
         current_style = self.get_component_rich_style("keybar--current")
         disabled_style = self.get_component_rich_style("keybar--disabled")
-        top = Text(no_wrap=True, overflow="ellipsis")
-        for binding in self.nav_bindings():
-            is_current = binding.id == NAV_PREFIX + self.current
-            top.append(f" {self.app.get_key_display(binding)}", current_style if is_current else key_style)
-            top.append(f" {binding.description} ", current_style if is_current else description_style)
         width = self.size.width
+        top = Text(no_wrap=True, overflow="ellipsis")
+        nav = self.nav_bindings()
+        keep = self._name_length(nav, width)
+        for binding in nav:
+            is_current = binding.id == NAV_PREFIX + self.current
+            name = binding.description if is_current else binding.description[:keep]
+            top.append(f" {self.app.get_key_display(binding)}", current_style if is_current else key_style)
+            if name:
+                top.append(f" {name} ", current_style if is_current else description_style)
         bottom = Text(no_wrap=True, overflow="ellipsis")
         own, app_wide = self.action_bindings()
         palette = self.app.COMMAND_PALETTE_BINDING

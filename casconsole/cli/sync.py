@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import humanize
 
-from casconsole.cli import sync_run
+from casconsole.cli import sync_bundle, sync_run
 from casconsole.cli.common import (
     add_settings_arguments,
     add_version_argument,
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sync_run.add_sync_arguments(parser, mode)
+    sync_bundle.add_bundle_arguments(parser, mode)
     add_version_argument(parser)
     add_settings_arguments(parser)
     return parser
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet and (args.show or args.dry_run or args.status or args.json):
         parser.error("--quiet goes with a sync, not with --show, --dry-run, --status or --json")
     settings = settings_from_args(args)
+    if sync_bundle.wanted(args):
+        return sync_bundle.run(settings, args, parser)
     if args.show:
         return show(settings, args.json)
     if args.dry_run:

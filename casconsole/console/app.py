@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from casconsole.console.screens.airgap import AirgapScreen
 from casconsole.console.screens.base import describe_error
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
@@ -43,6 +44,7 @@ SCREENS_BY_MODE = {
     "index": IndexScreen,
     "clients": ClientsScreen,
     "installers": InstallersScreen,
+    "airgap": AirgapScreen,
 }
 
 # worker groups whose failure opens a dialog rather than a notification
@@ -61,7 +63,7 @@ class CasConsole(App):
             Binding(
                 str(n),
                 f"show('{mode}')",
-                getattr(screen, "NAV_TEXT", "") or screen.TITLE_TEXT,
+                screen.TITLE_TEXT,
                 id=f"nav.{mode}",
             )
             for n, (mode, screen) in enumerate(SCREENS_BY_MODE.items(), 1)

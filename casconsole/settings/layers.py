@@ -106,6 +106,7 @@ class Settings:
     client_channel_alias: str | None
     client_ssl_verify: bool | str
     client_proxy_servers: dict[str, str] | None
+    bundle_trusted_key: Path | None
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
 

@@ -108,6 +108,10 @@ def _path(v: Any) -> Path:
     return Path(_str(v)).expanduser()
 
 
+def _opt_path(v: Any) -> Path | None:
+    return None if _opt_str(v) is None else _path(v)
+
+
 def _platforms(v: Any) -> list[str]:
     subdirs = _str_list(v)
     for subdir in subdirs:
@@ -297,6 +301,8 @@ SCHEMA: dict[str, Key] = {
             "the clients' ssl_verify: true, false or a CA bundle path on the clients", "ssl"),
         Key("client_proxy_servers", _client_proxy_servers, lambda: None,
             "the clients' proxy_servers: {http: URL, https: URL}, KEY=URL items, or one URL", "list"),
+        Key("bundle_trusted_key", _opt_path, lambda: None,
+            "Ed25519 public key: cas-sync --import refuses bundles it did not sign (none: unchecked)", "str"),
     ]
 }  # fmt: skip
 

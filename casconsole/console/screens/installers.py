@@ -88,7 +88,6 @@ class InstallersScreen(ConsoleScreen):
 
     NAV = "installers"
     TITLE_TEXT = "Installers"
-    NAV_TEXT = "Inst."  # the footer's first line holds eight screens at 80 columns
     DEFAULT_CSS = """
     #installers-head { height: auto; padding: 0 1; }
     #installers-progress { padding: 0 1; }

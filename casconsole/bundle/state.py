@@ -1,0 +1,358 @@
+"""The state of a mirror: every file a bundle may carry, with its size and sha256.
+
+`scan_mirror` lists every channel under the mirror (mirrored and internal), every subdir folder
+and every package and index file in it, and each channel's `channeldata.json`. A package file
+whose size and mtime are those the verified-file store recorded (`.cas/verified/<channel>/
+<subdir>.tsv`, kept by the sync) is not read: its sha256 is the store's. Any other package file
+(an internal channel's, which cas-index put there, or one changed since) is hashed and recorded
+in the store, so the next scan is free; index files are hashed each time. `rehash=True` reads
+every file.
+
+A state is written by `cas-sync --manifest FILE` (the offline side's answer to "what do you
+hold?") and read back by `cas-sync --export --since FILE`. Its digest, over every
+`path<TAB>size<TAB>sha256<TAB>kind` line sorted by path, names the state a bundle was made
+against.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from casconsole.bundle.events import (
+    BYTES_STEP,
+    HASHING,
+    BundleFinished,
+    BundleWarning,
+    BytesDone,
+    FileDone,
+    StageStarted,
+)
+from casconsole.bundle.paths import (
+    CHANNEL_INDEX_NAMES,
+    FILE,
+    INDEX,
+    SUBDIR_INDEX_NAMES,
+    PathProblem,
+    check_path,
+)
+from casconsole.errors import Cancelled, CasError, os_error_message
+from casconsole.events import Sink, null_sink
+from casconsole.fsutil import atomic_write_bytes
+from casconsole.layout import find_channels, subdir_folders, verified_path
+from casconsole.sync.store import Verified, VerifiedStore
+
+STATE_FORMAT = "casconsole-mirror-state"
+STATE_VERSION = 1
+CHUNK = 1 << 20
+
+Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Size = Annotated[int, msgspec.Meta(ge=0)]
+Digest = Annotated[str, msgspec.Meta(pattern="^sha256:[0-9a-f]{64}$")]
+
+
+class BundleError(CasError):
+    """A manifest, bundle or state file that cannot be used, or an export / import refused."""
+
+
+class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One file of a mirror: where it is under the mirror, its size, sha256 and kind."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    size: Size
+    sha256: Sha256
+    kind: Literal["file", "index"]
+
+
+class _StateFile(msgspec.Struct, forbid_unknown_fields=True):
+    format: Literal["casconsole-mirror-state"]
+    version: Literal[1]
+    created: str
+    mirror: str
+    digest: Digest
+    files: list[Entry]
+
+
+def digest_of(entries: dict[str, Entry]) -> str:
+    """`sha256:<hex>` over every entry's line, sorted by path: the name of a state."""
+    h = hashlib.sha256()
+    for path in sorted(entries):
+        e = entries[path]
+        h.update(f"{e.path}\t{e.size}\t{e.sha256}\t{e.kind}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class MirrorState:
+    """Every file of a mirror by path; `mirror` and `created` say whose and when."""
+
+    files: dict[str, Entry] = field(default_factory=dict)
+    mirror: str = ""
+    created: str = ""
+    channel_names: set[str] = field(default_factory=set)  # channels seen by a scan, files or not
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.files)
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.files.values())
+
+    def channels(self) -> set[str]:
+        return {path.split("/", 1)[0] for path in self.files}
+
+    def to_bytes(self) -> bytes:
+        """JSON, one file a line (readable, grep-able), sorted by path."""
+        head = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "created": self.created or now_text(),
+            "mirror": self.mirror,
+            "digest": self.digest,
+        }
+        encode = msgspec.json.encode
+        lines = [encode(self.files[path]) for path in sorted(self.files)]
+        body = b",\n".join(lines)
+        return encode(head)[:-1] + b',"files":[\n' + body + (b"\n" if lines else b"") + b"]}\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> MirrorState:
+        """Parse a state file strictly: unknown fields, bad paths, duplicates and a digest
+        that does not match the files are refused (BundleError naming `where`)."""
+        try:
+            parsed = msgspec.json.decode(data, type=_StateFile)
+        except msgspec.ValidationError as exc:
+            raise BundleError(f"{where}: not a mirror state written by cas-sync --manifest ({exc})") from None
+        except msgspec.DecodeError as exc:
+            raise BundleError(f"{where}: not valid JSON ({exc})") from None
+        files: dict[str, Entry] = {}
+        for entry in parsed.files:
+            try:
+                check_path(entry.path, entry.kind)
+            except PathProblem as exc:
+                raise BundleError(f"{where}: {exc}") from None
+            if entry.path in files:
+                raise BundleError(f"{where}: {entry.path!r} is listed twice")
+            files[entry.path] = entry
+        state = cls(files, parsed.mirror, parsed.created)
+        if state.digest != parsed.digest:
+            raise BundleError(f"{where}: its digest does not match the files it lists (edited or damaged)")
+        return state
+
+
+def now_text() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_state(path: Path) -> MirrorState:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the mirror state: {os_error_message(exc)}") from None
+    return MirrorState.from_bytes(data, str(path))
+
+
+def write_state(state: MirrorState, path: Path) -> None:
+    try:
+        atomic_write_bytes(Path(path), state.to_bytes())
+    except OSError as exc:
+        raise BundleError(f"cannot write the mirror state: {os_error_message(exc)}") from None
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def hash_file(
+    path: Path, on_bytes: Callable[[int], None] | None = None, cancel: threading.Event | None = None
+) -> tuple[int, str]:
+    """(size, sha256) of a file, read in chunks; `on_bytes(n)` every BYTES_STEP bytes."""
+    h = hashlib.sha256()
+    size = pending = 0
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            pending += len(chunk)
+            if pending >= BYTES_STEP:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                if on_bytes is not None:
+                    on_bytes(pending)
+                pending = 0
+    return size, h.hexdigest()
+
+
+class Reported:
+    """An `on_bytes` callback that sends BytesDone and counts what it sent, so that the file's
+    FileDone carries the rest."""
+
+    def __init__(self, sink: Sink, stage: str):
+        self.sink = sink
+        self.stage = stage
+        self.bytes = 0
+
+    def __call__(self, n: int) -> None:
+        self.bytes += n
+        self.sink(BytesDone(self.stage, n))
+
+
+# ---------------------------------------------------------------- scanning a mirror
+
+
+@dataclass
+class _Found:
+    path: str
+    full: Path
+    kind: str
+    st: os.stat_result
+    store: VerifiedStore | None = None
+
+
+@dataclass
+class ScanStats:
+    files: int = 0
+    bytes: int = 0
+    hashed: int = 0  # files read (the rest were vouched for by the store)
+    hashed_bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # files left out, with why
+    seconds: float = 0.0
+
+
+def scan_mirror(
+    mirror_dir: Path,
+    *,
+    rehash: bool = False,
+    sink: Sink | None = None,
+    cancel: threading.Event | None = None,
+    finish: bool = True,
+) -> tuple[MirrorState, ScanStats]:
+    """The state of the mirror at `mirror_dir` (see the module docstring). The caller holds the
+    mirror's lock. `finish` sends BundleFinished("manifest") at the end."""
+    sink = sink or null_sink
+    started = time.monotonic()
+    mirror_dir = Path(mirror_dir)
+    stats = ScanStats()
+    found = _list_files(mirror_dir, stats, sink)
+    state = MirrorState(mirror=str(mirror_dir), created=now_text())
+    state.channel_names = {c.name for c in find_channels(mirror_dir)}
+    todo: list[_Found] = []
+    for f in found:
+        entry = f.store.get(f.full.name) if (f.store is not None and not rehash) else None
+        if entry is not None and entry.matches_stat(f.st):
+            state.files[f.path] = Entry(f.path, entry.size, entry.sha256, f.kind)
+        else:
+            todo.append(f)
+    sink(StageStarted(HASHING, len(todo), sum(f.st.st_size for f in todo)))
+    touched: set[VerifiedStore] = set()
+    try:
+        for f in todo:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            reported = Reported(sink, HASHING)
+            try:
+                size, sha = hash_file(f.full, reported, cancel)
+                st = f.full.stat()
+            except FileNotFoundError:
+                continue  # removed while we looked (not by a sync: we hold the lock)
+            except OSError as exc:
+                raise BundleError(f"cannot read {os_error_message(exc)}") from None
+            stats.hashed += 1
+            stats.hashed_bytes += size
+            if f.store is not None and st.st_size == size:
+                f.store.add(f.full.name, Verified(size, st.st_mtime_ns, sha))
+                touched.add(f.store)
+            state.files[f.path] = Entry(f.path, size, sha, f.kind)
+            sink(FileDone(HASHING, f.path, size - reported.bytes))
+    finally:
+        for store in {f.store for f in found if f.store is not None}:
+            if store in touched:
+                store.compact(keep=set(store.entries) & _names_present(store, found))
+            store.close()
+    stats.files = len(state.files)
+    stats.bytes = state.size
+    stats.seconds = time.monotonic() - started
+    if finish:
+        summary = (
+            f"{stats.files:,} files in {len(state.channels())} channel(s), "
+            f"{stats.hashed:,} hashed ({'--rehash' if rehash else 'not vouched for by the store'})"
+        )
+        sink(BundleFinished("manifest", summary, stats.seconds))
+    return state, stats
+
+
+def _names_present(store: VerifiedStore, found: list[_Found]) -> set[str]:
+    return {f.full.name for f in found if f.store is store}
+
+
+def _list_files(mirror_dir: Path, stats: ScanStats, sink: Sink) -> list[_Found]:
+    """Every file of every channel a bundle may carry, with its stat; others are skipped."""
+    found: list[_Found] = []
+    for channel in find_channels(mirror_dir):
+        for subdir in subdir_folders(channel):
+            store = VerifiedStore(verified_path(mirror_dir, channel.name, subdir))
+            folder = channel / subdir
+            for name, st in _regular_files(folder):
+                _add(found, f"{channel.name}/{subdir}/{name}", folder / name, st, store, stats, sink)
+        for name in CHANNEL_INDEX_NAMES:
+            try:
+                st = (channel / name).stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if _is_regular(st):
+                _add(found, f"{channel.name}/{name}", channel / name, st, None, stats, sink)
+    return found
+
+
+def _add(found, path, full, st, store, stats, sink) -> None:
+    try:
+        kind = check_path(path)
+    except PathProblem as exc:
+        stats.skipped.append(str(exc))
+        sink(BundleWarning(f"left out {exc}"))
+        return
+    found.append(_Found(path, full, kind, st, store if kind == FILE else None))
+
+
+def _is_regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)
+
+
+def _regular_files(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """Package and index files of a subdir folder: regular files (no symlinks), no dot-names."""
+    out = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
+                    continue
+                if e.name in SUBDIR_INDEX_NAMES or e.name.endswith((".conda", ".tar.bz2")):
+                    out.append((e.name, e.stat(follow_symlinks=False)))
+    except OSError as exc:
+        raise BundleError(f"cannot read {os_error_message(exc)}") from None
+    return sorted(out)
+
+
+__all__ = [
+    "FILE",
+    "INDEX",
+    "BundleError",
+    "Entry",
+    "MirrorState",
+    "ScanStats",
+    "digest_of",
+    "hash_file",
+    "read_state",
+    "scan_mirror",
+    "write_state",
+]
