@@ -1,1 +1,21 @@
-"""Command-line entry points (argparse); each `main` returns an exit status."""
+"""Command-line entry points (argparse); each `main` returns an exit status.
+
+A Ctrl-C while a command is still starting (importing its modules, before its `main` runs and
+`cli.common.entry_point` takes over) ends it with one line instead of a traceback: Python then
+ends the process by SIGINT, exit status 130 in a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _interrupted_while_starting(kind, value, tb, _previous=sys.excepthook) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        print(f"{os.path.basename(sys.argv[0]) or 'casconsole'}: interrupted", file=sys.stderr)
+        return
+    _previous(kind, value, tb)
+
+
+sys.excepthook = _interrupted_while_starting

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from casconsole.errors import SettingsError
+from casconsole.settings.redact import redact
 from casconsole.settings.schema import SCHEMA, Invalid
 
 LAYERS = ("default", "system", "user", "file", "env", "cli")
@@ -68,7 +69,7 @@ class Layer:
         try:
             value = spec.check(raw)
         except Invalid as exc:
-            self.problems.append(Problem(where, f"{key}: {exc}"))
+            self.problems.append(Problem(where, redact(f"{key}: {exc}")))
             return
         if isinstance(value, Path) and relative_to is not None and not value.is_absolute():
             value = relative_to / value
@@ -96,6 +97,7 @@ class Settings:
     ssl_verify: bool | str
     proxy: str | None
     prune: bool
+    max_prune: float
     server_host: str
     server_port: int
     private_channels: list[str]
@@ -125,16 +127,20 @@ class Settings:
         return {key: getattr(self, key) for key in SCHEMA}
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it."""
+        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it; the
+        proxy's password and any token in a URL are shown as `***`."""
         out = {}
         for key, value in self.as_dict().items():
             origin = self.origins[key]
-            out[key] = {"value": _jsonable(value), "layer": origin.layer, "source": origin.source}
+            out[key] = {"value": _shown(value), "layer": origin.layer, "source": origin.source}
         return out
 
 
-def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
+def _shown(value: Any) -> Any:
+    """A value as it may be shown: paths as text, secrets in URLs hidden."""
+    if isinstance(value, Path):
+        return str(value)
+    return redact(value) if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------- reading the layers
