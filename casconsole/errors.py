@@ -58,10 +58,15 @@ class RepoDataNotFound(RepoDataError):
 class StorageError(CasError):
     """The mirror's storage cannot be read or written: permissions, a full disk, a bad path."""
 
+
+class DiskError(StorageError):
+    """The disk refused: a path that cannot be read or written (EACCES), a read-only
+    filesystem, a full disk, or too little free space for a sync's plan. Exit status 4."""
+
     exit_status = EXIT_STORAGE
 
     @classmethod
-    def of(cls, exc: OSError, doing: str = "") -> StorageError:
+    def of(cls, exc: OSError, doing: str = "") -> DiskError:
         """`path: cause` of an OSError (`doing` says what was being done, when it helps)."""
         return cls(os_error_message(exc) + (f" ({doing})" if doing else ""))
 

@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 import sys
 
+_COMMANDS = {"sync.py": "cas-sync", "index.py": "cas-index", "server.py": "cas-server",
+             "installer.py": "cas-installer", "console.py": "casconsole"}  # fmt: skip
+
+
+def prog_name() -> str:
+    """The command's name for its messages, also when run as `python -m casconsole.cli.sync`."""
+    name = os.path.basename(sys.argv[0])
+    return _COMMANDS.get(name, name) or "casconsole"
+
 
 def _interrupted_while_starting(kind, value, tb, _previous=sys.excepthook) -> None:
     if issubclass(kind, KeyboardInterrupt):
-        print(f"{os.path.basename(sys.argv[0]) or 'casconsole'}: interrupted", file=sys.stderr)
+        print(f"{prog_name()}: interrupted", file=sys.stderr)
         return
     _previous(kind, value, tb)
 

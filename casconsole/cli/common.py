@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from casconsole.cli import prog_name
 from casconsole.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -91,10 +92,6 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
         return load_settings(args.config, env=env, cli=cli_layer(args))
     except SettingsError as err:
         fail(str(err))
-
-
-def prog_name() -> str:
-    return Path(sys.argv[0]).name or "casconsole"
 
 
 def report_error(message: str) -> None:

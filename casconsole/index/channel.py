@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -203,8 +203,13 @@ def index_channel(
     sink: Sink = null_sink,
     strict: bool = False,
     workers: int | None = None,
+    subdirs: Iterable[str] | None = None,
 ) -> IndexStats:
     """Index the channel folder `channel_dir` and return what was done.
+
+    With `subdirs`, only those subdir folders are indexed (`conda index <channel>/linux-64`, as
+    the cas-mirror FAQ runs it), and `noarch` too while it has no index yet (clients need one);
+    the other subdirs keep their index and their place in channeldata.json.
 
     Reads only package files that are new or changed since the last run (by name, size and
     mtime), in `workers` processes (default: one per CPU); writes each subdir's repodata.json and
@@ -230,9 +235,19 @@ def index_channel(
     stats = IndexStats(channel=channel)
     with channel_lock(channel):
         cache = load_cache(channel)
-        scans = {s: scan_subdir(channel, s) for s in subdir_names(channel)}
-        dirty = set(cache.subdirs) != set(scans)
-        cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
+        names = subdir_names(channel)
+        if subdirs is not None:
+            only = set(subdirs)
+            if not (channel / "noarch" / "repodata.json").exists():
+                only.add("noarch")
+            names = [name for name in names if name in only]
+        scans = {s: scan_subdir(channel, s) for s in names}
+        if subdirs is None:  # subdir folders gone since the last run leave the cache
+            dirty = set(cache.subdirs) != set(scans)
+            cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
+        else:
+            dirty = any(s not in cache.subdirs for s in scans)
+            cache.subdirs.update({s: cache.subdirs.get(s, SubdirCache()) for s in scans})
         per_subdir = {s: SubdirStats(s) for s in scans}
         todo, forgot = _plan_reads(cache, scans, per_subdir)
         problems: list[Problem] = []

@@ -437,7 +437,7 @@ class Plan:
         return bool(asked) and not self.platforms_left
 
     def missing_warning(self, subdir: str) -> str:
-        return f"platform {subdir} is not carried by upstream ({redact(self.missing[subdir])}); left out"
+        return f"platform {subdir}: not carried by upstream, left out ({redact(self.missing[subdir])})"
 
     def nothing_left_message(self) -> str:
         asked = ", ".join(p for p in self.settings.platforms if p != "noarch")

@@ -19,7 +19,7 @@ Safe by default: a platform upstream does not carry is left out (the others go o
 only when none is left); before any download the free space of the mirror's filesystem must
 hold the plan's bytes and a margin; a subdir where more than `max_prune` of the files would be
 deleted keeps its files and its previous repodata (the prune guard), unless `force_prune`.
-A write refused by the disk (full, read-only, denied) stops the sync with a StorageError.
+A write refused by the disk (full, read-only, denied) stops the sync with a DiskError.
 
 A sync killed at any moment leaves only complete, verified files under final names and a
 repodata that names only present files; the next run resumes the partial downloads.
@@ -43,8 +43,8 @@ from casconsole.errors import (
     EXIT_STORAGE,
     Cancelled,
     CasError,
+    DiskError,
     RepoDataNotFound,
-    StorageError,
     SyncError,
     os_error_message,
 )
@@ -185,14 +185,14 @@ class Sync:
         try:
             lock = SyncLock(settings.mirror_dir).acquire()
         except OSError as exc:  # mirror_dir cannot be written: denied, read-only, full
-            raise StorageError.of(exc, "taking the mirror's lock") from None
+            raise DiskError.of(exc, "taking the mirror's lock") from None
         stats = self.stats
         stats.started = time.time()
         try:
             try:
                 self._log = StatusLog(settings.mirror_dir)
             except OSError as exc:
-                raise StorageError.of(exc, "opening the status log") from None
+                raise DiskError.of(exc, "opening the status log") from None
             self.emit(
                 SyncStarted(
                     os.getpid(),

@@ -70,7 +70,7 @@ def describe(event: Mapping[str, Any]) -> Line | None:
     if kind == "subdir_missing":
         return Line(
             WARNING,
-            f"warning: platform {sub} is not carried by upstream ({event.get('reason')}); left out",
+            f"warning: platform {sub}: not carried by upstream, left out ({event.get('reason')})",
         )
     if kind == "file_retry":
         return Line(WARNING, f"retry: {where}: {event.get('reason')} (attempt {event.get('attempt')})")

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from casconsole.errors import StorageError
+from casconsole.errors import DiskError
 from casconsole.events import Event
 from casconsole.settings.redact import redact
 from casconsole.sync import report
@@ -22,7 +22,7 @@ SPACE_MARGIN = 16 << 20  # bytes kept free beyond the plan's downloads and its n
 
 
 def check_space(folder: Path, download: int, repodata: int) -> None:
-    """Refuse (StorageError, both figures named) a plan that the filesystem of `folder` has no
+    """Refuse (DiskError, both figures named) a plan that the filesystem of `folder` has no
     room for: `download` bytes to fetch, `repodata` bytes of new repodata, and SPACE_MARGIN."""
     if not download:
         return
@@ -34,18 +34,18 @@ def check_space(folder: Path, download: int, repodata: int) -> None:
     need = download + repodata + SPACE_MARGIN
     if need > free:
         size = report.size
-        raise StorageError(
+        raise DiskError(
             f"{folder}: not enough free space: {size(need)} needed ({size(download)} to download, "
             f"{size(repodata + SPACE_MARGIN)} for repodata and a margin), {size(free)} free"
         )
 
 
-def storage_failure(folder: Path, fn: str, error: int) -> StorageError | None:
+def storage_failure(folder: Path, fn: str, error: int) -> DiskError | None:
     """The error that stops a sync when the disk refused a file for a reason every other file
     would meet too (full, read-only, denied); None for a failure of that file alone."""
     if error not in STORAGE_ERRNOS:
         return None
-    return StorageError(f"{folder}: {os.strerror(error)} (writing {fn})")
+    return DiskError(f"{folder}: {os.strerror(error)} (writing {fn})")
 
 
 class _Tables(msgspec.Struct):

@@ -258,7 +258,7 @@ class SyncStatus:
         subdir = str(d.get("subdir", ""))
         self.subdirs.pop(subdir, None)  # nothing will happen there: it is not "not finished"
         self.missing[subdir] = str(d.get("reason", ""))
-        self.warnings.append(f"{subdir}: not carried by upstream ({d.get('reason')}); left out")
+        self.warnings.append(f"{subdir}: not carried by upstream, left out ({d.get('reason')})")
 
     def _on_file_started(self, d: dict[str, Any]) -> None:
         self.active[f"{d['subdir']}/{d['fn']}"] = Transfer(

@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from casconsole.console.screens.base import ConsoleScreen
 from casconsole.settings import LAYERS, SCHEMA, Layer, Problem
+from casconsole.settings.redact import redact
 from casconsole.widgets.vtable import Column, VirtualTable
 
 _KEY_PROBLEM = re.compile(r"^(\w+): ")
@@ -21,13 +22,14 @@ _UNKNOWN_KEY = re.compile(r"^unknown key '([^']+)'")
 
 
 def show_value(value: Any) -> str:
+    """A value as the screen shows it; a URL's password or token as `***`."""
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return redact(str(value))
 
 
 def short(value: Any, width: int) -> str:
