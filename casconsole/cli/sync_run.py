@@ -113,6 +113,8 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_BROKEN_PIPE
     if not args.json:
         summary(stats, args.verify, sys.stdout if stats.exit_status == 0 else sys.stderr)
+    elif stats.exit_status != 0:  # stdout is the events' JSON; a person reads stderr
+        summary(stats, args.verify, sys.stderr)
     return stats.exit_status
 
 
