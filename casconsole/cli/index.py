@@ -4,8 +4,9 @@ A DIR is a channel folder (every subdir is indexed) or one subdir folder of a ch
 (`cas-index /srv/mirror/internal-pkgs/linux-64`, the form the cas-mirror FAQ gives
 `conda index`): only that subdir is indexed, and noarch while it has no index yet.
 
-Exit status: 0 done; 1 problems under --strict, or indexing failed; 2 bad input; 4 a file or
-folder that cannot be read or written; 130 interrupted; 141 the reader of the output went away.
+Exit status: 0 done; 1 problems under --strict; 2 bad input (not a channel, being indexed
+already); 4 a file or folder that cannot be read or written; 130 interrupted; 141 the reader
+of the output went away.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _status_of(exc: ChannelError) -> int:
+    """2 for a folder that is not a channel (bad input), 4 for one the disk refuses to list or
+    write into (permission denied, read-only)."""
+    return EXIT_STORAGE if isinstance(exc.__cause__, OSError) else 2
+
+
 def target(directory: Path) -> tuple[Path, list[str] | None]:
     """(channel folder, the subdirs to index or None for all) of a DIR argument: a subdir folder
     (a known subdir name, holding no subdir folders itself) stands for itself in its channel."""
@@ -112,7 +119,7 @@ def _status(dirs: list[Path], *, as_json: bool) -> int:
             results.append(status)
         except ChannelError as exc:
             print(f"cas-index: {exc}", file=sys.stderr)
-            code = 2
+            code = max(code, _status_of(exc))
     if as_json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -160,7 +167,7 @@ def _index(directory: Path, *, strict: bool, workers: int | None) -> int:
             stats = index_channel(channel, sink=reporter, strict=strict, workers=workers, subdirs=only)
     except ChannelError as exc:
         print(f"cas-index: {exc}", file=sys.stderr)
-        return 2
+        return _status_of(exc)
     except BrokenPipeError:
         raise  # not a channel problem: entry_point handles it
     except OSError as exc:
