@@ -179,3 +179,14 @@ def test_a_config_path_that_is_a_folder_is_one_line_and_exit_2(tmp_path):
         2,
         f"cas-sync: error: {folder}: cannot read: Is a directory\n",
     )
+
+
+def test_the_console_saves_into_the_faq_file_keeping_its_scalars(tmp_path):
+    from casconsole.settings import load_settings, write_settings
+
+    config = tmp_path / "cas-mirror"
+    config.write_text(FAQ_EXAMPLE.replace("blacklist:\n  - flask\n  - readline\n", "blacklist: flask\n"))
+    write_settings(config, {"blacklist": ["flask", "readline"]})  # what a `b` toggle then ctrl+s does
+    text = config.read_text()
+    assert "license_blacklist: GPL\n" in text and "blacklist:\n  - flask\n  - readline\n" in text
+    assert load_settings(config).blacklist == ["flask", "readline"]

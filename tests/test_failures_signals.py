@@ -222,3 +222,30 @@ def test_head_of_each_command(upstream, config, tmp_path):
         assert "Traceback" not in result.stderr and "Exception" not in result.stderr, command
         assert result.stderr.splitlines()[-1] in ("status=0", "status=141"), (command, result.stderr)
         assert len(result.stdout.splitlines()) == 1
+
+
+def test_ctrl_c_at_any_moment_of_an_index_run(tmp_path, demo_channel):
+    """cas-index over the demo channel's 120-odd packages, read by a pool of processes."""
+    import shutil
+
+    channel = tmp_path / "internal-pkgs"
+    for subdir in ("linux-64", "noarch"):
+        shutil.copytree(demo_channel / subdir, channel / subdir, ignore=shutil.ignore_patterns("repodata*"))
+    seen = set()
+    for moment in (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8):
+        shutil.rmtree(channel / ".cache", ignore_errors=True)  # every run reads every package
+        process = subprocess.Popen(
+            [str(BIN / "cas-index"), str(channel)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert wait_for(lambda pid=process.pid: loading(pid), 30)
+        time.sleep(moment)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert "Traceback" not in err + out and "Exception" not in err, (moment, err)
+        assert process.returncode in (0, 130, -2), (moment, process.returncode, err)
+        if process.returncode and err.strip():
+            assert err.strip().splitlines()[-1].startswith("cas-index: interrupted"), (moment, err)
+        seen.add(process.returncode)
+    assert seen & {130, -2}, "no run was interrupted"
+    result = subprocess.run([str(BIN / "cas-index"), str(channel)], capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr

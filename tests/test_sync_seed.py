@@ -180,3 +180,39 @@ def test_cas_index_of_a_subdir_indexes_that_subdir(tmp_path):
     assert channeldata["subdirs"] == ["linux-64", "noarch", "osx-64"]
     whole = cas_index(channel)
     assert "up to date, 2 packages (0 read, 2 cached)" in whole.stdout
+
+
+def test_tokens_and_passwords_stay_out_of_the_output_and_the_log(tmp_path):
+    """An upstream reached with a token in its URL (`/t/<token>/`, as on anaconda.org) through a
+    proxy with a password: neither is printed or logged, even when something fails."""
+    from upstream_server import Fault, ForwardProxy
+
+    root = tmp_path / "site"
+    make_channel(root / "t" / "tk-5ecret" / "chan", {"linux-64": [spec("lib", "1.0", "linux-64")]})
+    mirror = tmp_path / "mirror"
+    with Upstream(root) as server, ForwardProxy() as proxy:
+        url = f"{server.url}/t/tk-5ecret/chan"
+        proxied = proxy.url.replace("http://", "http://alice:pa55word@")
+        server.inject("t/tk-5ecret/chan/linux-64/repodata.json.zst", Fault.status(503))
+        server.always("t/tk-5ecret/chan/linux-64/lib-1.0-0.conda", Fault.status(500))
+        flags = ["--remote-url", url, "--mirror-dir", mirror, "--platform", "linux-64", "--retries", "1"]
+        dead = proxied.replace(proxy.url.rsplit(":", 1)[1], "9")  # a proxy nobody listens on
+        variants = [[], ["--json"], ["--dry-run"], ["--dry-run", "--json"], ["--status"], ["--show"]]
+        variants += [["--proxy", proxied], ["--proxy", dead]]
+        runs = [
+            subprocess.run(
+                [sys.executable, "-m", "casconsole.cli.sync", *map(str, flags), *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for args in variants
+        ]
+        assert proxy.authorizations and all(a is not None for a in proxy.authorizations)  # it was used
+    assert runs[0].returncode == 1  # the file failed, and is named
+    assert "failed: linux-64/lib-1.0-0.conda: HTTP 500" in runs[0].stdout
+    assert f"{server.url}/t/***/chan" in runs[0].stdout  # the retried repodata, named without its token
+    assert runs[-1].returncode == 1 and "cannot connect to proxy 127.0.0.1:9" in runs[-1].stderr
+    texts = [r.stdout + r.stderr for r in runs] + [(mirror / ".cas" / "sync.jsonl").read_text()]
+    for text in texts:
+        assert "tk-5ecret" not in text and "pa55word" not in text

@@ -15,13 +15,14 @@ shows it. Both functions are UI-free: progress goes to an optional sink of `Even
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -97,6 +98,21 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT back while worker processes are forked: a Ctrl-C landing in one of fork's
+    own handlers would be swallowed there (printed as "Exception ignored", the run going on);
+    held, it lands right after, as a KeyboardInterrupt like any other."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """fork where it is safe (Linux, no other thread: workers start at once, with nothing to
     import), else a fresh interpreter: the console indexes from a thread, and forking a threaded
@@ -143,10 +159,11 @@ def _read_all(
         initializer=_worker_init,
     )
     try:
-        futures = {
-            pool.submit(read_batch, [(str(channel / s / fn), s) for s, fn, _ in batch]): batch
-            for batch in batches
-        }
+        with _interrupts_held():  # the first submit forks the workers
+            futures = {
+                pool.submit(read_batch, [(str(channel / s / fn), s) for s, fn, _ in batch]): batch
+                for batch in batches
+            }
         for future in as_completed(futures):
             for item, result in zip(futures[future], future.result(), strict=True):
                 on_result(item, result)
