@@ -418,9 +418,9 @@ class Plan:
             sp._plan = plan
             sp.newest, sp.curated, sp.closure = settings.newest_versions, settings.curated, maps[subdir]
             sp.decide_all(selector)
-        plan._find_unmatched()
         if check:
             plan.check_dependencies()
+        plan._find_unmatched()  # after the check, which has made each subdir's index
         return plan
 
     # ---- what to tell the administrator
@@ -461,9 +461,8 @@ class Plan:
 
     def _find_unmatched(self) -> None:
         """The blacklist and whitelist entries no upstream record of any subdir matches."""
-        subdirs = [(sp.index, sp.records) for sp in self.subdirs.values()]
-        found = {key: matching_nothing(getattr(self.settings, key), subdirs) for key in _ENTRY_KEYS}
-        self.unmatched = {key: entries for key, entries in found.items() if entries}
+        subdirs = [(sp.records, sp._index) for sp in self.subdirs.values()]  # an index if made already
+        self.unmatched = matching_nothing({key: getattr(self.settings, key) for key in _ENTRY_KEYS}, subdirs)
 
     def check_dependencies(self) -> None:
         """Run the dependency check (kept up to date by `update` from then on)."""
