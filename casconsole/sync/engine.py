@@ -228,7 +228,10 @@ class Sync:
                 self.emit(SyncFinished.of(stats))
         finally:
             if self._log is not None:
-                self._log.close()
+                try:
+                    self._log.close()
+                except OSError as exc:  # its last lines could not be written (a full disk)
+                    self._drop_log(exc)
                 self._log = None
             lock.release()
         return stats
@@ -426,9 +429,15 @@ class Sync:
                     sub.pending -= 1
                     if sub.pending == 0 and not self.cancelled:
                         self._settle(sub)
-        finally:
-            for sub in subdirs.values():
-                sub.store.close()
+        except BaseException:
+            for sub in subdirs.values():  # the error on its way is the one to tell, not a full
+                try:  # disk met again while the verified records are flushed
+                    sub.store.close()
+                except OSError:
+                    pass
+            raise
+        for sub in subdirs.values():
+            sub.store.close()
         if self.cancelled:
             raise Cancelled
 

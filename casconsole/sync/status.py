@@ -81,9 +81,9 @@ class StatusLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            fh, self._fh = self._fh, None
+            if fh is not None:
+                fh.close()  # may raise (its last lines met a full disk): closed all the same
 
 
 # ---------------------------------------------------------------- reading
