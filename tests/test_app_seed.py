@@ -66,7 +66,7 @@ async def test_secrets_are_not_shown_on_config_and_overview(console_dir):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_workers(pilot)
         overview = "".join(static_text(app, f"#{w.id}") for w in app.screen.query("Static") if w.id)
-        assert "https://conda.example.org/t/***/private" in overview and "tk-1234" not in overview
+        assert "https://conda.example.org/t/<hidden>/private" in overview and "tk-1234" not in overview
         await pilot.press("2")
         await pilot.pause()
         screen = app.screen
@@ -74,5 +74,5 @@ async def test_secrets_are_not_shown_on_config_and_overview(console_dir):
         screen.query_one("#config-table").cursor = proxy
         screen.show_detail(proxy)
         detail = static_text(app, "#config-detail")
-        assert "in force: http://alice:***@proxy.lan:3128" in detail
+        assert "in force: http://alice:<hidden>@proxy.lan:3128" in detail
         assert "pa55word" not in detail

@@ -152,14 +152,14 @@ def test_the_proxy_password_and_tokens_are_never_shown(tmp_path):
     data = show("--config", config)
     for shown in (text, json.dumps(data)):
         assert "s3cr" not in shown and "tk-9f8e7d" not in shown
-    assert data["proxy"]["value"] == "http://alice:***@proxy.lan:3128"
-    assert data["remote_url"]["value"] == "https://conda.example.org/t/***/private"
+    assert data["proxy"]["value"] == "http://alice:<hidden>@proxy.lan:3128"
+    assert data["remote_url"]["value"] == "https://conda.example.org/t/<hidden>/private"
     # in error messages too: a proxy the sync cannot use, named with its file and line
     config.write_text("proxy: socks5://alice:s3cret@proxy.lan:1080\n")
     result = cas_sync("--show", "--config", config)
     assert result.returncode == 2 and "s3cret" not in result.stderr
     assert (
-        f"{config}:1: proxy: 'socks5://alice:***@proxy.lan:1080' is not an http://host:port URL"
+        f"{config}:1: proxy: 'socks5://alice:<hidden>@proxy.lan:1080' is not an http://host:port URL"
         in result.stderr
     )
 

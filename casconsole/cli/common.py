@@ -20,6 +20,7 @@ from casconsole.errors import (
     CasError,
     os_error_message,
 )
+from casconsole.redact import redact_url
 from casconsole.settings import (
     SCHEMA,
     Settings,
@@ -28,7 +29,6 @@ from casconsole.settings import (
     load_settings,
     parse_text_value,
 )
-from casconsole.settings.redact import redact
 
 # flag -> key; list keys take the flag once per item, or a comma-separated list
 _FLAGS = {
@@ -98,7 +98,7 @@ def report_error(message: str) -> None:
     """`prog: error: ...` on stderr, a line for each line of `message`, secrets in URLs hidden."""
     prog = prog_name()
     with contextlib.suppress(OSError):  # stderr itself gone: nobody is left to tell
-        for line in redact(message).splitlines() or [""]:
+        for line in redact_url(message).splitlines() or [""]:
             print(f"{prog}: error: {line}", file=sys.stderr)
 
 

@@ -13,8 +13,8 @@ import humanize
 from casconsole.cli import sync_run
 from casconsole.cli.common import add_settings_arguments, entry_point, report_error, settings_from_args
 from casconsole.errors import EXIT_FAILED
+from casconsole.redact import redact_url
 from casconsole.settings import Settings
-from casconsole.settings.redact import redact
 
 if TYPE_CHECKING:  # the selection is imported where a plan is made: a sync starts its workers first
     from casconsole.selection.plan import Plan
@@ -96,7 +96,7 @@ def print_plan(plan: Plan, out=None, groups_shown: int = 8) -> None:
     """The funnel of each subdir, then its dependency warnings grouped by the entry that caused them."""
     out = out or sys.stdout
     settings = plan.settings
-    print(f"plan for {redact(settings.remote_url)} -> {settings.channel_dir}", file=out)
+    print(f"plan for {redact_url(settings.remote_url)} -> {settings.channel_dir}", file=out)
     for subdir in plan.missing:
         print(f"warning: {plan.missing_warning(subdir)}", file=out)
     for warning in plan.unmatched_warnings():

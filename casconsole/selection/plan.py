@@ -26,12 +26,12 @@ from typing import Any
 
 from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import Record, RepoData, gc_paused
+from casconsole.redact import redact_url
 from casconsole.selection.check import BrokenGroup, DependencyCheck
 from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
 from casconsole.selection.warnings import matching_nothing, percent, prune_exceeds
 from casconsole.settings import Settings
-from casconsole.settings.redact import redact
 
 
 @dataclass
@@ -339,7 +339,7 @@ class SubdirPlan:
         included = self.included()
         download = self.download(included)
         return {
-            "source": redact(self.repodata.source),
+            "source": redact_url(self.repodata.source),
             "funnel": dataclasses.asdict(self.funnel),
             "prune_withheld": self.prune_withheld,
             "included": [rec.fn for rec in included],
@@ -437,11 +437,11 @@ class Plan:
         return bool(asked) and not self.platforms_left
 
     def missing_warning(self, subdir: str) -> str:
-        return f"platform {subdir}: not carried by upstream, left out ({redact(self.missing[subdir])})"
+        return f"platform {subdir}: not carried by upstream, left out ({redact_url(self.missing[subdir])})"
 
     def nothing_left_message(self) -> str:
         asked = ", ".join(p for p in self.settings.platforms if p != "noarch")
-        upstream = redact(self.settings.remote_url)
+        upstream = redact_url(self.settings.remote_url)
         return f"upstream {upstream} carries none of the platforms ({asked}): nothing to mirror"
 
     def unmatched_warnings(self) -> list[str]:
@@ -588,11 +588,11 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "remote_url": redact(self.settings.remote_url),
+            "remote_url": redact_url(self.settings.remote_url),
             "mirror_dir": str(self.settings.mirror_dir),
             "channel": self.settings.channel_name,
             "warnings": self.warnings(),
-            "missing_platforms": {subdir: redact(why) for subdir, why in self.missing.items()},
+            "missing_platforms": {subdir: redact_url(why) for subdir, why in self.missing.items()},
             "unmatched": {key: self.unmatched.get(key, []) for key in ("blacklist", "whitelist")},
             "subdirs": {subdir: sp.to_json() for subdir, sp in self.subdirs.items()},
         }

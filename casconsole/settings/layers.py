@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from casconsole.errors import SettingsError
-from casconsole.settings.redact import redact
+from casconsole.redact import redact_value
 from casconsole.settings.schema import SCHEMA, Invalid
 
 LAYERS = ("default", "system", "user", "file", "env", "cli")
@@ -69,7 +69,7 @@ class Layer:
         try:
             value = spec.check(raw)
         except Invalid as exc:
-            self.problems.append(Problem(where, redact(f"{key}: {exc}")))
+            self.problems.append(Problem(where, str(redact_value(f"{key}: {exc}"))))
             return
         if isinstance(value, Path) and relative_to is not None and not value.is_absolute():
             value = relative_to / value
@@ -127,20 +127,18 @@ class Settings:
         return {key: getattr(self, key) for key in SCHEMA}
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it; the
-        proxy's password and any token in a URL are shown as `***`."""
+        """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it; URL
+        passwords and channel tokens hidden."""
         out = {}
         for key, value in self.as_dict().items():
             origin = self.origins[key]
-            out[key] = {"value": _shown(value), "layer": origin.layer, "source": origin.source}
+            shown = redact_value(_jsonable(value))
+            out[key] = {"value": shown, "layer": origin.layer, "source": origin.source}
         return out
 
 
-def _shown(value: Any) -> Any:
-    """A value as it may be shown: paths as text, secrets in URLs hidden."""
-    if isinstance(value, Path):
-        return str(value)
-    return redact(value) if isinstance(value, str) else value
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 # ---------------------------------------------------------------- reading the layers

@@ -6,7 +6,7 @@ import base64
 import urllib.parse
 from dataclasses import dataclass
 
-from casconsole.settings.redact import redact_url
+from casconsole.redact import redact_url
 
 
 class ProxyError(ValueError):

@@ -13,8 +13,8 @@ import platformdirs
 
 from casconsole.conda.specs import Entry, EntryError
 from casconsole.layout import KNOWN_SUBDIRS, machine_subdir
+from casconsole.redact import redact_url
 from casconsole.settings.proxy import Proxy, ProxyError
-from casconsole.settings.redact import redact
 
 
 def default_mirror_dir() -> Path:
@@ -132,7 +132,7 @@ def _remote_url(v: Any) -> str:
     url = _str(v).rstrip("/")
     scheme = urllib.parse.urlsplit(url).scheme
     if len(scheme) > 1 and scheme.lower() not in REMOTE_SCHEMES:  # one letter: a Windows drive
-        shown = redact(url)
+        shown = redact_url(url)
         raise Invalid(f"unsupported URL scheme {scheme!r} in {shown!r} (use http, https, file:// or a path)")
     return url
 

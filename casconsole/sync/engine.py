@@ -50,8 +50,8 @@ from casconsole.errors import (
 )
 from casconsole.events import Event, Sink, null_sink
 from casconsole.layout import WORKERS_LOCK, channel_name_problem, state_dir, verified_path
+from casconsole.redact import redact_url
 from casconsole.settings import Settings
-from casconsole.settings.redact import redact
 from casconsole.sync.events import (
     FileDone,
     FileFailed,
@@ -213,7 +213,7 @@ class Sync:
             except Cancelled:
                 stats.state = "cancelled"
             except CasError as exc:
-                stats.state, stats.error, stats.error_status = "error", redact(str(exc)), exc.exit_status
+                stats.state, stats.error, stats.error_status = "error", redact_url(str(exc)), exc.exit_status
             except OSError as exc:  # the mirror cannot be written: permissions, a full disk
                 stats.state, stats.error, stats.error_status = "error", os_error_message(exc), EXIT_STORAGE
             except KeyboardInterrupt:
@@ -467,7 +467,7 @@ class Sync:
             sub.store.forget(job.fn)
             stats.failed += 1
             sub.failed += 1
-            reason = redact(outcome.reason)
+            reason = redact_url(outcome.reason)
             stats.failures.append((sub.name, job.fn, reason))
             self.emit(FileFailed(sub.name, job.fn, job.size, reason, outcome.attempts))
 

@@ -13,7 +13,7 @@ import msgspec
 
 from casconsole.errors import DiskError
 from casconsole.events import Event
-from casconsole.settings.redact import redact
+from casconsole.redact import redact_url
 from casconsole.sync import report
 
 # a write these refuse will be refused for every file: the sync stops instead of failing each
@@ -76,7 +76,7 @@ def redacted(event: Event) -> Event:
 def _scrub(value: Any) -> Any:
     """`value` with its strings redacted; the same object when nothing needed hiding."""
     if isinstance(value, str):
-        shown = redact(value)
+        shown = redact_url(value)
         return value if shown == value else shown
     if isinstance(value, dict):
         items = {k: _scrub(v) for k, v in value.items()}

@@ -13,7 +13,7 @@ from textual.widgets import Header
 from textual.worker import Worker
 
 from casconsole.errors import CasError
-from casconsole.settings.redact import redact
+from casconsole.redact import redact_url
 from casconsole.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -105,8 +105,8 @@ def ago(timestamp: float | None) -> str:
 
 def describe_error(error: BaseException) -> str:
     """A one-line message for the user: ours carry one; others get their type named. A URL's
-    password or token is shown as `***`."""
-    return redact(_describe(error))
+    password or token is hidden."""
+    return redact_url(_describe(error))
 
 
 def _describe(error: BaseException) -> str:

@@ -13,8 +13,8 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
 from casconsole.console.screens.base import ConsoleScreen
+from casconsole.redact import redact_value
 from casconsole.settings import LAYERS, SCHEMA, Layer, Problem
-from casconsole.settings.redact import redact
 from casconsole.widgets.vtable import Column, VirtualTable
 
 _KEY_PROBLEM = re.compile(r"^(\w+): ")
@@ -22,14 +22,17 @@ _UNKNOWN_KEY = re.compile(r"^unknown key '([^']+)'")
 
 
 def show_value(value: Any) -> str:
-    """A value as the screen shows it; a URL's password or token as `***`."""
+    """A settings value as text, URL passwords and channel tokens hidden."""
+    value = redact_value(value)
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return redact(str(value))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def short(value: Any, width: int) -> str:
