@@ -207,7 +207,8 @@ def test_head_of_each_command(upstream, config, tmp_path):
     channel = tmp_path / "internal-pkgs"
     (channel / "noarch").mkdir(parents=True)
     assert subprocess.run([str(BIN / "cas-index"), str(channel)], capture_output=True).returncode == 0
-    assert subprocess.run([str(BIN / "cas-sync"), "--config", str(config)], capture_output=True).returncode == 0
+    synced = subprocess.run([str(BIN / "cas-sync"), "--config", str(config)], capture_output=True)
+    assert synced.returncode == 0
     for command in (
         f"{BIN}/cas-sync --config {config} --dry-run",
         f"{BIN}/cas-sync --config {config} --show",
