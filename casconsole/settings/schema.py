@@ -11,7 +11,6 @@ from typing import Any
 
 import platformdirs
 
-from casconsole.conda.specs import Entry, EntryError
 from casconsole.layout import KNOWN_SUBDIRS, machine_subdir
 from casconsole.redact import redact_url
 from casconsole.settings.proxy import Proxy, ProxyError
@@ -58,6 +57,9 @@ def _str_list(v: Any) -> list[str]:
 
 
 def _entry_list(v: Any) -> list[str]:
+    # here: match specs load py-rattler (50 ms), which only settings with entries need
+    from casconsole.conda.specs import Entry, EntryError
+
     entries = _str_list(v)
     for text in entries:
         try:
@@ -95,6 +97,26 @@ def _pos_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
         raise Invalid(f"expected a number of seconds > 0, got {_show(v)}")
     return float(v)
+
+
+def _fraction(v: Any) -> float:
+    """A share of a subdir's files: a fraction (0.1) or a percentage ("10%")."""
+    text = v.strip() if isinstance(v, str) else None
+    try:
+        if text is not None and text.endswith("%"):
+            value = float(text[:-1]) / 100
+        elif text is not None:
+            value = float(text)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            value = float(v)
+        else:
+            raise ValueError
+    except ValueError:
+        raise Invalid(f"expected a fraction (0.1) or a percentage (10%), got {_show(v)}") from None
+    if not 0 <= value <= 1:
+        hint = f" (for a percentage write '{value:g}%')" if 1 < value <= 100 else ""
+        raise Invalid(f"expected a share between 0 and 1 (0%-100%), got {_show(v)}{hint}")
+    return value
 
 
 def _ssl_verify(v: Any) -> bool | str:
@@ -135,26 +157,6 @@ def _remote_url(v: Any) -> str:
         shown = redact_url(url)
         raise Invalid(f"unsupported URL scheme {scheme!r} in {shown!r} (use http, https, file:// or a path)")
     return url
-
-
-def _fraction(v: Any) -> float:
-    """A share of a subdir's files: a fraction (0.1) or a percentage ("10%")."""
-    text = v.strip() if isinstance(v, str) else None
-    try:
-        if text is not None and text.endswith("%"):
-            value = float(text[:-1]) / 100
-        elif text is not None:
-            value = float(text)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            value = float(v)
-        else:
-            raise ValueError
-    except ValueError:
-        raise Invalid(f"expected a fraction (0.1) or a percentage (10%), got {_show(v)}") from None
-    if not 0 <= value <= 1:
-        hint = f" (for a percentage write '{value:g}%')" if 1 < value <= 100 else ""
-        raise Invalid(f"expected a share between 0 and 1 (0%-100%), got {_show(v)}{hint}")
-    return value
 
 
 def _show(v: Any) -> str:
