@@ -8,11 +8,14 @@ Anything that is not a CasError reaching a user is a bug.
 
 from __future__ import annotations
 
-# exit statuses, documented in docs/operations.md
+# exit statuses, the table of docs/operations.md
 EXIT_OK = 0
-EXIT_FAILED = 1  # the run went, but some files (or the run) failed
+EXIT_FAILED = 1  # the run went, but some files failed; or it could not run (upstream unreachable)
 EXIT_USAGE = 2  # bad settings, bad arguments, or the mirror is busy
-EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, SIGHUP
+EXIT_PRUNE_WITHHELD = 3  # the prune guard kept a subdir's files that left the plan (max_prune)
+EXIT_STORAGE = 4  # the mirror's disk: denied, read-only, full, or too little free space for the plan
+EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM, SIGHUP (128 + SIGINT, as a shell reports it)
+EXIT_BROKEN_PIPE = 141  # the reader of the output went away (`| head`): 128 + SIGPIPE
 
 
 class CasError(Exception):
@@ -54,6 +57,18 @@ class RepoDataNotFound(RepoDataError):
 
 class StorageError(CasError):
     """The mirror's storage cannot be read or written: permissions, a full disk, a bad path."""
+
+
+class DiskError(StorageError):
+    """The disk refused: a path that cannot be read or written (EACCES), a read-only
+    filesystem, a full disk, or too little free space for a sync's plan. Exit status 4."""
+
+    exit_status = EXIT_STORAGE
+
+    @classmethod
+    def of(cls, exc: OSError, doing: str = "") -> DiskError:
+        """`path: cause` of an OSError (`doing` says what was being done, when it helps)."""
+        return cls(os_error_message(exc) + (f" ({doing})" if doing else ""))
 
 
 class IndexingError(CasError):

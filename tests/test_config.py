@@ -106,12 +106,13 @@ def test_unknown_environment_variable_and_bad_env_values(monkeypatch):
     assert "CAS_MIRROR_CONCURRENCY: concurrency: expected a whole number >= 1" in text
 
 
-def test_env_value_parsing(monkeypatch):
-    monkeypatch.setenv("CAS_MIRROR_SSL_VERIFY", "/etc/ssl/ca.pem")
+def test_env_value_parsing(monkeypatch, tmp_path):
+    bundle = write(tmp_path / "ca.pem", "")
+    monkeypatch.setenv("CAS_MIRROR_SSL_VERIFY", str(bundle))
     monkeypatch.setenv("CAS_MIRROR_TIMEOUT", "2.5")
     monkeypatch.setenv("CAS_MIRROR_WHITELIST", "numpy >=1.20, flask,,")
     s = load_settings()
-    assert s.ssl_verify == "/etc/ssl/ca.pem"
+    assert s.ssl_verify == str(bundle)
     assert s.timeout == 2.5
     assert s.whitelist == ["numpy >=1.20", "flask"]
 

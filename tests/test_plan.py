@@ -101,3 +101,26 @@ def test_plan_json_shape(demo_url, tmp_path):
         r.size for r in plan.subdirs["noarch"].records if r.fn in set(noarch["download"])
     )
     assert dataclasses.asdict(plan.subdirs["noarch"].funnel) == noarch["funnel"]
+
+
+def test_entries_matching_no_upstream_record_with_and_without_an_index(demo_channel, tmp_path):
+    """The same entries found unmatched by the light path (a sync's plan, no index) and through
+    the index (the dry run's and the console's plans, built with the dependency check)."""
+    from casconsole.selection.warnings import matching_nothing
+
+    s = settings_for(
+        str(demo_channel), tmp_path / "m", platforms=["linux-64"],
+        blacklist=["flask", "flsk", "r-*", "q-*", "numpy >=2", "numpy >=9", "python 3.9.*", "zlib 0.*"],
+        whitelist=["readline", "distribute", "six 1.16.0", "six 2.*", "r-data.table >=1.15"],
+    )  # fmt: skip
+    expected = {"blacklist": ["flsk", "q-*", "numpy >=9", "zlib 0.*"], "whitelist": ["distribute", "six 2.*"]}
+    upstream = fetch_upstream(s)
+    light = Plan.build(s, upstream, check=False)
+    assert all(sp._index is None for sp in light.subdirs.values())
+    assert light.unmatched == expected
+    indexed = Plan.build(s, upstream, check=True)
+    assert all(sp._index is not None for sp in indexed.subdirs.values())
+    keyed = {key: getattr(s, key) for key in ("blacklist", "whitelist")}
+    assert matching_nothing(keyed, [(sp.records, sp.index) for sp in indexed.subdirs.values()]) == expected
+    assert indexed.unmatched == expected
+    assert indexed.unmatched_warnings()[0] == "blacklist entry 'flsk' matches no upstream record"

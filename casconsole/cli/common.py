@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.metadata
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from casconsole.errors import EXIT_INTERRUPTED, CasError
+from casconsole.cli import prog_name
+from casconsole.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+    CasError,
+    os_error_message,
+)
+from casconsole.redact import redact_url
 from casconsole.settings import (
     SCHEMA,
     Settings,
@@ -34,6 +45,7 @@ _FLAGS = {
     "--retries": "retries",
     "--ssl-verify": "ssl_verify",
     "--proxy": "proxy",
+    "--max-prune": "max_prune",
 }
 
 
@@ -107,30 +119,51 @@ def add_version_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def report_error(message: str) -> None:
-    """`prog: error: ...` on stderr, a line for each line of `message`."""
-    prog = Path(sys.argv[0]).name or "casconsole"
-    for line in message.splitlines() or [""]:
-        print(f"{prog}: error: {line}", file=sys.stderr)
+    """`prog: error: ...` on stderr, a line for each line of `message`, secrets in URLs hidden."""
+    prog = prog_name()
+    with contextlib.suppress(OSError):  # stderr itself gone: nobody is left to tell
+        for line in redact_url(message).splitlines() or [""]:
+            print(f"{prog}: error: {line}", file=sys.stderr)
 
 
-def fail(message: str, status: int = 2) -> NoReturn:
+def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
     report_error(message)
     sys.exit(status)
 
 
+def stdout_gone() -> None:
+    """The reader of stdout went away (`| head`): send what is still buffered, and all further
+    output, nowhere, so that neither this command nor Python's exit fails on it."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def entry_point(main: Callable[..., int]) -> Callable[..., int]:
-    """A command's `main`: a CasError becomes its message on stderr and its exit status,
-    Ctrl-C exit status 130; never a traceback."""
+    """A command's `main`, never ending in a traceback: a CasError becomes its message on stderr
+    and its exit status; an OSError that reaches here (a file or folder that cannot be read or
+    written) `path: cause` and EXIT_STORAGE; a closed output pipe EXIT_BROKEN_PIPE, quietly;
+    Ctrl-C `interrupted` and EXIT_INTERRUPTED. The statuses are docs/operations.md's table."""
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> int:
         try:
-            return main(*args, **kwargs)
+            status = main(*args, **kwargs)
+            sys.stdout.flush()  # a reader gone is found out here, not in Python's exit
+            return status
         except CasError as exc:
             report_error(exc.message)
             return exc.exit_status
+        except BrokenPipeError:
+            stdout_gone()
+            return EXIT_BROKEN_PIPE
+        except OSError as exc:
+            report_error(os_error_message(exc))
+            return EXIT_STORAGE
         except KeyboardInterrupt:
-            print(f"{Path(sys.argv[0]).name or 'casconsole'}: interrupted", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                print(f"{prog_name()}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
 
     return run

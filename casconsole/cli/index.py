@@ -1,14 +1,20 @@
 """cas-index: index conda channel folders (`conda index`, incremental), or show their status.
 
-Exit status: 0 done; 1 problems under --strict, or indexing failed; 2 bad input; 130 interrupted.
+A DIR is a channel folder (every subdir is indexed) or one subdir folder of a channel
+(`cas-index /srv/mirror/internal-pkgs/linux-64`, the form the cas-mirror FAQ gives
+`conda index`): only that subdir is indexed, and noarch while it has no index yet.
+
+Exit status: 0 done; 1 problems under --strict; 2 bad input (not a channel, being indexed
+already); 4 a file or folder that cannot be read or written; 130 interrupted; 141 the reader
+of the output went away.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +22,7 @@ from pathlib import Path
 import humanize
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.errors import EXIT_STORAGE
 from casconsole.events import Event
 from casconsole.index.channel import (
     ChannelError,
@@ -28,6 +35,7 @@ from casconsole.index.channel import (
     index_channel,
     index_status,
 )
+from casconsole.layout import KNOWN_SUBDIRS, subdir_folders
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Index conda channel folders: write repodata.json (+ .zst) for each subdir "
         "and channeldata.json. Only new or changed packages are read.",
     )
-    parser.add_argument("dirs", nargs="+", metavar="DIR", type=Path, help="a channel folder")
+    parser.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        type=Path,
+        help="a channel folder, or one subdir folder of a channel",
+    )
     parser.add_argument(
         "--status",
         action="store_true",
@@ -81,10 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cas-index: interrupted; what was read is cached for the next run", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away (`| head`): stop quietly, and keep Python from failing on exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+
+
+def _status_of(exc: ChannelError) -> int:
+    """2 for a folder that is not a channel (bad input), 4 for one the disk refuses to list or
+    write into (permission denied, read-only)."""
+    return EXIT_STORAGE if isinstance(exc.__cause__, OSError) else 2
+
+
+def target(directory: Path) -> tuple[Path, list[str] | None]:
+    """(channel folder, the subdirs to index or None for all) of a DIR argument: a subdir folder
+    (a known subdir name, holding no subdir folders itself) stands for itself in its channel."""
+    if directory.name in KNOWN_SUBDIRS and directory.is_dir() and not subdir_folders(directory):
+        return directory.parent, [directory.name]
+    return directory, None
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -94,11 +118,17 @@ def _status(dirs: list[Path], *, as_json: bool) -> int:
     code = 0
     results: list[ChannelStatus] = []
     for directory in dirs:
+        channel, only = target(directory)
         try:
-            results.append(index_status(directory))
+            status = index_status(channel)
+            if only is not None:
+                status = dataclasses.replace(
+                    status, subdirs=tuple(s for s in status.subdirs if s.subdir in only)
+                )
+            results.append(status)
         except ChannelError as exc:
             print(f"cas-index: {exc}", file=sys.stderr)
-            code = 2
+            code = max(code, _status_of(exc))
     if as_json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -143,18 +173,19 @@ def _index(directory: Path, *, strict: bool, workers: int | None, quiet: bool = 
         reporter: _PlainReporter = _QuietReporter(strict)
     else:
         reporter = _ProgressReporter() if sys.stdout.isatty() else _PlainReporter()
+    channel, only = target(directory)
     try:
         with reporter:
-            stats = index_channel(directory, sink=reporter, strict=strict, workers=workers)
+            stats = index_channel(channel, sink=reporter, strict=strict, workers=workers, subdirs=only)
     except ChannelError as exc:
         print(f"cas-index: {exc}", file=sys.stderr)
-        return 2
+        return _status_of(exc)
     except BrokenPipeError:
-        raise  # not a channel problem: main() handles it
+        raise  # not a channel problem: entry_point handles it
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"cas-index: {directory}: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        return EXIT_STORAGE
     if not quiet:
         _print_summary(stats)
     if stats.withheld:

@@ -15,8 +15,11 @@ from casconsole.cli.common import (
     add_settings_arguments,
     add_version_argument,
     entry_point,
+    report_error,
     settings_from_args,
 )
+from casconsole.errors import EXIT_FAILED
+from casconsole.redact import redact_url
 from casconsole.settings import Settings
 
 if TYPE_CHECKING:  # the selection is imported where a plan is made: a sync starts its workers first
@@ -78,9 +81,10 @@ def show(settings: Settings, as_json: bool) -> int:
 
 
 def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> int:
-    """Print the plan. With `exit_when_done` (cas-sync run as a program) the process ends here:
-    freeing a 500,000-record plan object by object at interpreter exit takes half a second
-    (measured), and a dry run has nothing left to clean up."""
+    """Print the plan; exit status 1 when upstream carries none of the platforms (a sync would
+    not run). With `exit_when_done` (cas-sync run as a program) the process ends here: freeing a
+    500,000-record plan object by object at interpreter exit takes half a second (measured), and
+    a dry run has nothing left to clean up."""
     from casconsole.sync.dryrun import make_plan
 
     plan = make_plan(settings)
@@ -88,18 +92,26 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> 
         print(json.dumps(plan.to_json(), indent=1))
     else:
         print_plan(plan)
+    status = 0
+    if plan.nothing_left:
+        report_error(plan.nothing_left_message())
+        status = EXIT_FAILED
     if exit_when_done:
-        sys.stdout.flush()
+        sys.stdout.flush()  # a reader gone (`| head`) raises here, for entry_point to handle
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(status)
+    return status
 
 
 def print_plan(plan: Plan, out=None, groups_shown: int = 8) -> None:
     """The funnel of each subdir, then its dependency warnings grouped by the entry that caused them."""
     out = out or sys.stdout
     settings = plan.settings
-    print(f"plan for {settings.remote_url} -> {settings.channel_dir}", file=out)
+    print(f"plan for {redact_url(settings.remote_url)} -> {settings.channel_dir}", file=out)
+    for subdir in plan.missing:
+        print(f"warning: {plan.missing_warning(subdir)}", file=out)
+    for warning in plan.unmatched_warnings():
+        print(f"warning: {warning}", file=out)
     for subdir, sp in plan.subdirs.items():
         f = sp.funnel
         rows = [
@@ -122,7 +134,7 @@ def print_plan(plan: Plan, out=None, groups_shown: int = 8) -> None:
             ("kept", f"{f.kept:,}", ""),
             ("to download", f"{f.download:,}", humanize.naturalsize(f.download_bytes)),
             ("already present", f"{f.present:,}", ""),
-            ("to delete", f"{f.delete:,}", "" if settings.prune else "prune is off"),
+            ("to delete", f"{f.delete:,}", _delete_note(sp)),
         ]
         if plan.check is not None:
             rows.append(("unmet dependencies", f"{f.broken:,}", "kept records" if f.broken else ""))
@@ -141,6 +153,18 @@ def print_plan(plan: Plan, out=None, groups_shown: int = 8) -> None:
             )
         for warning in sp.repodata.warnings:
             print(f"  warning: {warning}", file=out)
+        if sp.prune_withheld:
+            print(f"  warning: {sp.prune_warning()}", file=out)
+
+
+def _delete_note(sp) -> str:
+    from casconsole.selection.warnings import percent
+
+    if not sp.prune:
+        return "prune is off"
+    if sp.prune_withheld:
+        return f"more than max_prune ({percent(sp.max_prune)}): a sync keeps them"
+    return ""
 
 
 def run_sync(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
 """cas-sync's sync half: run a sync (progress bars, plain lines or JSON), --status, --detach.
 
-Exit status: 0 when every file is in place, 1 when a file (or the sync) failed, 2 when another
-sync holds the mirror or the settings are wrong, 130 when stopped by Ctrl-C (or SIGTERM/SIGHUP).
+Exit status (docs/operations.md): 0 when every file is in place, 1 when a file (or the sync)
+failed, 2 when another sync holds the mirror or the settings are wrong, 3 when the prune guard
+held a subdir back, 4 when the mirror's disk refused (denied, read-only, full, too little free
+space), 130 when stopped by Ctrl-C (or SIGTERM/SIGHUP), 141 when the reader of the output went
+away (the sync stops then, as for a Ctrl-C).
 `--status` exits 0 when the last sync ended done or one is running, 1 otherwise.
 """
 
@@ -22,7 +25,8 @@ from typing import Any, TextIO
 
 import humanize
 
-from casconsole.cli.common import fail
+from casconsole.cli.common import fail, stdout_gone
+from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from casconsole.events import Event
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
@@ -46,6 +50,11 @@ def add_sync_arguments(parser: argparse.ArgumentParser, mode: argparse._Mutually
         "--status", action="store_true", help="report the running or last sync of the mirror and exit"
     )
     parser.add_argument("--verify", action="store_true", help="re-hash every mirrored file; repair bad ones")
+    parser.add_argument(
+        "--force-prune",
+        action="store_true",
+        help="prune even a subdir where more than max_prune of the files left the plan",
+    )
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -81,7 +90,8 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         sink = RichSink()
     else:
         sink = PlainSink(sys.stdout)
-    sync = Sync(settings, sink, verify=args.verify)
+    sync = Sync(settings, sink, verify=args.verify, force_prune=args.force_prune)
+    sink.on_gone = sync.cancel  # the reader of the output went away: stop, as SIGPIPE would
 
     def on_signal(signum: int, frame: Any) -> None:
         if sync.cancelled:
@@ -101,12 +111,16 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
             stats = sync.run()
     except KeyboardInterrupt:
         print("cas-sync: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if sink.gone:
+        return EXIT_BROKEN_PIPE
     if not args.json and not (args.quiet and stats.exit_status == 0):
         summary(stats, args.verify, sys.stdout if stats.exit_status == 0 else sys.stderr)
+    elif stats.exit_status != 0:  # stdout is the events' JSON; a person reads stderr
+        summary(stats, args.verify, sys.stderr)
     return stats.exit_status
 
 
@@ -116,12 +130,30 @@ def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
 
 
 class _Sink:
-    """A sink that keeps the sync's status from its events: the totals every view shows."""
+    """A sink that keeps the sync's status from its events: the totals every view shows.
+
+    When the reader of its output goes away (`cas-sync | head`), it stops writing and calls
+    `on_gone` (the sync's cancel): a sync nobody reads stops, as a program killed by SIGPIPE.
+    """
+
+    gone = False
+    on_gone: Any = None
 
     def __init__(self) -> None:
         self.status = SyncStatus()
 
     def __call__(self, event: Event) -> None:
+        if self.gone:
+            return
+        try:
+            self.write(event)
+        except BrokenPipeError:
+            self.gone = True
+            stdout_gone()
+            if self.on_gone is not None:
+                self.on_gone()
+
+    def write(self, event: Event) -> None:
         fields = report.fields_of(event)
         self.status.apply(fields)
         self.show(event, fields)
@@ -150,7 +182,7 @@ class JsonSink(_Sink):
         self.out = out
         out.flush()
 
-    def __call__(self, event: Event) -> None:
+    def write(self, event: Event) -> None:
         line = event_line(event)
         buffer = getattr(self.out, "buffer", None)
         if buffer is not None:
@@ -320,6 +352,11 @@ def format_status(status: SyncStatus, mirror_dir: Path) -> str:
         lines.append(
             f"  ... and {len(status.failures) - 50:,} more failures (--status --json lists them all)"
         )
+    for subdir, files in status.withheld.items():
+        lines.append(
+            f"  withheld  {subdir}: prune guard kept {files:,} files that left the plan and the "
+            "previous repodata.json (--force-prune removes them)"
+        )
     for warning in status.warnings[:20]:
         lines.append(f"  warning   {warning}")
     return "\n".join(lines)
@@ -339,6 +376,7 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
     command += ["--no-progress"] + (["--verify"] if args.verify else []) + (["--json"] if args.json else [])
     command += ["--quiet"] if args.quiet else []
+    command += ["--force-prune"] if args.force_prune else []
     with open(output, "ab") as out:
         child = subprocess.Popen(
             command,

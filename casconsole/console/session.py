@@ -90,13 +90,14 @@ class ConsoleState:
         settings = self.settings
         say = progress or (lambda text: None)
         upstream = {}
+        missing: dict[str, str] = {}  # platforms upstream does not carry: the plan warns of them
         for n, subdir in enumerate(settings.subdirs, 1):
             say(f"fetching {subdir} ({n}/{len(settings.subdirs)})")
-            upstream.update(fetch_upstream(settings, [subdir]))
+            upstream.update(fetch_upstream(settings, [subdir], missing=missing))
             if cancelled():
                 return None
         say("deciding every record")
-        plan = Plan.build(settings, upstream)
+        plan = Plan.build(settings, upstream, missing=missing)
         plan.prepare_updates()  # the toggles' re-plans stay fast
         return plan
 

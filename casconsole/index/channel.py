@@ -15,13 +15,14 @@ shows it. Both functions are UI-free: progress goes to an optional sink of `Even
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -97,6 +98,21 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT back while worker processes are forked: a Ctrl-C landing in one of fork's
+    own handlers would be swallowed there (printed as "Exception ignored", the run going on);
+    held, it lands right after, as a KeyboardInterrupt like any other."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """fork where it is safe (Linux, no other thread: workers start at once, with nothing to
     import), else a fresh interpreter: the console indexes from a thread, and forking a threaded
@@ -143,10 +159,11 @@ def _read_all(
         initializer=_worker_init,
     )
     try:
-        futures = {
-            pool.submit(read_batch, [(str(channel / s / fn), s) for s, fn, _ in batch]): batch
-            for batch in batches
-        }
+        with _interrupts_held():  # the first submit forks the workers
+            futures = {
+                pool.submit(read_batch, [(str(channel / s / fn), s) for s, fn, _ in batch]): batch
+                for batch in batches
+            }
         for future in as_completed(futures):
             for item, result in zip(futures[future], future.result(), strict=True):
                 on_result(item, result)
@@ -203,8 +220,13 @@ def index_channel(
     sink: Sink = null_sink,
     strict: bool = False,
     workers: int | None = None,
+    subdirs: Iterable[str] | None = None,
 ) -> IndexStats:
     """Index the channel folder `channel_dir` and return what was done.
+
+    With `subdirs`, only those subdir folders are indexed (`conda index <channel>/linux-64`, as
+    the cas-mirror FAQ runs it), and `noarch` too while it has no index yet (clients need one);
+    the other subdirs keep their index and their place in channeldata.json.
 
     Reads only package files that are new or changed since the last run (by name, size and
     mtime), in `workers` processes (default: one per CPU); writes each subdir's repodata.json and
@@ -230,9 +252,19 @@ def index_channel(
     stats = IndexStats(channel=channel)
     with channel_lock(channel):
         cache = load_cache(channel)
-        scans = {s: scan_subdir(channel, s) for s in subdir_names(channel)}
-        dirty = set(cache.subdirs) != set(scans)
-        cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
+        names = subdir_names(channel)
+        if subdirs is not None:
+            only = set(subdirs)
+            if not (channel / "noarch" / "repodata.json").exists():
+                only.add("noarch")
+            names = [name for name in names if name in only]
+        scans = {s: scan_subdir(channel, s) for s in names}
+        if subdirs is None:  # subdir folders gone since the last run leave the cache
+            dirty = set(cache.subdirs) != set(scans)
+            cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
+        else:
+            dirty = any(s not in cache.subdirs for s in scans)
+            cache.subdirs.update({s: cache.subdirs.get(s, SubdirCache()) for s in scans})
         per_subdir = {s: SubdirStats(s) for s in scans}
         todo, forgot = _plan_reads(cache, scans, per_subdir)
         problems: list[Problem] = []

@@ -8,6 +8,11 @@ Beyond the five steps: `newest_versions` (keep each name's newest N versions per
 `whitelist_closure` (whitelist entries bring in every record their dependencies can resolve
 to), `curated` (only whitelist entries and their closure), and the dependency check: kept
 records whose `depends` no kept record satisfies, grouped by the entry that caused it.
+
+What an administrator should hear before a sync is in `Plan.warnings()`: platforms upstream
+does not carry (left out, the others planned as usual), blacklist and whitelist entries that
+match no upstream record (a typo, or a name upstream never had), and subdirs where a sync would
+hold its pruning back (`prune_withheld`: more than `max_prune` of the files would go).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from typing import Any
 
 from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import Record, RepoData, gc_paused
+from casconsole.redact import redact_url
 from casconsole.selection.check import BrokenGroup, DependencyCheck
 from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
+from casconsole.selection.warnings import matching_nothing, percent, prune_exceeds
 from casconsole.settings import Settings
 
 
@@ -98,6 +105,7 @@ def scan_local(subdir_dir: Path) -> dict[str, int]:
 
 
 CURATED = Decision(False, "curated")
+_ENTRY_KEYS = ("blacklist", "whitelist")
 _shared_decisions: dict[tuple, Decision] = {}
 
 
@@ -126,6 +134,7 @@ class SubdirPlan:
     repodata: RepoData
     local: dict[str, int]  # package files present in the mirror: name -> size
     prune: bool = True
+    max_prune: float = 1.0  # the prune guard's share (Plan.build sets the settings' max_prune)
     decisions: list[Decision] = field(default_factory=list)
     funnel: Funnel = field(default_factory=Funnel)
     newest: int = 0
@@ -279,6 +288,21 @@ class SubdirPlan:
     def delete(self) -> list[str]:
         return sorted(self._delete)
 
+    @property
+    def prune_withheld(self) -> bool:
+        """A sync would keep this subdir's leaving files and its repodata: more than max_prune
+        of the files on disk would be deleted (`cas-sync --force-prune` deletes them)."""
+        return self.prune and prune_exceeds(len(self._delete), len(self.local), self.max_prune)
+
+    def prune_warning(self) -> str | None:
+        if not self.prune_withheld:
+            return None
+        return (
+            f"{self.subdir}: {len(self._delete):,} of its {len(self.local):,} files on disk left the plan, "
+            f"more than max_prune ({percent(self.max_prune)}): a sync keeps them and the subdir's "
+            "repodata.json as they are (cas-sync --force-prune deletes them)"
+        )
+
     def excluded(self) -> dict[str, str]:
         return {rec.fn: d.reason for rec, d in zip(self.records, self.decisions) if not d.included}
 
@@ -315,8 +339,9 @@ class SubdirPlan:
         included = self.included()
         download = self.download(included)
         return {
-            "source": self.repodata.source,
+            "source": redact_url(self.repodata.source),
             "funnel": dataclasses.asdict(self.funnel),
+            "prune_withheld": self.prune_withheld,
             "included": [rec.fn for rec in included],
             "excluded": self.excluded(),
             "download": [rec.fn for rec in download],
@@ -342,28 +367,52 @@ class Plan:
     selector: Selector
     check: DependencyCheck | None = field(default=None, repr=False)
     _closure: Closure | None = field(default=None, repr=False)
+    # platforms of the settings that upstream does not carry: subdir -> why (left out of subdirs)
+    missing: dict[str, str] = field(default_factory=dict)
+    # blacklist / whitelist entries that match no upstream record: key -> entries
+    unmatched: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, upstream: Mapping[str, RepoData], check: bool = True) -> Plan:
+    def build(
+        cls,
+        settings: Settings,
+        upstream: Mapping[str, RepoData],
+        check: bool = True,
+        missing: Mapping[str, str] | None = None,
+    ) -> Plan:
         """Decide every record of `upstream` (subdir -> repodata) and compare with the disk.
 
+        A subdir of the settings that `upstream` lacks is a platform upstream does not carry:
+        it is left out and listed in `missing` (with the reason `missing` gives, if any).
         With `check`, the dependency check runs too (`check_dependencies` can run it later).
         """
         # the plan's lists and dicts form no cycles: collections during it would only re-walk
         # the records (measured: 0.1 s a full collection at 500,000 records)
         with gc_paused():
-            return cls._build(settings, upstream, check)
+            return cls._build(settings, upstream, check, missing or {})
 
     @classmethod
-    def _build(cls, settings: Settings, upstream: Mapping[str, RepoData], check: bool) -> Plan:
+    def _build(
+        cls, settings: Settings, upstream: Mapping[str, RepoData], check: bool, missing: Mapping[str, str]
+    ) -> Plan:
         selector = Selector.from_settings(settings)
         subdirs = {
             subdir: SubdirPlan(
-                subdir, upstream[subdir], scan_local(settings.channel_dir / subdir), settings.prune
+                subdir,
+                upstream[subdir],
+                scan_local(settings.channel_dir / subdir),
+                settings.prune,
+                settings.max_prune,
             )
             for subdir in settings.subdirs
+            if subdir in upstream
         }
         plan = cls(settings, subdirs, selector)
+        plan.missing = {
+            subdir: missing.get(subdir, "upstream has no repodata for it")
+            for subdir in settings.subdirs
+            if subdir not in upstream
+        }
         maps = plan._closure_maps(settings)
         for subdir, sp in subdirs.items():
             sp._plan = plan
@@ -371,7 +420,49 @@ class Plan:
             sp.decide_all(selector)
         if check:
             plan.check_dependencies()
+        plan._find_unmatched()  # after the check, which has made each subdir's index
         return plan
+
+    # ---- what to tell the administrator
+
+    @property
+    def platforms_left(self) -> list[str]:
+        """The platforms of the settings that upstream carries (noarch aside)."""
+        return [p for p in self.settings.platforms if p in self.subdirs and p != "noarch"]
+
+    @property
+    def nothing_left(self) -> bool:
+        """Upstream carries none of the platforms asked for: there is nothing to mirror."""
+        asked = [p for p in self.settings.platforms if p != "noarch"]
+        return bool(asked) and not self.platforms_left
+
+    def missing_warning(self, subdir: str) -> str:
+        return f"platform {subdir}: not carried by upstream, left out ({redact_url(self.missing[subdir])})"
+
+    def nothing_left_message(self) -> str:
+        asked = ", ".join(p for p in self.settings.platforms if p != "noarch")
+        upstream = redact_url(self.settings.remote_url)
+        return f"upstream {upstream} carries none of the platforms ({asked}): nothing to mirror"
+
+    def unmatched_warnings(self) -> list[str]:
+        return [
+            f"{key} entry {entry!r} matches no upstream record"
+            for key, entries in self.unmatched.items()
+            for entry in entries
+        ]
+
+    def warnings(self) -> list[str]:
+        """Every warning of the plan, one line each: missing platforms, entries matching nothing,
+        subdirs whose pruning a sync would hold back."""
+        lines = [self.missing_warning(subdir) for subdir in self.missing]
+        lines += self.unmatched_warnings()
+        lines += [w for sp in self.subdirs.values() if (w := sp.prune_warning())]
+        return lines
+
+    def _find_unmatched(self) -> None:
+        """The blacklist and whitelist entries no upstream record of any subdir matches."""
+        subdirs = [(sp.records, sp._index) for sp in self.subdirs.values()]  # an index if made already
+        self.unmatched = matching_nothing({key: getattr(self.settings, key) for key in _ENTRY_KEYS}, subdirs)
 
     def check_dependencies(self) -> None:
         """Run the dependency check (kept up to date by `update` from then on)."""
@@ -446,6 +537,8 @@ class Plan:
         old = self.settings
         self.selector = Selector.from_settings(settings)
         self.settings = settings
+        if (settings.blacklist, settings.whitelist) != (old.blacklist, old.whitelist):
+            self._find_unmatched()
         names = None if names is None else list(names)
         full = (
             names is None
@@ -460,7 +553,7 @@ class Plan:
         maps = self._closure_maps(settings) if closure_changed else None
         flipped: dict[str, list[int]] = {}
         for subdir, sp in self.subdirs.items():
-            sp.prune = settings.prune
+            sp.prune, sp.max_prune = settings.prune, settings.max_prune
             sp.newest, sp.curated = settings.newest_versions, settings.curated
             moved: list[int] = []
             if maps is not None:
@@ -495,8 +588,11 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "remote_url": self.settings.remote_url,
+            "remote_url": redact_url(self.settings.remote_url),
             "mirror_dir": str(self.settings.mirror_dir),
             "channel": self.settings.channel_name,
+            "warnings": self.warnings(),
+            "missing_platforms": {subdir: redact_url(why) for subdir, why in self.missing.items()},
+            "unmatched": {key: self.unmatched.get(key, []) for key in ("blacklist", "whitelist")},
             "subdirs": {subdir: sp.to_json() for subdir, sp in self.subdirs.items()},
         }

@@ -69,7 +69,7 @@ class Layer:
         try:
             value = spec.check(raw)
         except Invalid as exc:
-            self.problems.append(Problem(where, f"{key}: {exc}"))
+            self.problems.append(Problem(where, str(redact_value(f"{key}: {exc}"))))
             return
         if isinstance(value, Path) and relative_to is not None and not value.is_absolute():
             value = relative_to / value
@@ -97,6 +97,7 @@ class Settings:
     ssl_verify: bool | str
     proxy: str | None
     prune: bool
+    max_prune: float
     server_host: str
     server_port: int
     private_channels: list[str]

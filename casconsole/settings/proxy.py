@@ -6,6 +6,8 @@ import base64
 import urllib.parse
 from dataclasses import dataclass
 
+from casconsole.redact import redact_url
+
 
 class ProxyError(ValueError):
     """The proxy setting is not a URL this client can use."""
@@ -21,11 +23,12 @@ class Proxy:
     def parse(cls, url: str) -> Proxy:
         parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
-            raise ProxyError(f"proxy: {url!r} is not an http://host:port URL (the only kind supported)")
+            shown = redact_url(url)
+            raise ProxyError(f"proxy: {shown!r} is not an http://host:port URL (the only kind supported)")
         try:
             port = parts.port or 80
         except ValueError:
-            raise ProxyError(f"proxy: {url!r} has a bad port") from None
+            raise ProxyError(f"proxy: {redact_url(url)!r} has a bad port") from None
         authorization = None
         if parts.username is not None:
             user = urllib.parse.unquote(parts.username)

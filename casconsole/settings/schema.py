@@ -48,8 +48,12 @@ def _proxy(v: Any) -> str | None:
 
 
 def _str_list(v: Any) -> list[str]:
+    # a scalar where a list is expected is a one-item list: `license_blacklist: GPL`, as the
+    # cas-mirror FAQ writes it (its text is not split: a match spec may hold a comma)
+    if isinstance(v, str):
+        v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise Invalid(f"expected a list of strings, got {_show(v)}")
+        raise Invalid(f"expected a list of strings (or one string), got {_show(v)}")
     return [x.strip() for x in v if x.strip()]
 
 
@@ -96,12 +100,36 @@ def _pos_float(v: Any) -> float:
     return float(v)
 
 
+def _fraction(v: Any) -> float:
+    """A share of a subdir's files: a fraction (0.1) or a percentage ("10%")."""
+    text = v.strip() if isinstance(v, str) else None
+    try:
+        if text is not None and text.endswith("%"):
+            value = float(text[:-1]) / 100
+        elif text is not None:
+            value = float(text)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            value = float(v)
+        else:
+            raise ValueError
+    except ValueError:
+        raise Invalid(f"expected a fraction (0.1) or a percentage (10%), got {_show(v)}") from None
+    if not 0 <= value <= 1:
+        hint = f" (for a percentage write '{value:g}%')" if 1 < value <= 100 else ""
+        raise Invalid(f"expected a share between 0 and 1 (0%-100%), got {_show(v)}{hint}")
+    return value
+
+
 def _ssl_verify(v: Any) -> bool | str:
     if isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.strip():
-        return v.strip()
-    raise Invalid(f"expected true, false or the path of a CA bundle, got {_show(v)}")
+    if not isinstance(v, str) or not v.strip():
+        raise Invalid(f"expected true, false or the path of a CA bundle, got {_show(v)}")
+    path = Path(v.strip()).expanduser()
+    if not path.is_file():
+        why = "is not a file" if path.exists() else "does not exist"
+        raise Invalid(f"expected true, false or the path of a CA bundle file; {str(path)!r} {why}")
+    return str(path)
 
 
 def _path(v: Any) -> Path:
@@ -124,8 +152,15 @@ def _platforms(v: Any) -> list[str]:
     return subdirs
 
 
+REMOTE_SCHEMES = ("http", "https", "file")
+
+
 def _remote_url(v: Any) -> str:
     url = _str(v).rstrip("/")
+    scheme = urllib.parse.urlsplit(url).scheme
+    if len(scheme) > 1 and scheme.lower() not in REMOTE_SCHEMES:  # one letter: a Windows drive
+        shown = redact_url(url)
+        raise Invalid(f"unsupported URL scheme {scheme!r} in {shown!r} (use http, https, file:// or a path)")
     return url
 
 
@@ -284,6 +319,9 @@ SCHEMA: dict[str, Key] = {
         Key("ssl_verify", _ssl_verify, lambda: True, "verify TLS: true, false or a CA bundle path", "ssl"),
         Key("proxy", _proxy, lambda: None, "upstream proxy: http://[user:pass@]host:port", "str"),
         Key("prune", _bool, lambda: True, "delete mirrored files that left the plan", "bool"),
+        Key("max_prune", _fraction, lambda: 0.1,
+            "the most of a subdir's files one sync may delete (0.1 or 10%); more holds the subdir's "
+            "pruning back", "str"),
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),
         Key("private_channels", _str_list, list, "channels served only under /t/<token>/", "list"),

@@ -9,5 +9,8 @@ from casconsole.upstream.repodata import fetch_upstream
 
 def make_plan(settings: Settings, check: bool = True) -> Plan:
     """Fetch upstream (through the mirror's cache, as the sync does) and decide every record;
-    the dependency check too, unless `check` is false."""
-    return Plan.build(settings, fetch_upstream(settings), check)
+    the dependency check too, unless `check` is false. A platform upstream does not carry is
+    left out of the plan and named in `plan.missing`, as the sync leaves it out."""
+    missing: dict[str, str] = {}
+    upstream = fetch_upstream(settings, missing=missing)
+    return Plan.build(settings, upstream, check, missing)

@@ -15,6 +15,12 @@ One run:
    listing exactly the present and verified files, records as upstream wrote them; only then
    remove the files that left the plan (`prune`) or were found bad and could not be fetched.
 
+Safe by default: a platform upstream does not carry is left out (the others go on; an error
+only when none is left); before any download the free space of the mirror's filesystem must
+hold the plan's bytes and a margin; a subdir where more than `max_prune` of the files would be
+deleted keeps its files and its previous repodata (the prune guard), unless `force_prune`.
+A write refused by the disk (full, read-only, denied) stops the sync with a DiskError.
+
 A sync killed at any moment leaves only complete, verified files under final names and a
 repodata that names only present files; the next run resumes the partial downloads.
 The core stays UI-free: progress goes to the `sink` as typed events (sync_events).
@@ -33,16 +39,27 @@ import msgspec
 from casconsole.conda.archive import split_package_name
 from casconsole.conda.rawrepodata import RawRepoData
 from casconsole.conda.repodata import RepoData, write_repodata
-from casconsole.errors import Cancelled, CasError, SyncError, os_error_message
+from casconsole.errors import (
+    EXIT_STORAGE,
+    Cancelled,
+    CasError,
+    DiskError,
+    RepoDataNotFound,
+    SyncError,
+    os_error_message,
+)
 from casconsole.events import Event, Sink, null_sink
 from casconsole.layout import WORKERS_LOCK, channel_name_problem, state_dir, verified_path
+from casconsole.redact import redact_url
 from casconsole.settings import Settings
 from casconsole.sync.events import (
     FileDone,
     FileFailed,
     FileRemoved,
+    FileRetry,
     RepodataFetched,
     SubdirDone,
+    SubdirMissing,
     SubdirPlanned,
     SyncFinished,
     SyncStarted,
@@ -51,12 +68,18 @@ from casconsole.sync.events import (
 )
 from casconsole.sync.fetch import FileJob, Outcome
 from casconsole.sync.lock import SyncLock, SyncLocked, lock_holder
+from casconsole.sync.safety import check_space, count_records, redacted, storage_failure
 from casconsole.sync.status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from casconsole.sync.store import VerifiedStore
 from casconsole.sync.workers import WorkerConfig, WorkerPool, plan_processes
 from casconsole.upstream.policy import NetworkPolicy
 from casconsole.upstream.repodata import Upstream
 from casconsole.upstream.screen import screen
+
+# events whose text may hold a URL (with a token or a password in it): shown and logged redacted
+_MAY_HOLD_URLS = (
+    SyncStarted, RepodataFetched, SubdirMissing, SyncWarning, FileRetry, FileFailed, SyncFinished,
+)  # fmt: skip
 
 __all__ = [
     "StatusReader",
@@ -84,6 +107,8 @@ class _Subdir:
     bad: dict[str, str] = field(default_factory=dict)  # files on disk found bad: fn -> why
     leaving: list[str] = field(default_factory=list)  # files on disk that left the plan
     wanted: set[str] = field(default_factory=set)  # files the plan keeps
+    on_disk: int = 0  # package files in the folder when the sync began
+    withheld: bool = False  # the prune guard holds this subdir back: nothing removed, repodata kept
     pending: int = 0
     downloaded: int = 0
     failed: int = 0
@@ -94,36 +119,59 @@ class Sync:
 
     `sink` receives the events, in the thread that runs `run()` (the download workers' events
     are relayed there). `verify=True` re-hashes every file on disk and repairs those that do
-    not match.
+    not match. `force_prune=True` prunes even where more than `max_prune` of a subdir would go.
     """
 
-    def __init__(self, settings: Settings, sink: Sink | None = None, *, verify: bool = False):
+    def __init__(
+        self, settings: Settings, sink: Sink | None = None, *, verify: bool = False, force_prune: bool = False
+    ):
         self.settings = settings
         self.verify = verify
+        self.force_prune = force_prune
         self._sink = sink or null_sink
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
         self._log: StatusLog | None = None
+        self._upstream: Upstream | None = None  # while repodata is fetched: cancel() aborts it
+        self._repodata_bytes: dict[str, int] = {}  # each subdir's upstream repodata JSON, in bytes
         self.stats = SyncStats()
 
     # ---- control
 
     def cancel(self) -> None:
         """Stop as soon as possible: transfers in flight are dropped (their partial files kept
-        for the next run), nothing more is written, the lock is released. Thread-safe."""
-        self._cancel.set()  # the download loop tells the workers (safe from a signal handler)
+        for the next run), nothing more is written, the lock is released. Thread-safe, and safe
+        from a signal handler: no lock is taken."""
+        self._cancel.set()  # the download loop tells the workers
+        upstream = self._upstream
+        if upstream is not None:  # a repodata transfer, stalled maybe: its socket is shut now
+            upstream.abort()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, _MAY_HOLD_URLS):
+            event = redacted(event)
         with self._emit_lock:
             if self._log is not None:
-                self._log(event)
+                try:
+                    self._log(event)
+                except OSError as exc:  # the disk refuses the log: the sync says so and goes on
+                    self._drop_log(exc)
             self._sink(event)
-        if isinstance(event, SyncWarning):
+        if isinstance(event, (SyncWarning, SubdirMissing)):
             self.stats.warnings += 1
+
+    def _drop_log(self, exc: OSError) -> None:
+        log, self._log = self._log, None
+        if log is not None:
+            try:
+                log.close()
+            except OSError:
+                pass
+        self._sink(SyncWarning("", f"status log: {os_error_message(exc)}; not written from here on"))
 
     # ---- the run
 
@@ -134,11 +182,17 @@ class Sync:
         """
         settings = self.settings
         _check_channel(settings)
-        lock = SyncLock(settings.mirror_dir).acquire()
+        try:
+            lock = SyncLock(settings.mirror_dir).acquire()
+        except OSError as exc:  # mirror_dir cannot be written: denied, read-only, full
+            raise DiskError.of(exc, "taking the mirror's lock") from None
         stats = self.stats
         stats.started = time.time()
         try:
-            self._log = StatusLog(settings.mirror_dir)
+            try:
+                self._log = StatusLog(settings.mirror_dir)
+            except OSError as exc:
+                raise DiskError.of(exc, "opening the status log") from None
             self.emit(
                 SyncStarted(
                     os.getpid(),
@@ -159,9 +213,9 @@ class Sync:
             except Cancelled:
                 stats.state = "cancelled"
             except CasError as exc:
-                stats.state, stats.error = "error", str(exc)
+                stats.state, stats.error, stats.error_status = "error", redact_url(str(exc)), exc.exit_status
             except OSError as exc:  # the mirror cannot be written: permissions, a full disk
-                stats.state, stats.error = "error", os_error_message(exc)
+                stats.state, stats.error, stats.error_status = "error", os_error_message(exc), EXIT_STORAGE
             except KeyboardInterrupt:
                 self.cancel()
                 stats.state = "cancelled"
@@ -174,7 +228,10 @@ class Sync:
                 self.emit(SyncFinished.of(stats))
         finally:
             if self._log is not None:
-                self._log.close()
+                try:
+                    self._log.close()
+                except OSError as exc:  # its last lines could not be written (a full disk)
+                    self._drop_log(exc)
                 self._log = None
             lock.release()
         return stats
@@ -186,14 +243,18 @@ class Sync:
         first = not all((settings.channel_dir / sd / "repodata.json").exists() for sd in settings.subdirs)
         pool = self._pool(None) if first else None
         try:
-            upstream, raws = self._fetch_all()
+            upstream, raws, missing = self._fetch_all()
             if self.cancelled:
                 raise Cancelled
             # imported here, once the workers are starting: the selection is a third of
             # cas-sync's import time, and their start overlaps it
             from casconsole.selection.plan import Plan
 
-            plan = Plan.build(settings, upstream, check=False)  # its warnings are the dry run's
+            plan = Plan.build(settings, upstream, check=False, missing=missing)  # deps: the dry run's
+            if plan.nothing_left:
+                raise RepoDataNotFound(plan.nothing_left_message())
+            for warning in plan.unmatched_warnings():
+                self.emit(SyncWarning("", warning))
             subdirs: dict[str, _Subdir] = {}
             jobs: list[FileJob] = []
             for name, sp in plan.subdirs.items():
@@ -202,6 +263,7 @@ class Sync:
                 jobs.extend(sub_jobs)
             if self.cancelled:
                 raise Cancelled
+            self._check_space(subdirs)
             if pool is None and jobs:
                 pool = self._pool(len(jobs))
             self._download(pool, jobs, subdirs)
@@ -216,26 +278,48 @@ class Sync:
         config = WorkerConfig(NetworkPolicy.of(s), threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK))
         return WorkerPool(config, processes, self.emit, self._cancel).start()
 
-    def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData]]:
-        """Every subdir's upstream repodata, through the one fetcher and its cache."""
+    def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData], dict[str, str]]:
+        """Every subdir's upstream repodata, through the one fetcher and its cache; and the
+        platforms upstream does not carry (subdir -> why), left out."""
         upstream: dict[str, RepoData] = {}
         raws: dict[str, RawRepoData] = {}
+        missing: dict[str, str] = {}
 
         def retrying(subdir: str, reason: str, delay: float) -> None:
             self.emit(SyncWarning(subdir, f"repodata: {reason}; trying again in {delay:.1f} s"))
 
         with Upstream.of(self.settings, cancel=self._cancel, on_retry=retrying) as source:
-            for subdir in self.settings.subdirs:
-                if self.cancelled:
-                    raise Cancelled
+            self._upstream = source
+            try:
+                self._fetch_each(source, upstream, raws, missing)
+            finally:
+                self._upstream = None
+        return upstream, raws, missing
+
+    def _fetch_each(
+        self,
+        source: Upstream,
+        upstream: dict[str, RepoData],
+        raws: dict[str, RawRepoData],
+        missing: dict[str, str],
+    ) -> None:
+        for subdir in self.settings.subdirs:
+            if self.cancelled:
+                raise Cancelled
+            try:
                 fetched = source.fetch(subdir)
-                repodata = source.decode(fetched)
-                raw = RawRepoData(fetched.data, fetched.url)
-                self.emit(RepodataFetched(subdir, fetched.url, len(repodata.records), fetched.not_modified))
-                for message in [*repodata.warnings, *screen(repodata, subdir)]:
-                    self.emit(SyncWarning(subdir, message))
-                upstream[subdir], raws[subdir] = repodata, raw
-        return upstream, raws
+            except RepoDataNotFound as exc:
+                missing[subdir] = str(exc)
+                self.stats.missing.append(subdir)
+                self.emit(SubdirMissing(subdir, str(exc)))
+                continue
+            repodata = source.decode(fetched)
+            raw = RawRepoData(fetched.data, fetched.url)
+            self._repodata_bytes[subdir] = len(fetched.data)
+            self.emit(RepodataFetched(subdir, fetched.url, len(repodata.records), fetched.not_modified))
+            for message in [*repodata.warnings, *screen(repodata, subdir)]:
+                self.emit(SyncWarning(subdir, message))
+            upstream[subdir], raws[subdir] = repodata, raw
 
     def _compare(
         self, subdir: str, repodata: RepoData, included: list, raw: RawRepoData
@@ -278,6 +362,8 @@ class Sync:
             jobs.append(job)
         sub.leaving = sorted(fn for fn in on_disk if fn not in wanted)
         sub.wanted = wanted
+        sub.on_disk = len(on_disk)
+        sub.withheld = self._guard(sub)
         sub.pending = len(jobs)
         self.stats.present += len(sub.present)
         self.stats.files += len(jobs) - checks
@@ -292,10 +378,39 @@ class Sync:
                 bytes=download_bytes,
                 check=checks,
                 check_bytes=check_bytes,
-                delete=len(sub.leaving) if settings.prune else 0,
+                delete=len(sub.leaving) if settings.prune and not sub.withheld else 0,
             )
         )
         return sub, jobs
+
+    def _guard(self, sub: _Subdir) -> bool:
+        """The prune guard: whether more than max_prune of the subdir's files would be deleted
+        (an upstream serving an empty or half repodata, say); if so, the subdir keeps its files
+        and its previous repodata, and the sync says so, unless `force_prune`."""
+        from casconsole.selection.plan import percent, prune_exceeds
+
+        s = self.settings
+        if not s.prune or not prune_exceeds(len(sub.leaving), sub.on_disk, s.max_prune):
+            return False
+        share = f"{len(sub.leaving):,} of its {sub.on_disk:,} files on disk"
+        if self.force_prune:
+            self.emit(SyncWarning(sub.name, f"{share} left the plan; removed anyway (--force-prune)"))
+            return False
+        self.stats.withheld.append(sub.name)
+        self.emit(
+            SyncWarning(
+                sub.name,
+                f"prune withheld: {share} left the plan, more than max_prune ({percent(s.max_prune)}); "
+                "nothing is removed and repodata.json stays as it was (cas-sync --force-prune removes them)",
+            )
+        )
+        return True
+
+    def _check_space(self, subdirs: dict[str, _Subdir]) -> None:
+        """Refuse, before any download, a plan the mirror's filesystem has no room for: its bytes
+        to download, the new repodata (json and zst, at most the upstream's size) and a margin."""
+        repodata = sum(self._repodata_bytes.get(name, 0) for name, sub in subdirs.items() if not sub.withheld)
+        check_space(self.settings.channel_dir, self.stats.bytes, repodata)
 
     def _download(self, pool: WorkerPool | None, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
         """Run the jobs in the worker processes; settle each subdir as its last job ends.
@@ -314,9 +429,15 @@ class Sync:
                     sub.pending -= 1
                     if sub.pending == 0 and not self.cancelled:
                         self._settle(sub)
-        finally:
-            for sub in subdirs.values():
-                sub.store.close()
+        except BaseException:
+            for sub in subdirs.values():  # the error on its way is the one to tell, not a full
+                try:  # disk met again while the verified records are flushed
+                    sub.store.close()
+                except OSError:
+                    pass
+            raise
+        for sub in subdirs.values():
+            sub.store.close()
         if self.cancelled:
             raise Cancelled
 
@@ -340,14 +461,21 @@ class Sync:
             stats.resumed += outcome.resumed
             self.emit(FileDone(sub.name, job.fn, job.size, outcome.action, outcome.fetched, outcome.resumed))
         else:
+            stop = storage_failure(sub.folder, job.fn, outcome.errno)
+            if stop is not None:  # every other file would fail alike: the sync stops here
+                raise stop
             sub.store.forget(job.fn)
             stats.failed += 1
             sub.failed += 1
-            stats.failures.append((sub.name, job.fn, outcome.reason))
-            self.emit(FileFailed(sub.name, job.fn, job.size, outcome.reason, outcome.attempts))
+            reason = redact_url(outcome.reason)
+            stats.failures.append((sub.name, job.fn, reason))
+            self.emit(FileFailed(sub.name, job.fn, job.size, reason, outcome.attempts))
 
     def _settle(self, sub: _Subdir) -> None:
         """Write the subdir's repodata from its verified files, then remove what must go."""
+        if sub.withheld:
+            self._hold_back(sub)
+            return
         data = sub.raw.encode(sub.present)
         current = sub.folder / "repodata.json"
         try:
@@ -376,6 +504,18 @@ class Sync:
                 sub.name, len(sub.present), sub.downloaded, sub.failed, removed, repodata_written=not same
             )
         )
+
+    def _hold_back(self, sub: _Subdir) -> None:
+        """A subdir the prune guard holds back: its previous repodata.json stays (it names only
+        files that are still there, since nothing is removed), files fetched now wait for the
+        next sync to be listed, and no file is deleted, not even one found bad (the kept
+        repodata may name it)."""
+        self._sweep(sub)
+        packages = count_records(sub.folder / "repodata.json")
+        self.stats.packages += packages
+        sub.store.compact(keep=sub.present | set(sub.leaving))
+        done = SubdirDone(sub.name, packages, sub.downloaded, sub.failed, 0, False, withheld=len(sub.leaving))
+        self.emit(done)
 
     def _sweep(self, sub: _Subdir) -> None:
         """Remove temporary files nobody will finish: partial downloads of files that are in
@@ -431,10 +571,11 @@ def run_sync(
     sink: Sink | None = None,
     *,
     verify: bool = False,
+    force_prune: bool = False,
     cancel: threading.Event | None = None,
 ) -> SyncStats:
     """Sync once (see Sync); setting `cancel` from another thread stops it cleanly."""
-    sync = Sync(settings, sink, verify=verify)
+    sync = Sync(settings, sink, verify=verify, force_prune=force_prune)
     if cancel is None:
         return sync.run()
     done = threading.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from casconsole.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
 
 # how a sync ended; "running" only ever appears in a status read from the log
@@ -38,6 +39,15 @@ class RepodataFetched(Event):
     url: str
     records: int
     not_modified: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SubdirMissing(Event):
+    """A platform of the settings that upstream does not carry: left out, the others go on."""
+
+    kind: ClassVar[str] = "subdir_missing"
+    subdir: str
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +153,7 @@ class SubdirDone(Event):
     failed: int
     removed: int
     repodata_written: bool  # False when the new repodata was the same as the one in place
+    withheld: int = 0  # files that left the plan, kept by the prune guard (repodata kept as it was)
 
 
 @dataclasses.dataclass
@@ -164,6 +175,9 @@ class SyncStats:
     warnings: int = 0
     packages: int = 0  # records in the written repodata of all subdirs
     failures: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # subdir, fn, reason
+    missing: list[str] = dataclasses.field(default_factory=list)  # platforms upstream does not carry
+    withheld: list[str] = dataclasses.field(default_factory=list)  # subdirs the prune guard held back
+    error_status: int = EXIT_FAILED  # the exit status of the error that stopped the sync
     started: float = 0.0
     finished: float = 0.0
 
@@ -173,10 +187,16 @@ class SyncStats:
 
     @property
     def exit_status(self) -> int:
-        """0 when everything is in place, 1 when a file or the sync failed, 130 when cancelled."""
+        """The command's exit status (docs/operations.md): 130 cancelled; the error's own status
+        (1 upstream, 2 settings, 4 storage) when the sync could not run; 1 when a file failed;
+        3 when the prune guard held a subdir back; else 0."""
         if self.state == "cancelled":
-            return 130
-        return 0 if self.state == "done" else 1
+            return EXIT_INTERRUPTED
+        if self.state == "error":
+            return self.error_status
+        if self.state == "failed":
+            return EXIT_FAILED
+        return EXIT_PRUNE_WITHHELD if self.withheld else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

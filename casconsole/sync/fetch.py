@@ -95,6 +95,7 @@ class Outcome:
     fetched: int = 0
     resumed: bool = False
     corrupt: str = ""  # why the file found at dest did not verify
+    errno: int = 0  # the OSError's errno when the disk refused the file (ENOSPC, EROFS, ...)
     verified: Verified | None = None
 
     def wire(self) -> tuple:
@@ -103,7 +104,7 @@ class Outcome:
         v = self.verified
         verified = (v.size, v.mtime_ns, v.sha256, v.md5) if v is not None else None
         return (self.ok, self.action, self.reason, self.attempts, self.fetched, self.resumed,
-                self.corrupt, verified)  # fmt: skip
+                self.corrupt, self.errno, verified)  # fmt: skip
 
     @classmethod
     def from_wire(cls, job: FileJob, wire: tuple) -> Outcome:
@@ -286,7 +287,8 @@ class Fetcher:
                     raise Cancelled from None
                 reason = str(exc)
             except OSError as exc:
-                return Outcome(job, False, reason=f"cannot write: {exc.strerror or exc}", attempts=attempts)
+                reason = f"cannot write: {exc.strerror or exc}"
+                return Outcome(job, False, reason=reason, attempts=attempts, errno=exc.errno or 0)
             else:
                 verified, got, was_resumed = result
                 return Outcome(
@@ -402,6 +404,8 @@ class Fetcher:
                 fh = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
             except FileNotFoundError:
                 raise _Fail(f"not found: {path}") from None
+            except OSError as exc:  # the upstream's file, not the mirror's disk
+                raise _Fail(f"cannot read {path}: {exc.strerror or exc}") from None
             with fh:
                 fh.seek(offset)
                 yield fh.readinto, offset

@@ -67,6 +67,11 @@ def describe(event: Mapping[str, Any]) -> Line | None:
         )
     if kind == "warning":
         return Line(WARNING, f"warning: {sub + ': ' if sub else ''}{event.get('message')}")
+    if kind == "subdir_missing":
+        return Line(
+            WARNING,
+            f"warning: platform {sub}: not carried by upstream, left out ({event.get('reason')})",
+        )
     if kind == "file_retry":
         return Line(WARNING, f"retry: {where}: {event.get('reason')} (attempt {event.get('attempt')})")
     if kind == "file_failed":
@@ -77,6 +82,8 @@ def describe(event: Mapping[str, Any]) -> Line | None:
         return Line(INFO, f"removed: {where} ({event.get('reason')})")
     if kind == "subdir_done":
         unchanged = "" if event.get("repodata_written", True) else " (unchanged)"
+        if event.get("withheld"):
+            unchanged = f" (kept as it was: prune withheld for {event.get('withheld'):,} files)"
         return Line(
             INFO,
             f"{sub}: done, {event.get('packages', 0):,} packages in repodata.json{unchanged}; "
@@ -103,6 +110,8 @@ def summary(stats: SyncStats, verify: bool = False) -> list[str]:
         return [f"error: {stats.error}"]
     rate = stats.fetched_bytes / stats.seconds if stats.seconds else 0
     words = {"done": "done", "failed": "finished with failures", "cancelled": "cancelled"}[stats.state]
+    if stats.state == "done" and stats.withheld:
+        words = "done, prune withheld"
     lines = [
         f"{words} in {stats.seconds:.1f} s: {stats.downloaded:,} downloaded "
         f"({size(stats.fetched_bytes)}, {size(rate)}/s), "
@@ -113,4 +122,10 @@ def summary(stats: SyncStats, verify: bool = False) -> list[str]:
         files = "file" if stats.checked == 1 else "files"
         lines.append(f"hashed {stats.checked:,} {files} on disk: {stats.corrupt:,} bad")
     lines += [f"failed: {subdir}/{fn}: {reason}" for subdir, fn, reason in stats.failures]
+    lines += [f"platform {subdir} is not carried by upstream: left out" for subdir in stats.missing]
+    lines += [
+        f"prune withheld in {subdir}: more than max_prune of its files left the plan; nothing removed, "
+        "repodata.json kept as it was (see the warning above; --force-prune to remove them)"
+        for subdir in stats.withheld
+    ]
     return lines

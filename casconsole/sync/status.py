@@ -81,9 +81,9 @@ class StatusLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            fh, self._fh = self._fh, None
+            if fh is not None:
+                fh.close()  # may raise (its last lines met a full disk): closed all the same
 
 
 # ---------------------------------------------------------------- reading
@@ -149,6 +149,8 @@ class SyncStatus:
     active: dict[str, Transfer] = dataclasses.field(default_factory=dict)
     failures: list[dict[str, str]] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    missing: dict[str, str] = dataclasses.field(default_factory=dict)  # platforms upstream lacks
+    withheld: dict[str, int] = dataclasses.field(default_factory=dict)  # subdir -> files kept by the guard
     error: str | None = None
     stats: dict[str, Any] | None = None
 
@@ -249,7 +251,14 @@ class SyncStatus:
 
     def _on_warning(self, d: dict[str, Any]) -> None:
         if len(self.warnings) < 1000:
-            self.warnings.append(f"{d.get('subdir')}: {d.get('message')}")
+            sub = d.get("subdir")
+            self.warnings.append(f"{sub}: {d.get('message')}" if sub else str(d.get("message")))
+
+    def _on_subdir_missing(self, d: dict[str, Any]) -> None:
+        subdir = str(d.get("subdir", ""))
+        self.subdirs.pop(subdir, None)  # nothing will happen there: it is not "not finished"
+        self.missing[subdir] = str(d.get("reason", ""))
+        self.warnings.append(f"{subdir}: not carried by upstream, left out ({d.get('reason')})")
 
     def _on_file_started(self, d: dict[str, Any]) -> None:
         self.active[f"{d['subdir']}/{d['fn']}"] = Transfer(
@@ -279,6 +288,8 @@ class SyncStatus:
         s = self._sub(d)
         s.finished = True
         s.packages = d.get("packages")
+        if d.get("withheld"):
+            self.withheld[str(d.get("subdir"))] = int(d["withheld"])
 
     def _on_finished(self, d: dict[str, Any]) -> None:
         self.state = d.get("state", "done")

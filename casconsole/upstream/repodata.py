@@ -7,14 +7,18 @@
 - Timeouts, resets, truncated bodies and HTTP 5xx / 408 / 429 are retried with backoff, as the
   policy says; other failures raise RepoDataError naming the URL and the reason.
 - A channel given as a path or file:// URL is read from the disk.
+- `abort()` (from any thread, or a signal handler) stops a fetch at once, even one whose
+  transfer has stalled: the sockets its client opened are shut down, so a blocked read returns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,6 +104,8 @@ class Upstream:
         self.on_retry = on_retry
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
+        # every socket the client opened (seen through httpcore's trace hook): what abort() shuts
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     @classmethod
     def of(cls, settings: Settings, **kwargs) -> Upstream:
@@ -119,6 +125,24 @@ class Upstream:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def abort(self) -> None:
+        """Cancel, and shut down the sockets of transfers in flight: a read blocked on a stalled
+        upstream returns at once. Safe from another thread and from a signal handler (no lock)."""
+        self.cancel.set()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _trace(self, event: str, info: dict) -> None:
+        """httpcore's trace hook: keep each socket a connection (or its TLS layer) was made on."""
+        if event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                self._sockets.add(sock)
+            if self.cancel.is_set():  # aborted while connecting: do not start the transfer
+                raise Cancelled
 
     def client(self) -> httpx.Client:
         with self._client_lock:
@@ -143,6 +167,8 @@ class Upstream:
             try:
                 return self._fetch_once(subdir)
             except _Again as exc:
+                if self.cancel.is_set():  # the failure was the abort
+                    raise Cancelled from None
                 if attempt > self.policy.retries:
                     plural = "s" if attempt > 1 else ""
                     raise RepoDataError(f"{exc} (after {attempt} attempt{plural})") from None
@@ -209,7 +235,7 @@ class Upstream:
 
         client = self.client()
         try:
-            with client.stream("GET", url, headers=headers) as response:
+            with client.stream("GET", url, headers=headers, extensions={"trace": self._trace}) as response:
                 status = response.status_code
                 if status in RETRY_STATUSES:
                     raise _Again(f"{url}: HTTP {status}")
@@ -324,25 +350,66 @@ def fetch_upstream(
     *,
     cancel: threading.Event | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    missing: MutableMapping[str, str] | None = None,
 ) -> dict[str, RepoData]:
     """The upstream repodata of each subdir the settings name, fetched through their cache.
 
     The next subdir's download (and decompression, which release the GIL) runs in a thread
     while this one is decoded (which holds it); one file ahead at most, so memory stays bounded.
     `progress(subdir, n, total)` is called as each subdir's fetch begins to be awaited.
+    With `missing`, a subdir that upstream does not carry (no repodata of any name) is left out
+    of the result and put there with the reason, instead of raising RepoDataNotFound.
+    A Ctrl-C (or any exception) on the way stops the fetch running ahead at once.
     """
     subdirs = list(subdirs or settings.subdirs)
     out: dict[str, RepoData] = {}
-    with Upstream.of(settings, cancel=cancel) as upstream, ThreadPoolExecutor(1, "fetch-repodata") as pool:
-        ahead = pool.submit(upstream.fetch, subdirs[0]) if subdirs else None
-        for n, subdir in enumerate(subdirs):
-            if progress is not None:
-                progress(subdir, n + 1, len(subdirs))
-            fetched = ahead.result()  # type: ignore[union-attr]
-            ahead = pool.submit(upstream.fetch, subdirs[n + 1]) if n + 1 < len(subdirs) else None
-            out[subdir] = upstream.decode(fetched)
-            del fetched
+    with Upstream.of(settings, cancel=cancel) as upstream:
+        try:
+            ahead = _Ahead(upstream.fetch, subdirs[0]) if subdirs else None
+            for n, subdir in enumerate(subdirs):
+                if progress is not None:
+                    progress(subdir, n + 1, len(subdirs))
+                try:
+                    fetched = ahead.result()  # type: ignore[union-attr]
+                except RepoDataNotFound as exc:
+                    if missing is None:
+                        raise
+                    missing[subdir] = str(exc)
+                    fetched = None
+                ahead = _Ahead(upstream.fetch, subdirs[n + 1]) if n + 1 < len(subdirs) else None
+                if fetched is not None:
+                    out[subdir] = upstream.decode(fetched)
+                    del fetched
+        except BaseException:
+            upstream.abort()  # the fetch ahead stops now, not after its timeout
+            raise
     return out
+
+
+class _Ahead:
+    """One fetch running in a daemon thread while the caller decodes the previous one: a fetch
+    left behind by a Ctrl-C never holds up the process's exit (a pool's thread would)."""
+
+    def __init__(self, fetch: Callable[[str], Fetched], subdir: str):
+        self._done = threading.Event()
+        self._result: Fetched | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(fetch, subdir), daemon=True, name="fetch-repodata").start()
+
+    def _run(self, fetch: Callable[[str], Fetched], subdir: str) -> None:
+        try:
+            self._result = fetch(subdir)
+        except BaseException as exc:  # handed to the caller, in its thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> Fetched:
+        self._done.wait()  # a Ctrl-C interrupts the wait
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def load_repodata(remote_url: str, subdir: str, policy: NetworkPolicy | None = None) -> RepoData:

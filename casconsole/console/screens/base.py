@@ -13,6 +13,7 @@ from textual.widgets import Header
 from textual.worker import Worker
 
 from casconsole.errors import CasError
+from casconsole.redact import redact_url
 from casconsole.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -103,7 +104,12 @@ def ago(timestamp: float | None) -> str:
 
 
 def describe_error(error: BaseException) -> str:
-    """A one-line message for the user: ours carry one; others get their type named."""
+    """A one-line message for the user: ours carry one; others get their type named. A URL's
+    password or token is hidden."""
+    return redact_url(_describe(error))
+
+
+def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""

@@ -20,6 +20,7 @@ from casconsole.console.screens.base import ConsoleScreen, ago, count
 from casconsole.console.screens.dialogs import ConfirmDialog
 from casconsole.events import Event
 from casconsole.layout import find_channels
+from casconsole.redact import redact_url
 from casconsole.widgets.vtable import Column, VirtualTable
 
 
@@ -248,8 +249,9 @@ class IndexScreen(ConsoleScreen):
             return
         mirrored = self.state.settings.channel_dir
         if any(c == mirrored for c in channels):
+            upstream = redact_url(self.state.settings.remote_url)
             question = (
-                f"{mirrored.name} is the mirror of {self.state.settings.remote_url}: its repodata.json comes "
+                f"{mirrored.name} is the mirror of {upstream}: its repodata.json comes "
                 "from upstream (with upstream's patches) and each sync writes it again. Indexing it "
                 "replaces that repodata with one read from the package files until the next sync.\n\n"
                 f"Index {', '.join(c.name for c in channels)} anyway?"

@@ -18,6 +18,7 @@ from casconsole.console.screens.base import ConsoleScreen, count, size
 from casconsole.console.screens.sync import last_sync_text
 from casconsole.console.session import probe_server
 from casconsole.layout import find_channels
+from casconsole.redact import redact_url
 
 
 @dataclass
@@ -120,7 +121,7 @@ class OverviewScreen(ConsoleScreen):
     def show_settings(self) -> None:
         s = self.state.settings
         grid = self._grid()
-        grid.add_row("Upstream", f"{s.remote_url}")
+        grid.add_row("Upstream", redact_url(s.remote_url))
         grid.add_row("Platforms", ", ".join(s.subdirs))
         grid.add_row("Mirror", f"{s.channel_dir}")
         problems = self.state.problems

@@ -3,7 +3,9 @@
 `b` / `w` put the selected record's name in (or take it out of) the blacklist / whitelist; the
 plan re-decides that name's records only (`Plan.update(..., names={name})`) and the table and
 funnel repaint at once. `ctrl+s` shows the change to the settings file before writing it;
-`d` goes back to the settings as the files say.
+`d` goes back to the settings as the files say. The plan's warnings (a platform upstream does
+not carry, entries that match no upstream record, a subdir the prune guard would hold back)
+show under the subdir tabs.
 """
 
 from __future__ import annotations
@@ -148,8 +150,11 @@ class PlanScreen(ConsoleScreen):
         ("Filter plan", "Show the next group of records (kept, dropped, ...)", "next_filter"),
     ]
 
+    WARNINGS_SHOWN = 2  # lines; more are counted (cas-sync --dry-run lists them all)
+
     def compose_body(self) -> ComposeResult:
         yield Static(id="plan-head")
+        yield Static(id="plan-warnings")
         yield Static(id="funnel")
         yield Static(id="deps")
         with Horizontal(id="plan-bar"):
@@ -199,8 +204,20 @@ class PlanScreen(ConsoleScreen):
         else:
             self.table.refresh_rows()
         self.show_head()
+        self.show_warnings()
         self.show_funnel()
         self.show_reason(self.table.cursor_index)
+
+    def show_warnings(self) -> None:
+        plan = self.state.plan
+        warnings = plan.warnings() if plan is not None else []
+        box = self.query_one("#plan-warnings", Static)
+        box.display = bool(warnings)
+        shown = warnings[: self.WARNINGS_SHOWN]
+        if len(warnings) > self.WARNINGS_SHOWN:
+            more = len(warnings) - self.WARNINGS_SHOWN + 1
+            shown[-1] = f"{more} more warnings (cas-sync --dry-run lists them)"
+        box.update(Text("\n".join(f"⚠ {line}" for line in shown), "yellow"))
 
     def show_head(self) -> None:
         text = Text()
@@ -326,6 +343,7 @@ class PlanScreen(ConsoleScreen):
         else:
             self.table.refresh_rows()
         self.show_head()
+        self.show_warnings()
         self.show_funnel()
         self.show_reason(self.table.cursor_index)
         self.refresh_bindings()
