@@ -74,7 +74,9 @@ class Server:
         self.stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
         first = self.next_line(timeout=30)
-        match = re.search(r" at (http://\S+?)/? \(", first or "")
+        while first is not None and "warning:" in first:  # e.g. a private channel without a folder
+            first = self.next_line(timeout=30)
+        match = re.search(r" at (https?://\S+?)/? \(", first or "")
         if not match:
             self.proc.kill()
             raise AssertionError(f"cas-server did not start: {first!r} {self.stderr}")

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import entry_point
+from casconsole.serve.health import package_version
 from casconsole.serve.nginx import nginx_config
-from casconsole.serve.supervisor import ServerOptions, serve
+from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
 from casconsole.settings import Settings, SettingsError, load_settings
 
@@ -16,6 +17,8 @@ EPILOG = """\
 examples:
   cas-server                          serve mirror_dir on 127.0.0.1:8080
   cas-server --host 0.0.0.0           serve on every interface
+  cas-server --tls-cert cert.pem --tls-key key.pem
+                                      serve HTTPS
   cas-server token add internal-pkgs  create a token; clients use
                                       http://HOST:8080/t/<token>/internal-pkgs
   cas-server --nginx-config > /etc/nginx/cas.conf
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"casconsole {package_version()}")
     _common(parser, None)
     parser.add_argument("--host", help="address to listen on (default: server_host)")
     parser.add_argument("--port", type=int, help="port to listen on (default: server_port)")
@@ -55,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, time given to responses in flight (default: 10)",
     )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", type=Path, help="serve HTTPS with this certificate (PEM, chain first)"
+    )
+    parser.add_argument("--tls-key", metavar="FILE", type=Path, help="the certificate's private key (PEM)")
     parser.add_argument(
         "--nginx-config",
         action="store_true",
@@ -155,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            return _fail("--tls-cert and --tls-key go together", 2)
+        problems, notes = private_channel_problems(Path(settings.mirror_dir), settings.private_channels)
+        if problems:
+            return _fail("; ".join(problems), 2)
+        for note in notes:
+            print(f"cas-server: warning: {note}", file=sys.stderr)
         if args.nginx_config:
             backend = args.auth_backend or f"127.0.0.1:{settings.server_port + 1}"
             host, _, port = backend.rpartition(":")
@@ -167,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                     settings.server_port,
                     settings.private_channels,
                     backend,
+                    channel=settings.channel_name,
+                    tls_cert=args.tls_cert,
+                    tls_key=args.tls_key,
                 ),
                 end="",
             )
@@ -178,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.server_host,
             port=settings.server_port,
             private_channels=list(settings.private_channels),
+            channel=settings.channel_name,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             workers=args.workers,
             access_log=None if args.access_log == "off" else args.access_log,
             grace=args.grace,

@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import html
 import os
-import re
 import stat
 import tempfile
 import time
@@ -24,6 +23,8 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
+from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.serve.health import HEALTH_PATH, Health
 from casconsole.serve.tokens import TokenChecker
 
 SMALL_BODY = 64 * 1024  # up to this size a body is read and sent with its headers in one write
@@ -92,8 +93,8 @@ class _Hidden(Exception):
     pass
 
 
-def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
-    """Request target -> (path segments, trailing slash, raw path for redirects).
+def split_target(target: bytes) -> tuple[list[str], bool]:
+    """Request target -> (path segments, trailing slash).
 
     Each segment is percent-decoded once. Encoded separators (%2f, %5c), NUL and backslashes
     are refused (_BadRequest); `.`, `..` and any dot-name are hidden (_Hidden): nothing
@@ -128,7 +129,16 @@ def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
         if seg[0] == ".":
             raise _Hidden
         segs.append(seg)
-    return segs, target.endswith(b"/"), target
+    return segs, target.endswith(b"/")
+
+
+def _redirect(segs: list[str], log_path: str) -> Response:
+    """301 to the folder's URL with a slash: rebuilt from the segments, so it always starts
+    with one slash (a raw `//host/x` would be a scheme-relative URL to another site)."""
+    location = "/" + "".join(quote(s.encode("utf-8", "surrogateescape"), safe="") + "/" for s in segs)
+    resp = error(301, log_path, "Moved Permanently")
+    resp.headers.append(f"Location: {location}")
+    return resp
 
 
 def content_type(name: str) -> str:
@@ -208,11 +218,14 @@ def _http_date(ts: float) -> str:
 
 
 def _parse_http_date(value: bytes) -> float | None:
+    """An HTTP date as a timestamp; None for one that cannot be read, has no zone, or lies in
+    the future (a validator from the future says nothing about this file: RFC 9110 13.1.3)."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
-    except (TypeError, ValueError, IndexError):
+        ts = parsed.timestamp() if parsed.tzinfo else None
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed.timestamp() if parsed.tzinfo else None
+    return ts if ts is not None and ts <= time.time() else None
 
 
 class GzipCache:
@@ -309,7 +322,12 @@ class GzipCache:
 
 
 class Site:
-    """Maps requests to the mirror tree; one per worker process."""
+    """Maps requests to the mirror tree; one per worker process.
+
+    `channel` is the mirrored channel (`channel_name`): the mirror's root URL is a channel
+    too, `/<subdir>/...` answering from `<root>/<channel>/<subdir>/...`, as the FAQ's
+    `.condarc` (`http://<mirror>:8080`) has it. `health` answers the health URL.
+    """
 
     def __init__(
         self,
@@ -318,13 +336,20 @@ class Site:
         tokens: TokenChecker,
         gzip_cache: GzipCache | None,
         executor: Executor,
+        channel: str | None = None,
+        health: Health | None = None,
     ):
         self.root = os.path.realpath(root)
         self.prefix = self.root.rstrip("/") + "/"
         self.private = frozenset(private_channels)
+        # a request naming a private channel in another case is refused, not served: on a
+        # case-insensitive filesystem it would open the private folder
+        self._private_folded = frozenset(c.casefold() for c in self.private)
         self.tokens = tokens
         self.gzip = gzip_cache
         self.executor = executor
+        self.channel = channel
+        self.health = health
         self._dates: dict[int, str] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
 
@@ -333,14 +358,18 @@ class Site:
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """A Response, or a Future of one when the answer needs a thread (directory pages)."""
         try:
-            segs, trailing, raw_path = split_target(target)
+            segs, trailing = split_target(target)
         except _BadRequest:
             return error(400, text="Bad Request")
         except _Hidden:
-            if target.split(b"?", 1)[0] == AUTH_PATH.encode():
+            path = target.split(b"?", 1)[0]
+            if path == AUTH_PATH.encode():
                 return self._auth(headers)
+            if path == HEALTH_PATH.encode() and self.health is not None:
+                return self._health()
             return error(404)
 
+        asked = segs  # as requested: what a redirect repeats
         token = None
         log_path = "/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] == TOKEN_PREFIX:
@@ -349,9 +378,11 @@ class Site:
             token = segs[1]
             segs = segs[2:]
             log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
+        if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
+            segs = [self.channel, *segs]  # the root URL as the mirrored channel
         granted: frozenset[str] = frozenset()
-        if segs and segs[0] in self.private:
-            if token is None:
+        if segs and segs[0].casefold() in self._private_folded:
+            if token is None or segs[0] not in self.private:
                 return error(404, log_path)
             granted = self.tokens.channels(token)
             if segs[0] not in granted:
@@ -374,16 +405,23 @@ class Site:
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 if not trailing:
-                    location = quote(raw_path, safe="/%:@!$&'()*+,;=-._~") + "/"  # as sent
-                    resp = error(301, log_path, "Moved Permanently")
-                    resp.headers.append(f"Location: {location}")
-                    return resp
+                    return _redirect(asked, log_path)
                 return self._directory(path, st, segs, granted, log_path)
             return error(404, log_path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
+
+    def _health(self) -> Response:
+        assert self.health is not None
+        body = self.health.body()
+        return Response(
+            200,
+            ["Content-Type: application/json", f"Content-Length: {len(body)}", "Cache-Control: no-store"],
+            body,
+            HEALTH_PATH,
+        )
 
     def _contained(self, fd: int, path: str, token: str | None, granted: frozenset[str]) -> bool:
         """Is the file actually opened inside the root, and visible to this request?
@@ -520,7 +558,11 @@ class Site:
     def _page_response(page: bytes, log_path: str) -> Response:
         return Response(
             200,
-            ["Content-Type: text/html; charset=utf-8", f"Content-Length: {len(page)}"],
+            [
+                "Content-Type: text/html; charset=utf-8",
+                f"Content-Length: {len(page)}",
+                "Referrer-Policy: no-referrer",  # a link followed from a token URL keeps it
+            ],
             page,
             log_path,
         )
@@ -540,8 +582,8 @@ class Site:
                         if real != self.root and not real.startswith(self.prefix):
                             continue
                         rel = real[len(self.prefix) :].split("/")
-                        if any(s.startswith(".") for s in rel):
-                            continue
+                        if any(s.startswith(".") for s in rel) or rel[0] in self.private:
+                            continue  # what it leads to is never served from here
                     est = entry.stat()
                 except OSError:
                     continue
@@ -573,23 +615,13 @@ class Site:
         """204 if X-Original-URI is /t/<token>/<private channel>/... with a valid token."""
         uri = headers.get(b"x-original-uri", b"")
         try:
-            segs, _, _ = split_target(uri)
+            segs, _ = split_target(uri)
         except (_BadRequest, _Hidden):
             segs = []
-        ok = (
-            len(segs) >= 3
-            and segs[0] == TOKEN_PREFIX
-            and segs[2] in self.private
-            and self.tokens.allows(segs[1], segs[2])
-        )
+        ok = False
+        if len(segs) >= 3 and segs[0] == TOKEN_PREFIX:
+            channel = self.channel if segs[2] in KNOWN_SUBDIRS and self.channel else segs[2]
+            ok = channel in self.private and self.tokens.allows(segs[1], channel)
         if ok:
             return Response(204, [], log_path=AUTH_PATH)
         return error(403, AUTH_PATH, "Forbidden")
-
-
-def token_redacted(target: str) -> str:
-    """A raw request target for the access log, with any /t/<token>/ hidden."""
-    return _TOKEN_RE.sub(r"\1<token>", target)
-
-
-_TOKEN_RE = re.compile(r"^((?:[a-zA-Z]+://[^/]*)?/+(?:t|%74|%54|T)/+)[^/?#]*")
