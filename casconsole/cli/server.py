@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, time given to responses in flight (default: 10)",
     )
     parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop a client that accepts no data, or an idle connection, after this; "
+        "a request must arrive within half of it (default: 60)",
+    )
+    parser.add_argument(
         "--tls-cert", metavar="FILE", type=Path, help="serve HTTPS with this certificate (PEM, chain first)"
     )
     parser.add_argument("--tls-key", metavar="FILE", type=Path, help="the certificate's private key (PEM)")
@@ -163,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if not args.client_timeout > 0:
+            return _fail("--client-timeout: expected a number of seconds > 0", 2)
         if (args.tls_cert is None) != (args.tls_key is None):
             return _fail("--tls-cert and --tls-key go together", 2)
         problems, notes = private_channel_problems(Path(settings.mirror_dir), settings.private_channels)
@@ -202,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             access_log=None if args.access_log == "off" else args.access_log,
             grace=args.grace,
+            client_timeout=args.client_timeout,
         )
 
         def ready(url: str, workers: int) -> None:

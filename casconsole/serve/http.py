@@ -31,9 +31,10 @@ MAX_HEADERS = 100
 MAX_BODY = 1 << 20  # a request body is read only to be refused: nothing here takes one
 MAX_PIPELINE = 32  # parsed requests waiting for their turn; beyond, the socket is not read
 RECV_SIZE = 64 * 1024
-HEADER_TIMEOUT = 30.0  # a request's head must arrive within this; a body must not stall longer
-IDLE_TIMEOUT = 60.0  # keep-alive connections without a request are closed after this
-SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
+# the client timeout (--client-timeout, 60 s by default): a client that accepts no bytes for
+# this long is dropped, so is a keep-alive connection without a request; a request's head
+# must arrive within half of it, and a body must not stall longer than that
+CLIENT_TIMEOUT = 60.0
 LINGER = 2.0  # after a 400, input is read and dropped this long so the client sees the answer
 MAX_CONNECTIONS = 10000  # per worker; beyond it new connections wait in the kernel's backlog
 
@@ -135,8 +136,9 @@ class Worker:
     (TLS); by default connections are plain.
     """
 
-    def __init__(self, sock: socket.socket, site: Site, log: AccessLog, loop, wrap=None):
+    def __init__(self, sock: socket.socket, site: Site, log: AccessLog, loop, wrap=None, timeout=None):
         self.sock = sock
+        self.timeout: float = timeout or CLIENT_TIMEOUT
         self.site = site
         self.log = log
         self.loop = loop
@@ -266,6 +268,7 @@ class Connection:
         "m_head",
         "m_headers",
         "m_open",
+        "m_request",
         "m_size",
         "m_start",
         "m_url",
@@ -314,6 +317,7 @@ class Connection:
         self.m_url = b""
         self.m_headers: dict[bytes, bytes] = {}
         self.m_body: list[bytes] | None = None
+        self.m_request: Request | None = None  # made once its head is complete
         self.reading = False
         self.writing = False
         self._read_on()
@@ -377,13 +381,13 @@ class Connection:
                 self.close()
         elif self.busy:
             sending = self.out is not None or self.file_fd >= 0
-            if sending and now - self.last_sent > SEND_TIMEOUT:  # only accepted bytes count
+            if sending and now - self.last_sent > self.worker.timeout:  # only accepted bytes count
                 self._finish_log()
                 self.close()
         elif self.m_open:
-            if (now - self.m_start if self.m_head else now - self.last) > HEADER_TIMEOUT:
+            if (now - self.m_start if self.m_head else now - self.last) > self.worker.timeout / 2:
                 self._refuse(408)
-        elif not self.pending and now - self.last > IDLE_TIMEOUT:
+        elif not self.pending and now - self.last > self.worker.timeout:
             self.close()
 
     # ---------------------------------------------------------------- the parser's callbacks
@@ -421,15 +425,20 @@ class Connection:
     def on_headers_complete(self) -> None:
         self.m_head = False
         parser = self.parser
-        if parser.get_http_version() not in _VERSIONS:
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
             raise _Refuse(400)
-        if parser.should_upgrade():
-            raise _Refuse(405 if parser.get_method() == b"CONNECT" else 400)
+        method = parser.get_method()
         headers = self.m_headers
+        if (b"upgrade" in headers or method == b"CONNECT") and parser.should_upgrade():
+            raise _Refuse(405 if method == b"CONNECT" else 400)
         if b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0":
-            if parser.get_method() in (b"GET", b"HEAD"):
+            if method in (b"GET", b"HEAD"):
                 raise _Refuse(400)  # a body where none belongs: refused, not skipped
             self.m_body = []
+        self.m_request = Request(
+            method, self.m_url, version, headers, parser.should_keep_alive(), self.m_start
+        )
 
     def on_body(self, data: bytes) -> None:
         body = self.m_body
@@ -440,19 +449,10 @@ class Connection:
             raise _Refuse(413)
 
     def on_message_complete(self) -> None:
-        parser = self.parser
-        body = b"".join(self.m_body) if self.m_body else b""
-        self.pending.append(
-            Request(
-                parser.get_method(),
-                self.m_url,
-                _VERSIONS[parser.get_http_version()],
-                self.m_headers,
-                parser.should_keep_alive(),
-                self.m_start,
-                body,
-            )
-        )
+        req = self.m_request
+        if self.m_body:
+            req.body = b"".join(self.m_body)
+        self.pending.append(req)
         self.m_open = False
 
     # ---------------------------------------------------------------- reading
@@ -699,15 +699,17 @@ class Connection:
         path = resp.log_path if resp is not None and resp.log_path else None
         shown = path.encode("utf-8", "surrogateescape") if path is not None else req.target
         headers = req.headers
+        is_token = self.worker.site.tokens.is_token
+        referer, agent = headers.get(b"referer"), headers.get(b"user-agent")
         now = time.time()
-        line = (
-            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{_log_text(req.method)} '
-            f'{_log_text(shown)} {_log_text(req.version)}" {status} '
-            f'{self.sent} "{_log_text(headers.get(b"referer"))}" '
-            f'"{_log_text(headers.get(b"user-agent"))}" '
+        # method and version come from the parser: known tokens, nothing to hide or escape
+        self.worker.log.write(
+            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{req.method.decode()} '
+            f'{redact(_log_text(shown), is_token)} {req.version.decode() or "-"}" {status} '
+            f'{self.sent} "{redact(_log_text(referer), is_token) if referer else "-"}" '
+            f'"{redact(_log_text(agent), is_token) if agent else "-"}" '
             f"{time.monotonic() - req.start:.4f}\n"
         )
-        self.worker.log.write(self.worker.redact(line))
 
 
 def describe(exc: BaseException) -> str:

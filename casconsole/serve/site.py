@@ -116,7 +116,12 @@ def split_target(target: bytes) -> tuple[list[str], bool]:
         target = target[:h]
     if b"\\" in target or b"\0" in target:
         raise _BadRequest
-    segs: list[str] = []
+    if b"%" not in target:  # the common case, in one pass (the parser allows only ASCII here)
+        segs = [seg for seg in target.decode("ascii", "surrogateescape").split("/") if seg]
+        if any(seg[0] == "." for seg in segs):
+            raise _Hidden
+        return segs, target.endswith(b"/")
+    segs = []
     for raw in target.split(b"/"):
         if not raw:
             continue
@@ -381,7 +386,7 @@ class Site:
         if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
             segs = [self.channel, *segs]  # the root URL as the mirrored channel
         granted: frozenset[str] = frozenset()
-        if segs and segs[0].casefold() in self._private_folded:
+        if self._private_folded and segs and segs[0].casefold() in self._private_folded:
             if token is None or segs[0] not in self.private:
                 return error(404, log_path)
             granted = self.tokens.channels(token)

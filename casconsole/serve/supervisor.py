@@ -44,6 +44,7 @@ class ServerOptions:
     workers: int = 0  # 0: one per CPU
     access_log: str | None = "-"  # "-": standard output, None: no access log, else a file
     grace: float = 10.0  # seconds responses in flight get to finish on SIGTERM
+    client_timeout: float = 60.0  # seconds a client may accept no data (see serve/http.py)
     gzip_cache: Path | None = None  # default: <root>/.cas/cache/gzip, or a temporary folder
     on_error: Callable[[str], None] = field(default=lambda m: print(f"cas-server: {m}", file=sys.stderr))
 
@@ -198,7 +199,7 @@ def run_worker(
         channel=options.channel,
         health=Health(Path(options.root)),
     )
-    worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap)
+    worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout)
     try:
         worker.start()
         loop.run_until_complete(stop)

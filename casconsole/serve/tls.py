@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from casconsole.errors import ServerError
-from casconsole.serve.http import HEADER_TIMEOUT, RECV_SIZE, Connection, Worker
+from casconsole.serve.http import RECV_SIZE, Connection, Worker
 
 FILE_BLOCK = 256 * 1024  # bytes read from a file and encrypted at a time
 
@@ -78,7 +78,7 @@ class TLSConnection(Connection):
 
     def check_timeout(self, now: float) -> None:
         if not self.shaken:
-            if now - self.accepted > HEADER_TIMEOUT:
+            if now - self.accepted > self.worker.timeout / 2:
                 self.close()
             return
         super().check_timeout(now)

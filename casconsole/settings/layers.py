@@ -99,6 +99,7 @@ class Settings:
     server_host: str
     server_port: int
     private_channels: list[str]
+    base_url_origins: list[str]
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
 
