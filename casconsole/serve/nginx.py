@@ -147,6 +147,10 @@ def nginx_config(
         f'        root "{root_s}";\n'
         "        autoindex on;\n"
         "        autoindex_exact_size on;\n"
+        "        # the error log would name the request, token and all, for every missing file\n"
+        "        log_not_found off;\n"
+        "        # GET and HEAD only, as cas-server (return logs no error line, deny would)\n"
+        "        if ($request_method !~ ^(GET|HEAD)$) {\n            return 405;\n        }\n"
         "        # a page's links must not carry a /t/<token>/ URL to another site\n"
         "        add_header Referrer-Policy no-referrer always;\n"
         "        # no symlink below the mirror folder is followed: nginx cannot tell whether one\n"
