@@ -62,13 +62,13 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
 class Server:
     """`cas-server` on 127.0.0.1 port 0 in a subprocess; the URL comes from its start line."""
 
-    def __init__(self, root: Path, *args: str, workers: int = 2, private: str = PRIVATE, log=None):
+    def __init__(self, root: Path, *args: str, workers: int = 2, private: str = PRIVATE, log=None, env=None):
         self.log = Path(log) if log else root.parent / f"access-{id(self)}.log"
         cmd = [
             sys.executable, "-m", "casconsole.cli.server", "--root", str(root), "--port", "0",
             "--workers", str(workers), "--access-log", str(self.log), *args,
         ]  # fmt: skip
-        env = server_env(CAS_MIRROR_PRIVATE_CHANNELS=private)
+        env = server_env(CAS_MIRROR_PRIVATE_CHANNELS=private, **(env or {}))
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
