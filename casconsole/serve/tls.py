@@ -27,6 +27,9 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION
     ctx.set_alpn_protocols(["http/1.1"])
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise ServerError(f"TLS: {path}: no such file")
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except FileNotFoundError as exc:
