@@ -116,8 +116,8 @@ def split_target(target: bytes) -> tuple[list[str], bool]:
         target = target[:h]
     if b"\\" in target or b"\0" in target:
         raise _BadRequest
-    if b"%" not in target:  # the common case, in one pass (the parser allows only ASCII here)
-        segs = [seg for seg in target.decode("ascii", "surrogateescape").split("/") if seg]
+    if b"%" not in target:  # the common case, in one pass
+        segs = [seg for seg in target.decode("utf-8", "surrogateescape").split("/") if seg]
         if any(seg[0] == "." for seg in segs):
             raise _Hidden
         return segs, target.endswith(b"/")
