@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 from conda_client import installed_as_archived, solve_and_install
 from test_server_support import PRIVATE, Server, cli, make_mirror, server_env
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
 def test_https_with_a_certificate_the_client_verifies(tmp_path, certificate):
@@ -64,7 +66,7 @@ def test_tls_flags_say_what_is_wrong(tmp_path, certificate):
         assert "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None and not shutil.os.path.exists(NGINX), reason="no nginx")
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
 def test_nginx_config_with_a_certificate_serves_https(tmp_path, certificate):
     mirror = make_mirror(tmp_path / "mirror")
     cert, key = certificate
@@ -90,8 +92,6 @@ def test_nginx_config_with_a_certificate_serves_https(tmp_path, certificate):
                 r = httpx.get(f"https://127.0.0.1:{port}/pkgs/noarch/repodata.json", verify=ctx)
                 break
             except httpx.ConnectError:
-                import time
-
                 time.sleep(0.05)
         assert r.status_code == 200
         assert r.content == (mirror / "pkgs/noarch/repodata.json").read_bytes()
