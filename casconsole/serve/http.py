@@ -11,8 +11,6 @@ per request. With TLS (`tls.py`), the same loop runs over an SSL socket.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import os
 import socket
 import sys
@@ -23,8 +21,9 @@ from concurrent.futures import Future
 
 import httptools
 
+from casconsole.serve.logs import describe, log_text
 from casconsole.serve.redact import redact
-from casconsole.serve.site import Response, Site, error
+from casconsole.serve.site import Response, error
 
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_HEADERS = 100
@@ -36,7 +35,6 @@ RECV_SIZE = 64 * 1024
 # must arrive within half of it, and a body must not stall longer than that
 CLIENT_TIMEOUT = 60.0
 LINGER = 2.0  # after a 400, input is read and dropped this long so the client sees the answer
-MAX_CONNECTIONS = 10000  # per worker; beyond it new connections wait in the kernel's backlog
 
 _REASONS = {
     200: "OK",
@@ -55,171 +53,7 @@ _REASONS = {
     500: "Internal Server Error",
 }
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
-_PRINTABLE = bytes(range(0x20, 0x7F))
-_LOG_ESCAPE = {c: f"\\x{c:02x}" for c in range(256) if c not in _PRINTABLE or c in b'"\\'}
 _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
-
-
-def _log_text(value: bytes | None) -> str:
-    """Header or target bytes made safe for a one-line log (no quotes, no control bytes)."""
-    if not value:
-        return "-"
-    text = value.decode("latin-1")
-    if value.translate(None, _PRINTABLE) or b'"' in value or b"\\" in value:
-        text = "".join(_LOG_ESCAPE.get(ord(ch), ch) for ch in text)
-    return text
-
-
-class AccessLog:
-    """One line per request, buffered and written in whole lines (several workers share the fd)."""
-
-    def __init__(self, fd: int | None, loop: asyncio.AbstractEventLoop):
-        self.fd = fd
-        self.loop = loop
-        self.lines: list[str] = []
-        self.size = 0
-        self.scheduled = False
-        self._sec = -1
-        self._stamp = ""
-
-    def stamp(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._sec:
-            self._sec = sec
-            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(sec))
-        return self._stamp
-
-    def write(self, line: str) -> None:
-        if self.fd is None:
-            return
-        self.lines.append(line)
-        self.size += len(line)
-        if self.size > 32 * 1024:
-            self.flush()
-        elif not self.scheduled:
-            self.scheduled = True
-            self.loop.call_later(0.2, self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if not self.lines or self.fd is None:
-            return
-        lines, self.lines, self.size = self.lines, [], 0
-        # chunks of whole lines up to PIPE_BUF, so workers' lines never interleave in a pipe
-        chunk: list[bytes] = []
-        n = 0
-        for line in lines:
-            data = line.encode("utf-8", "replace")
-            if n + len(data) > 4096 and chunk:
-                self._write(b"".join(chunk))
-                chunk, n = [], 0
-            chunk.append(data)
-            n += len(data)
-        if chunk:
-            self._write(b"".join(chunk))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            while data:
-                data = data[os.write(self.fd, data) :]
-        except BlockingIOError:
-            pass  # a stalled log reader must not stall serving; these lines are lost
-        except OSError as exc:
-            print(f"cas-server: access log: {exc.strerror}; logging stops", file=sys.stderr)
-            self.fd = None
-
-
-class Worker:
-    """Accepts connections on one listening socket and serves them until `stop()`.
-
-    `wrap(sock)`, when given, turns an accepted socket into a Connection of another kind
-    (TLS); by default connections are plain.
-    """
-
-    def __init__(self, sock: socket.socket, site: Site, log: AccessLog, loop, wrap=None, timeout=None):
-        self.sock = sock
-        self.timeout: float = timeout or CLIENT_TIMEOUT
-        self.site = site
-        self.log = log
-        self.loop = loop
-        self.wrap = wrap
-        self.conns: set[Connection] = set()
-        self.accepting = False
-        self.stopping = False
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    def redact(self, text: str) -> str:
-        return redact(text, self.site.tokens.is_token)
-
-    def start(self) -> None:
-        self.sock.setblocking(False)
-        self._accept_on()
-        self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def _accept_on(self) -> None:
-        if not self.accepting and not self.stopping:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-            self.accepting = True
-
-    def _accept_off(self) -> None:
-        if self.accepting:
-            self.loop.remove_reader(self.sock.fileno())
-            self.accepting = False
-
-    def _accept(self) -> None:
-        for _ in range(64):
-            if len(self.conns) >= MAX_CONNECTIONS:
-                self._accept_off()
-                return
-            try:
-                csock, addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._accept_off()  # out of descriptors: retry on the next sweep
-                    return
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            csock.setblocking(False)
-            if csock.family != socket.AF_UNIX:
-                csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = addr[0] if isinstance(addr, tuple) else "-"
-            conn = self.wrap(self, csock, peer) if self.wrap else Connection(self, csock, peer)
-            self.conns.add(conn)
-
-    def closed(self, conn: Connection) -> None:
-        self.conns.discard(conn)
-        if not self.accepting and not self.stopping and len(self.conns) < MAX_CONNECTIONS:
-            self._accept_on()
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for conn in list(self.conns):
-            conn.check_timeout(now)
-        if not self.stopping:
-            if not self.accepting and len(self.conns) < MAX_CONNECTIONS:
-                self._accept_on()
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def stop(self) -> None:
-        """Stop accepting; idle connections close now, busy ones after their response."""
-        self.stopping = True
-        self._accept_off()
-        self.sock.close()
-        for conn in list(self.conns):
-            conn.shutdown()
-
-    async def drain(self, grace: float) -> None:
-        deadline = time.monotonic() + grace
-        while self.conns and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for conn in list(self.conns):
-            conn.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        self.log.flush()
 
 
 class Request:
@@ -285,7 +119,7 @@ class Connection:
         "writing",
     )
 
-    def __init__(self, worker: Worker, sock: socket.socket, addr: str):
+    def __init__(self, worker, sock: socket.socket, addr: str):  # worker: serve.worker.Worker
         self.worker = worker
         self.loop = worker.loop
         self.sock = sock
@@ -566,7 +400,7 @@ class Connection:
         try:
             result = self.worker.site.handle(method, target, req.headers)
         except Exception as exc:  # one request fails, the worker serves on
-            shown = self.worker.redact(_log_text(target))
+            shown = self.worker.redact(log_text(target))
             print(f"cas-server: {shown}: {describe(exc)}", file=sys.stderr)
             result = error(500, text="Internal Server Error")
         if isinstance(result, Response):
@@ -705,27 +539,11 @@ class Connection:
         # method and version come from the parser: known tokens, nothing to hide or escape
         self.worker.log.write(
             f'{self.addr} - - [{self.worker.log.stamp(now)}] "{req.method.decode()} '
-            f'{redact(_log_text(shown), is_token)} {req.version.decode() or "-"}" {status} '
-            f'{self.sent} "{redact(_log_text(referer), is_token) if referer else "-"}" '
-            f'"{redact(_log_text(agent), is_token) if agent else "-"}" '
+            f'{redact(log_text(shown), is_token)} {req.version.decode() or "-"}" {status} '
+            f'{self.sent} "{redact(log_text(referer), is_token) if referer else "-"}" '
+            f'"{redact(log_text(agent), is_token) if agent else "-"}" '
             f"{time.monotonic() - req.start:.4f}\n"
         )
-
-
-def describe(exc: BaseException) -> str:
-    """One line for the server's log: the error and where it was raised, no traceback."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
-    return f"{exc!r}{where}"
-
-
-def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """Errors escaping a callback: one line on stderr instead of asyncio's traceback."""
-    exc = context.get("exception")
-    text = describe(exc) if exc is not None else context.get("message", "unknown error")
-    print(f"cas-server: internal error: {text}", file=sys.stderr)
 
 
 _date_sec = -1

@@ -25,11 +25,13 @@ from pathlib import Path
 
 from casconsole.errors import EXIT_FAILED, ServerError
 from casconsole.layout import GZIP_CACHE, state_dir
+from casconsole.serve.gzipcache import GzipCache
 from casconsole.serve.health import Health
-from casconsole.serve.http import AccessLog, Worker, loop_exception_handler
-from casconsole.serve.site import GzipCache, Site
+from casconsole.serve.logs import AccessLog, loop_exception_handler
+from casconsole.serve.site import Site
 from casconsole.serve.tls import server_context, wrapper
 from casconsole.serve.tokens import TokenChecker
+from casconsole.serve.worker import Worker
 
 
 @dataclass

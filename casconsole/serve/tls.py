@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from casconsole.errors import ServerError
-from casconsole.serve.http import RECV_SIZE, Connection, Worker
+from casconsole.serve.http import RECV_SIZE, Connection
+from casconsole.serve.worker import Worker
 
 FILE_BLOCK = 256 * 1024  # bytes read from a file and encrypted at a time
 
