@@ -353,8 +353,8 @@ class Connection:
     def _stop_parsing(self, status: int, data: bytes) -> None:
         """The parser refused the request being parsed: nothing after it is read as HTTP."""
         self.stopped_parsing = True
-        line = (self.m_url if self.m_open else b"") or data.split(b"\r\n", 1)[0][:200]
         headers = self.m_headers if self.m_open else {}
+        line = _request_line(data, self.m_url if self.m_open else b"")
         self.failed = Request(b"-", line, b"", headers, False, time.monotonic(), b"", status)
         self.m_open = False
 
@@ -537,13 +537,33 @@ class Connection:
         referer, agent = headers.get(b"referer"), headers.get(b"user-agent")
         now = time.time()
         # method and version come from the parser: known tokens, nothing to hide or escape
+        # a refused request is shown as the line it sent (as nginx's $request), redacted
+        request = redact(log_text(shown), is_token)
+        if req.version:
+            request = f"{req.method.decode()} {request} {req.version.decode()}"
         self.worker.log.write(
-            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{req.method.decode()} '
-            f'{redact(log_text(shown), is_token)} {req.version.decode() or "-"}" {status} '
+            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{request}" {status} '
             f'{self.sent} "{redact(log_text(referer), is_token) if referer else "-"}" '
             f'"{redact(log_text(agent), is_token) if agent else "-"}" '
             f"{time.monotonic() - req.start:.4f}\n"
         )
+
+
+def _request_line(data: bytes, url: bytes) -> bytes:
+    """The raw request line of a refused request, for the log, at most 200 bytes: the line of
+    `data` holding the target parsed so far, or (none parsed) the first line after the last
+    complete head in `data`."""
+    if url:
+        i = data.find(url)
+        if i < 0:
+            return url[:200]
+        start = data.rfind(b"\n", 0, i) + 1
+        end = data.find(b"\n", i)
+        line = data[start : end if end >= 0 else len(data)]
+    else:
+        parts = [part for part in data.split(b"\r\n\r\n") if part.strip()]
+        line = parts[-1].split(b"\n", 1)[0] if parts else b""
+    return line.rstrip(b"\r")[:200] or b"-"
 
 
 _date_sec = -1

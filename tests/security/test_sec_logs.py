@@ -106,6 +106,7 @@ def test_no_token_in_any_line_cas_server_writes(mirror, tmp_path):
     written = log.read_text() + "".join(srv.stderr)
     assert len(lines) >= len(requests) + 1  # every request was logged...
     assert "<token>" in written
+    assert '"GET /t/<token>/pkgs/ HTTP/1.9" 400' in written  # a refused line, as sent but redacted
     assert token not in written  # ...and the token is in none of the lines
     assert token[4:-4] not in written
 
