@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import entry_point
+from casconsole.layout import channel_name_problem
 from casconsole.serve.health import package_version
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
@@ -121,6 +122,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
         if not mirror.is_dir():
             return _fail(f"mirror folder {mirror} does not exist", 2)
+        problem = channel_name_problem(args.channel)
+        if problem:
+            return _fail(f"token add: {problem}", 2)
         token, record = add_token(mirror, args.channel)
         print(token)
         print(

@@ -40,6 +40,14 @@ def test_private_channel_entries_that_protect_nothing_are_refused(mirror, entry,
     assert message in result.stderr
 
 
+def test_a_token_is_made_only_for_a_channel_name(mirror):
+    for name in (f"{PRIVATE}/", f"../{PRIVATE}", ".cas"):
+        result = cli("token", "add", name, "--root", str(mirror))
+        assert result.returncode == 2, name
+        assert "token add" in result.stderr and not result.stdout
+    assert "no tokens" in cli("token", "list", "--root", str(mirror)).stderr
+
+
 def test_a_private_channel_without_a_folder_is_a_warning(mirror):
     with Server(mirror, private=f"{PRIVATE},not-made-yet") as srv:
         assert any("not-made-yet" in line and "no folder" in line for line in srv.stderr)
