@@ -53,7 +53,8 @@ def test_from_a_cas_server_root_and_a_private_channel_through_its_token(tmp_path
         )
         result = cas_installer("my-installer.yaml", "--output", "out", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert f"{server.url}/pkgs/linux-64: 5 records" in result.stderr
+        # cas-server answers the mirrored channel at its root URL: the FAQ's form is read there
+        assert f"{server.url}/linux-64: 5 records" in result.stderr
         assert token not in result.stderr + result.stdout  # the token is never shown
         installer = tmp_path / "out/my-installer-1.0-linux-64.sh"
         assert token.encode() not in installer.read_bytes()  # nor written into the installer
@@ -69,11 +70,11 @@ def test_from_a_cas_server_root_and_a_private_channel_through_its_token(tmp_path
         assert meta["url"] == f"{server.url}/t/<TOKEN>/internal-pkgs/linux-64/secret-tool-0.1-0.conda"
         assert meta["requested_spec"] == "secret-tool"
         python = json.loads((prefix / "conda-meta/python-3.12.1-h0_cpython.json").read_text())
-        assert python["url"] == f"{server.url}/pkgs/linux-64/python-3.12.1-h0_cpython.conda"
+        assert python["url"] == f"{server.url}/linux-64/python-3.12.1-h0_cpython.conda"
         assert token not in "".join(p.read_text() for p in (prefix / "conda-meta").iterdir())
 
         # rattler, asked over HTTP (the token in hand) for the same specs: nothing to do
-        channels = [f"{server.url}/pkgs", private]
+        channels = [server.url, private]
         specs = ["python", "conda", "secret-tool"]
         assert rattler_would_do(channels, specs, prefix, tmp_path / "cache") == []
 

@@ -146,7 +146,6 @@ def test_etag_and_last_modified_give_304(client):
         {"If-None-Match": f'"nope", W/{etag}'},
         {"If-None-Match": "*"},
         {"If-Modified-Since": modified},
-        {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
     ):
         r = client.get(url, headers=headers)
         assert r.status_code == 304, headers
@@ -157,6 +156,7 @@ def test_etag_and_last_modified_give_304(client):
         {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
         {"If-None-Match": '"nope"', "If-Modified-Since": modified},  # ETag decides
         {"If-Modified-Since": "not a date"},
+        {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},  # from the future: ignored
     ):
         assert client.get(url, headers=headers).status_code == 200, headers
 
@@ -359,9 +359,9 @@ def test_odd_file_names_are_listed_and_served(tmp_path):
         assert r.status_code == 301
         assert r.headers["location"] == "/pkgs/noarch/latin-%E9/"
         assert c.get("/pkgs/noarch/with%20space%20%26%20'quote'.json").status_code == 200
-        status, headers, _ = get(srv.port, "/pkgs/noarch/latin-\xe9".encode("latin-1"))
-        assert status == 301
-        assert headers["location"] == "/pkgs/noarch/latin-%E9/"
+        # a raw byte past ASCII in the request line is not HTTP: refused, not guessed at
+        status, _, _ = get(srv.port, "/pkgs/noarch/latin-\xe9".encode("latin-1"))
+        assert status == 400
 
 
 def test_folded_header_lines_are_refused(server):

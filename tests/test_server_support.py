@@ -62,19 +62,21 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
 class Server:
     """`cas-server` on 127.0.0.1 port 0 in a subprocess; the URL comes from its start line."""
 
-    def __init__(self, root: Path, *args: str, workers: int = 2, private: str = PRIVATE, log=None):
+    def __init__(self, root: Path, *args: str, workers: int = 2, private: str = PRIVATE, log=None, env=None):
         self.log = Path(log) if log else root.parent / f"access-{id(self)}.log"
         cmd = [
             sys.executable, "-m", "casconsole.cli.server", "--root", str(root), "--port", "0",
             "--workers", str(workers), "--access-log", str(self.log), *args,
         ]  # fmt: skip
-        env = server_env(CAS_MIRROR_PRIVATE_CHANNELS=private)
+        env = server_env(CAS_MIRROR_PRIVATE_CHANNELS=private, **(env or {}))
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
         first = self.next_line(timeout=30)
-        match = re.search(r" at (http://\S+?)/? \(", first or "")
+        while first is not None and "warning:" in first:  # e.g. a private channel without a folder
+            first = self.next_line(timeout=30)
+        match = re.search(r" at (https?://\S+?)/? \(", first or "")
         if not match:
             self.proc.kill()
             raise AssertionError(f"cas-server did not start: {first!r} {self.stderr}")

@@ -5,7 +5,6 @@ proxy (every request goes through it)."""
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import subprocess
 import sys
@@ -29,20 +28,6 @@ def channel(tmp_path):
     root = tmp_path / "upstream"
     make_channel(root, {"linux-64": [spec("tls", "1.0", "linux-64")], "noarch": [spec("helper", "1.0")]})
     return root
-
-
-@pytest.fixture
-def certificate(tmp_path):
-    """A self-signed certificate for 127.0.0.1 (its own CA bundle) and its key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
-         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture

@@ -114,6 +114,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="runs per server; medians shown")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--workers", type=int, default=0, help="cas-server workers (0: one per CPU)")
+    ap.add_argument(
+        "--baseline",
+        metavar="SRC",
+        type=Path,
+        help="also load a cas-server run from this source tree (e.g. `git archive main` unpacked), "
+        "in the same rounds, to compare two versions under the same load",
+    )
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -123,7 +130,7 @@ def main() -> int:
     if not (root / "pkgs" / "linux-64" / "big-1.0-0.conda").exists():
         make_tree(root)
     shutil.rmtree(root / ".cas", ignore_errors=True)  # cold gzip cache, as after a sync
-    ours_port, nginx_port = free_port(), free_port()
+    ours_port, nginx_port, base_port = free_port(), free_port(), free_port()
     conf = WORK / "nginx.conf"
     conf.write_text(
         nginx_config(
@@ -143,22 +150,35 @@ def main() -> int:
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(WORK / "nginx-error.log")])
+    servers = [("nginx", nginx_port), ("cas-server", ours_port)]
+    base = None
+    if args.baseline is not None:
+        base = subprocess.Popen(
+            [sys.executable, "-m", "casconsole.cli.server", "--root", str(root), "--port",
+             str(base_port), "--workers", str(args.workers), "--access-log",
+             str(WORK / "base-access.log")],
+            stderr=subprocess.PIPE, text=True, cwd=args.baseline,
+            env={**os.environ, "PYTHONPATH": str(args.baseline.resolve())},
+        )  # fmt: skip
+        servers.append(("baseline", base_port))
     try:
         print(ours.stderr.readline().strip())
-        wait_port(ours_port)
-        wait_port(nginx_port)
-        # one request makes cas-server compress the repodata version in the background
-        warm = urllib.request.Request(
-            f"http://127.0.0.1:{ours_port}/{SCENARIOS[0][1]}", headers={"Accept-Encoding": "gzip"}
-        )
-        urllib.request.urlopen(warm).read()
+        if base is not None:
+            print("baseline:", base.stderr.readline().strip())
+        for _, port in servers:
+            wait_port(port)
+        for _, port in servers[1:]:
+            # one request makes cas-server compress the repodata version in the background
+            warm = urllib.request.Request(
+                f"http://127.0.0.1:{port}/{SCENARIOS[0][1]}", headers={"Accept-Encoding": "gzip"}
+            )
+            urllib.request.urlopen(warm).read()
         time.sleep(1)
         print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs\n")
         print(f"| {'load':22} | {'server':10} | {'req/s':>9} | {'MB/s':>8} | vs nginx | target |")
         print(f"|{'-' * 24}|{'-' * 12}|{'-' * 11}|{'-' * 10}|----------|--------|")
         for name, path, headers, target, metric in SCENARIOS:
-            runs: dict[str, list[tuple[float, float]]] = {"nginx": [], "cas-server": []}
-            servers = [("nginx", nginx_port), ("cas-server", ours_port)]
+            runs: dict[str, list[tuple[float, float]]] = {server: [] for server, _ in servers}
             for r in range(args.rounds):  # alternate who goes first: the machine is shared
                 for server, port in servers if r % 2 == 0 else servers[::-1]:
                     url = f"http://127.0.0.1:{port}/{path}"
@@ -170,18 +190,24 @@ def main() -> int:
                 )
                 for server, res in runs.items()
             }
-            base = med["nginx"][metric]
+            reference = med["nginx"][metric]
             for server, (rps, mbs) in med.items():
                 ratio = goal = ""
                 if server != "nginx":
                     unit = "MB/s" if metric else "req/s"
-                    ratio = f"{(rps, mbs)[metric] / base:.0%} {unit}"
-                    goal = f"{target:.0%}"
+                    ratio = f"{(rps, mbs)[metric] / reference:.0%} {unit}"
+                    goal = f"{target:.0%}" if server == "cas-server" else ""
                 print(f"| {name:22} | {server:10} | {rps:9.0f} | {mbs:8.1f} | {ratio:>8} | {goal:>6} |")
+            if "baseline" in med:
+                change = med["cas-server"][metric] / med["baseline"][metric]
+                print(f"| {name:22} | this / baseline: {change:.0%} |")
         return 0
     finally:
         ours.send_signal(signal.SIGTERM)
         nginx.send_signal(signal.SIGQUIT)
+        if base is not None:
+            base.send_signal(signal.SIGTERM)
+            base.wait(timeout=30)
         ours.wait(timeout=30)
         nginx.wait(timeout=30)
 

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.layout import channel_name_problem
 from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
-from casconsole.serve.supervisor import ServerOptions, serve
+from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
 from casconsole.settings import Settings, SettingsError, load_settings
 
@@ -17,6 +18,8 @@ EPILOG = """\
 examples:
   cas-server                          serve mirror_dir on 127.0.0.1:8080
   cas-server --host 0.0.0.0           serve on every interface
+  cas-server --tls-cert cert.pem --tls-key key.pem
+                                      serve HTTPS
   cas-server token add internal-pkgs  create a token; clients use
                                       http://HOST:8080/t/<token>/internal-pkgs
   cas-server --nginx-config > /etc/nginx/cas.conf
@@ -65,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where compressed copies of *.json are kept (default: <mirror>/.cas/cache/gzip; "
         "a temporary folder when that cannot be written)",
     )
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop a client that accepts no data, or an idle connection, after this; "
+        "a request must arrive within half of it (default: 60)",
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", type=Path, help="serve HTTPS with this certificate (PEM, chain first)"
+    )
+    parser.add_argument("--tls-key", metavar="FILE", type=Path, help="the certificate's private key (PEM)")
     parser.add_argument(
         "--nginx-config",
         action="store_true",
@@ -121,6 +136,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "add":
         if not mirror.is_dir():
             return _fail(f"mirror folder {mirror} does not exist", 2)
+        problem = channel_name_problem(args.channel)
+        if problem:
+            return _fail(f"token add: {problem}", 2)
         token, record = add_token(mirror, args.channel)
         print(token)
         print(
@@ -198,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.nginx_config:
                 return _fail("--condarc and --nginx-config: one at a time", 2)
             return _print_condarc(settings)
+        if not args.client_timeout > 0:
+            return _fail("--client-timeout: expected a number of seconds > 0", 2)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            return _fail("--tls-cert and --tls-key go together", 2)
+        problems, notes = private_channel_problems(Path(settings.mirror_dir), settings.private_channels)
+        if problems:
+            return _fail("; ".join(problems), 2)
+        for note in notes:
+            print(f"cas-server: warning: {note}", file=sys.stderr)
         if args.nginx_config:
             backend = args.auth_backend or f"127.0.0.1:{settings.server_port + 1}"
             host, _, port = backend.rpartition(":")
@@ -210,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                     settings.server_port,
                     settings.private_channels,
                     backend,
+                    channel=settings.channel_name,
+                    tls_cert=args.tls_cert,
+                    tls_key=args.tls_key,
                 ),
                 end="",
             )
@@ -221,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.server_host,
             port=settings.server_port,
             private_channels=list(settings.private_channels),
+            channel=settings.channel_name,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             workers=args.workers,
             access_log=None if args.access_log == "off" else args.access_log,
             grace=args.grace,
             gzip_cache=args.gzip_cache,
+            client_timeout=args.client_timeout,
         )
 
         def ready(url: str, workers: int) -> None:

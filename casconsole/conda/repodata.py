@@ -88,12 +88,14 @@ class RepoData:
         return base if isinstance(base, str) and base else None
 
     def package_url(self, fn: str) -> str:
-        """The URL (or path) a package file is downloaded from."""
+        """The URL (or path) a package file is downloaded from; the name percent-encoded, so
+        that `?`, `#`, `%` or a space in it cannot make it another URL."""
         base = self.base_url
         subdir_url = self.source.rsplit("/", 1)[0] + "/" if "/" in self.source else ""
+        name = urllib.parse.quote(fn, safe="+!$&'()*,;=@~") if "://" in self.source else fn
         if base:
-            return urllib.parse.urljoin(subdir_url, base.rstrip("/") + "/") + fn
-        return subdir_url + fn
+            return urllib.parse.urljoin(subdir_url, base.rstrip("/") + "/") + name
+        return subdir_url + name
 
 
 _decoder = msgspec.json.Decoder(_RepoDataFile)

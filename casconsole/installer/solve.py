@@ -128,10 +128,14 @@ def _chosen(record, channel_of: dict[tuple[str, str], ChannelData]) -> Chosen:
     url = str(record.url)
     subdir = record.subdir
     channel = channel_of.get((_base(str(record.channel or "")), subdir))
-    if channel is None:  # match by URL prefix (a channel URL rattler spelled differently)
-        channel = next(
-            (c for (base, s), c in channel_of.items() if s == subdir and url.startswith(base + "/")), None
-        )
+    if channel is None:  # match by URL prefix (a channel URL rattler spelled differently): the
+        # longest, since a mirror's root URL is a prefix of its other channels' URLs
+        matches = [
+            (len(base), c)
+            for (base, s), c in channel_of.items()
+            if s == subdir and url.startswith(base + "/")
+        ]
+        channel = max(matches, key=lambda m: m[0])[1] if matches else None
     if channel is None:
         raise InstallerError(f"{record.file_name}: solved from a channel that was not given ({url})")
     raw = channel.raw_record(subdir, record.file_name)

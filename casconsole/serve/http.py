@@ -1,31 +1,40 @@
 """HTTP/1.1 connections of one cas-server worker, straight on the event loop's selector.
 
-The server only answers GET and HEAD for files, so a request is a header block and nothing
-else; parsing it by hand and writing with `send`/`sendfile` on the raw socket keeps the
-per-request Python work to a few microseconds (asyncio transports and aiohttp cost several
-times more, see bench/serve/RESULTS.md). Timeouts are enforced by one sweep per second
-rather than a timer per request.
+Requests are parsed by llhttp (through httptools), the strict parser behind node and uvicorn:
+heads and bodies (Content-Length and chunked) alike, so that no request that a lenient proxy
+in front might frame differently is ever answered as if it were well formed. Responses are
+written with `send` / `sendfile` on the raw socket, which keeps the per-request Python work
+to a few microseconds (asyncio transports and aiohttp cost several times more, see
+bench/serve/RESULTS.md). Timeouts are enforced by one sweep per second rather than a timer
+per request. With TLS (`tls.py`), the same loop runs over an SSL socket.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import os
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from casconsole.serve.site import Response, Site, error, token_redacted
+import httptools
+
+from casconsole.serve.logs import describe, log_text
+from casconsole.serve.redact import redact
+from casconsole.serve.site import Response, error
 
 MAX_HEAD = 16 * 1024  # request line + headers
+MAX_HEADERS = 100
+MAX_BODY = 1 << 20  # a request body is read only to be refused: nothing here takes one
+MAX_PIPELINE = 32  # parsed requests waiting for their turn; beyond, the socket is not read
 RECV_SIZE = 64 * 1024
-HEADER_TIMEOUT = 30.0  # a request's headers must arrive within this
-IDLE_TIMEOUT = 60.0  # keep-alive connections without a request are closed after this
-SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
-MAX_CONNECTIONS = 10000  # per worker; beyond it new connections wait in the kernel's backlog
+# the client timeout (--client-timeout, 60 s by default): a client that accepts no bytes for
+# this long is dropped, so is a keep-alive connection without a request; a request's head
+# must arrive within half of it, and a body must not stall longer than that
+CLIENT_TIMEOUT = 60.0
+LINGER = 2.0  # after a 400, input is read and dropped this long so the client sees the answer
 
 _REASONS = {
     200: "OK",
@@ -38,211 +47,111 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    413: "Content Too Large",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
-    505: "HTTP Version Not Supported",
 }
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
-_PRINTABLE = bytes(range(0x20, 0x7F))
-_LOG_ESCAPE = {c: f"\\x{c:02x}" for c in range(256) if c not in _PRINTABLE or c in b'"\\'}
+_VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 
 
-def _log_text(value: bytes | None) -> str:
-    """Header or target bytes made safe for a one-line log (no quotes, no control bytes)."""
-    if not value:
-        return "-"
-    text = value.decode("latin-1")
-    if value.translate(None, _PRINTABLE) or b'"' in value or b"\\" in value:
-        text = "".join(_LOG_ESCAPE.get(ord(ch), ch) for ch in text)
-    return text
+class Request:
+    """One parsed request, waiting for its turn on its connection."""
+
+    __slots__ = ("body", "headers", "keep", "method", "start", "status", "target", "version")
+
+    def __init__(self, method, target, version, headers, keep, start, body=b"", status=0):
+        self.method: bytes = method
+        self.target: bytes = target
+        self.version: bytes = version
+        self.headers: dict[bytes, bytes] = headers
+        self.keep: bool = keep
+        self.start: float = start
+        self.body: bytes = body
+        self.status: int = status  # non-zero: answer with this error, then close
 
 
-class AccessLog:
-    """One line per request, buffered and written in whole lines (several workers share the fd)."""
+class _Refuse(Exception):
+    """Raised in a parser callback: the request is answered with `status` and the connection
+    closed (what follows it on the connection cannot be trusted)."""
 
-    def __init__(self, fd: int | None, loop: asyncio.AbstractEventLoop):
-        self.fd = fd
-        self.loop = loop
-        self.lines: list[str] = []
-        self.size = 0
-        self.scheduled = False
-        self._sec = -1
-        self._stamp = ""
-
-    def stamp(self, now: float) -> str:
-        sec = int(now)
-        if sec != self._sec:
-            self._sec = sec
-            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(sec))
-        return self._stamp
-
-    def write(self, line: str) -> None:
-        if self.fd is None:
-            return
-        self.lines.append(line)
-        self.size += len(line)
-        if self.size > 32 * 1024:
-            self.flush()
-        elif not self.scheduled:
-            self.scheduled = True
-            self.loop.call_later(0.2, self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if not self.lines or self.fd is None:
-            return
-        lines, self.lines, self.size = self.lines, [], 0
-        # chunks of whole lines up to PIPE_BUF, so workers' lines never interleave in a pipe
-        chunk: list[bytes] = []
-        n = 0
-        for line in lines:
-            data = line.encode("utf-8", "replace")
-            if n + len(data) > 4096 and chunk:
-                self._write(b"".join(chunk))
-                chunk, n = [], 0
-            chunk.append(data)
-            n += len(data)
-        if chunk:
-            self._write(b"".join(chunk))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            while data:
-                data = data[os.write(self.fd, data) :]
-        except BlockingIOError:
-            pass  # a stalled log reader must not stall serving; these lines are lost
-        except OSError as exc:
-            print(f"cas-server: access log: {exc.strerror}; logging stops", file=sys.stderr)
-            self.fd = None
-
-
-class Worker:
-    """Accepts connections on one listening socket and serves them until `stop()`."""
-
-    def __init__(self, sock: socket.socket, site: Site, log: AccessLog, loop):
-        self.sock = sock
-        self.site = site
-        self.log = log
-        self.loop = loop
-        self.conns: set[Connection] = set()
-        self.accepting = False
-        self.stopping = False
-        self._sweeper: asyncio.TimerHandle | None = None
-
-    def start(self) -> None:
-        self.sock.setblocking(False)
-        self._accept_on()
-        self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def _accept_on(self) -> None:
-        if not self.accepting and not self.stopping:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-            self.accepting = True
-
-    def _accept_off(self) -> None:
-        if self.accepting:
-            self.loop.remove_reader(self.sock.fileno())
-            self.accepting = False
-
-    def _accept(self) -> None:
-        for _ in range(64):
-            if len(self.conns) >= MAX_CONNECTIONS:
-                self._accept_off()
-                return
-            try:
-                csock, addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._accept_off()  # out of descriptors: retry on the next sweep
-                    return
-                if exc.errno == errno.ECONNABORTED:
-                    continue
-                raise
-            csock.setblocking(False)
-            if csock.family != socket.AF_UNIX:
-                csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(self, csock, addr[0] if isinstance(addr, tuple) else "-")
-            self.conns.add(conn)
-
-    def closed(self, conn: Connection) -> None:
-        self.conns.discard(conn)
-        if not self.accepting and not self.stopping and len(self.conns) < MAX_CONNECTIONS:
-            self._accept_on()
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for conn in list(self.conns):
-            conn.check_timeout(now)
-        if not self.stopping:
-            if not self.accepting and len(self.conns) < MAX_CONNECTIONS:
-                self._accept_on()
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def stop(self) -> None:
-        """Stop accepting; idle connections close now, busy ones after their response."""
-        self.stopping = True
-        self._accept_off()
-        self.sock.close()
-        for conn in list(self.conns):
-            conn.shutdown()
-
-    async def drain(self, grace: float) -> None:
-        deadline = time.monotonic() + grace
-        while self.conns and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for conn in list(self.conns):
-            conn.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        self.log.flush()
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
 
 
 class Connection:
     __slots__ = (
         "addr",
-        "buf",
         "busy",
         "close_after",
         "closed",
+        "eof",
+        "failed",
         "fd",
         "file_count",
         "file_fd",
         "file_offset",
         "last",
+        "last_sent",
+        "linger_until",
         "loop",
+        "m_body",
+        "m_bytes",
+        "m_head",
+        "m_headers",
+        "m_open",
+        "m_request",
+        "m_size",
+        "m_start",
+        "m_url",
         "out",
+        "parser",
+        "pending",
         "reading",
         "req",
         "resp",
         "sent",
         "sock",
-        "started",
+        "stopped_parsing",
         "worker",
         "writing",
     )
 
-    def __init__(self, worker: Worker, sock: socket.socket, addr: str):
+    def __init__(self, worker, sock: socket.socket, addr: str):  # worker: serve.worker.Worker
         self.worker = worker
         self.loop = worker.loop
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.buf = b""
+        self.parser = httptools.HttpRequestParser(self)
+        self.pending: deque[Request] = deque()
+        self.failed: Request | None = None  # a request the parser refused, answered last
+        self.stopped_parsing = False  # after a refused request nothing more is parsed
+        self.eof = False  # the client closed its sending side
         self.busy = False  # a response is being produced or sent
         self.close_after = False
         self.closed = False
+        self.linger_until = 0.0  # > 0: closing; input is read and dropped until then
         self.out: memoryview | None = None
         self.file_fd = -1
         self.file_offset = 0
         self.file_count = 0
         self.sent = 0
-        self.req: tuple | None = None  # (method, target, version, headers, start) for the log
+        self.req: Request | None = None  # the request being answered, for the log
         self.resp: Response | None = None  # the response being sent, for the log
-        self.last = time.monotonic()
-        self.started = 0.0  # when the first byte of a pending request arrived
+        self.last = self.last_sent = time.monotonic()
+        # the message being parsed
+        self.m_open = False  # begun, not complete
+        self.m_head = False  # its head is not complete
+        self.m_start = 0.0
+        self.m_bytes = 0  # bytes of its head so far (an upper bound), while it arrives
+        self.m_size = 0  # bytes of its target and headers, as parsed
+        self.m_url = b""
+        self.m_headers: dict[bytes, bytes] = {}
+        self.m_body: list[bytes] | None = None
+        self.m_request: Request | None = None  # made once its head is complete
         self.reading = False
         self.writing = False
         self._read_on()
@@ -288,104 +197,211 @@ class Connection:
         else:
             self.close()
 
+    def _linger(self) -> None:
+        """Close after an error answer without losing it: stop sending, read and drop what
+        the client still sends for a moment (closing with unread input would reset the
+        connection, and the client could lose the answer)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.linger_until = time.monotonic() + LINGER
+        self._read_on()
+
     def check_timeout(self, now: float) -> None:
-        if self.busy:
+        if self.linger_until:
+            if now > self.linger_until:
+                self.close()
+        elif self.busy:
             sending = self.out is not None or self.file_fd >= 0
-            if sending and now - self.last > SEND_TIMEOUT:
+            if sending and now - self.last_sent > self.worker.timeout:  # only accepted bytes count
                 self._finish_log()
                 self.close()
-        elif self.buf:
-            if now - self.started > HEADER_TIMEOUT:
-                self._send_error(408, "Request Timeout")
-        elif now - self.last > IDLE_TIMEOUT:
+        elif self.m_open:
+            if (now - self.m_start if self.m_head else now - self.last) > self.worker.timeout / 2:
+                self._refuse(408)
+        elif not self.pending and now - self.last > self.worker.timeout:
             self.close()
+
+    # ---------------------------------------------------------------- the parser's callbacks
+
+    def on_message_begin(self) -> None:
+        self.m_open = self.m_head = True
+        self.m_start = time.monotonic()
+        self.m_url = b""
+        self.m_headers = {}
+        self.m_body = None
+        self.m_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.m_url += url
+        self.m_size += len(url)
+        if self.m_size > MAX_HEAD:
+            raise _Refuse(431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.m_size += len(name) + len(value) + 4
+        if self.m_size > MAX_HEAD:
+            raise _Refuse(431)
+        headers = self.m_headers
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name in headers:
+            if name == b"host":
+                raise _Refuse(400)  # two Hosts: which one a proxy used is anyone's guess
+            headers[name] += b", " + value  # a list header sent in parts
+        else:
+            if len(headers) >= MAX_HEADERS:
+                raise _Refuse(431)
+            headers[name] = value
+
+    def on_headers_complete(self) -> None:
+        self.m_head = False
+        parser = self.parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            raise _Refuse(400)
+        method = parser.get_method()
+        headers = self.m_headers
+        if (b"upgrade" in headers or method == b"CONNECT") and parser.should_upgrade():
+            raise _Refuse(405 if method == b"CONNECT" else 400)
+        if b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0":
+            if method in (b"GET", b"HEAD"):
+                raise _Refuse(400)  # a body where none belongs: refused, not skipped
+            self.m_body = []
+        self.m_request = Request(
+            method, self.m_url, version, headers, parser.should_keep_alive(), self.m_start
+        )
+
+    def on_body(self, data: bytes) -> None:
+        body = self.m_body
+        if body is None:
+            return
+        body.append(data)
+        if sum(map(len, body)) > MAX_BODY:
+            raise _Refuse(413)
+
+    def on_message_complete(self) -> None:
+        req = self.m_request
+        if self.m_body:
+            req.body = b"".join(self.m_body)
+        self.pending.append(req)
+        self.m_open = False
 
     # ---------------------------------------------------------------- reading
 
+    def _recv(self) -> bytes | None:
+        """Bytes from the socket, b"" at its end, None when there are none now."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+
     def _on_readable(self) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
+            data = self._recv()
         except OSError:
             self._finish_log()
             self.close()
             return
-        if not data:  # the client closed its side
-            if self.busy:
-                self.close_after = True
-                self._read_off()
-            else:
+        if data is None:
+            return
+        if self.linger_until:  # closing: dropped, until the client closes too
+            if not data:
                 self.close()
             return
-        now = time.monotonic()
-        if not self.buf:
-            self.started = now
-        self.last = now
-        self.buf += data
-        if self.busy:
-            if len(self.buf) > MAX_HEAD:
-                self._read_off()  # pipelined requests pile up: wait for this response
+        if not data:  # the client closed its side: answer what is complete, then close
+            self.eof = True
+            self._read_off()
+            if not self.busy:
+                self._process()
             return
-        self._process()
+        self.last = time.monotonic()
+        if self.stopped_parsing:
+            return
+        self._feed(data)
+        if self.stopped_parsing or len(self.pending) >= MAX_PIPELINE:
+            self._read_off()  # wait for the answers before reading more
+        if not self.busy:
+            self._process()
+
+    def _feed(self, data: bytes) -> None:
+        was_in_head = self.m_head
+        began = self.m_start
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._stop_parsing(cause.status if isinstance(cause, _Refuse) else 400, data)
+            return
+        except httptools.HttpParserUpgrade:  # unreachable: upgrades are refused in a callback
+            self._stop_parsing(400, data)
+            return
+        except httptools.HttpParserError:
+            self._stop_parsing(400, data)
+            return
+        if self.m_head:  # a head still incomplete: bounded in size
+            if was_in_head and began == self.m_start:
+                self.m_bytes += len(data)
+            else:  # it began in this chunk, after the last complete head (or body) in it
+                end = data.rfind(b"\r\n\r\n")
+                self.m_bytes = len(data) - (end + 4 if end >= 0 else 0)
+            if self.m_bytes > MAX_HEAD:
+                self._stop_parsing(431, data)
+
+    def _stop_parsing(self, status: int, data: bytes) -> None:
+        """The parser refused the request being parsed: nothing after it is read as HTTP."""
+        self.stopped_parsing = True
+        headers = self.m_headers if self.m_open else {}
+        line = _request_line(data, self.m_url if self.m_open else b"")
+        self.failed = Request(b"-", line, b"", headers, False, time.monotonic(), b"", status)
+        self.m_open = False
+
+    def _refuse(self, status: int) -> None:
+        """Answer `status` now, close after it (a timeout while a request arrives)."""
+        self.stopped_parsing = True
+        now = time.monotonic()
+        self.failed = Request(b"-", self.m_url or b"-", b"", self.m_headers, False, now, b"", status)
+        self.m_open = False
+        self._read_off()
+        if not self.busy:
+            self._process()
 
     def _process(self) -> None:
-        """Answer every complete request in the buffer until one needs to wait for the socket."""
+        """Answer the parsed requests in order until one needs to wait for the socket."""
         while not self.busy and not self.closed:
-            buf = self.buf
-            end = buf.find(b"\r\n\r\n")
-            if end > MAX_HEAD:
-                self._send_error(431, "Request Header Fields Too Large")
+            if self.pending:
+                req = self.pending.popleft()
+                if not self.pending and (self.eof or self.stopped_parsing) and not self.failed:
+                    req.keep = False  # the last one this connection will answer
+                self._request(req)
+                continue
+            if self.failed is not None:
+                req, self.failed = self.failed, None
+                self.req = req
+                self._respond(error(req.status, text=_REASONS.get(req.status, "Error")), keep=False)
                 return
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._send_error(431, "Request Header Fields Too Large")
-                elif not self.reading and not self.close_after:
-                    self._read_on()
-                elif self.close_after and not buf:
-                    self.close()
+            if self.eof or self.stopped_parsing:
+                self.close()
                 return
-            head = buf[:end]
-            self.buf = buf[end + 4 :]
-            if self.buf:
-                self.started = time.monotonic()
-            self._request(head)
+            if not self.reading:
+                self._read_on()
+            return
 
-    def _request(self, head: bytes) -> None:
-        start = time.monotonic()
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            self.req = (b"-", lines[0][:200], b"", {}, start)
-            status = 505 if len(parts) == 3 and parts[2].startswith(b"HTTP/") else 400
-            self._send_error(status, _REASONS[status])
-            return
-        method, target, version = parts
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            # no colon, a space before it, or a folded continuation line: malformed
-            if not colon or not name or name[-1:] in (b" ", b"\t") or name[:1] in (b" ", b"\t"):
-                self.req = (method, target, version, headers, start)
-                self._send_error(400, "Bad Request")
-                return
-            headers[name.lower()] = value.strip()
-        self.req = (method, target, version, headers, start)
-        conn_hdr = headers.get(b"connection", b"").lower()
-        # HTTP/1.1 keeps the connection unless told otherwise; 1.0 only when asked
-        keep = b"close" not in conn_hdr if version == b"HTTP/1.1" else b"keep-alive" in conn_hdr
-        if b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0":
-            self._send_error(400, "Bad Request")  # no request bodies here, and none is read
-            return
+    def _request(self, req: Request) -> None:
+        self.req = req
+        method, target, keep = req.method, req.target, req.keep
         if method not in (b"GET", b"HEAD"):
             resp = error(405, text="Method Not Allowed")
             resp.headers.append("Allow: GET, HEAD")
             self._respond(resp, keep)
             return
         try:
-            result = self.worker.site.handle(method, target, headers)
+            result = self.worker.site.handle(method, target, req.headers)
         except Exception as exc:  # one request fails, the worker serves on
-            print(f"cas-server: {token_redacted(_log_text(target))}: {describe(exc)}", file=sys.stderr)
+            shown = self.worker.redact(log_text(target))
+            print(f"cas-server: {shown}: {describe(exc)}", file=sys.stderr)
             result = error(500, text="Internal Server Error")
         if isinstance(result, Response):
             self._respond(result, keep)
@@ -412,14 +428,15 @@ class Connection:
 
     # ---------------------------------------------------------------- writing
 
-    def _send_error(self, status: int, reason: str) -> None:
-        if self.req is None:
-            self.req = (b"-", b"-", b"", {}, time.monotonic())
-        self.buf = b""
-        self._respond(error(status, text=reason), keep=False)
+    def _send(self, data, more: bool) -> int:
+        """Bytes of `data` the socket took (0 when it takes none now)."""
+        try:
+            return self.sock.send(data, _MSG_MORE if more else 0)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     def _respond(self, resp: Response, keep: bool) -> None:
-        method = self.req[0] if self.req else b"GET"
+        method = self.req.method if self.req else b"GET"
         if resp.close or self.close_after or self.worker.stopping:
             keep = False
         status = resp.status
@@ -438,10 +455,9 @@ class Connection:
         self.file_offset = resp.offset
         self.file_count = resp.count
         self.resp = resp
+        self.last_sent = time.monotonic()
         try:
-            n = self.sock.send(data, _MSG_MORE if resp.fd >= 0 else 0)
-        except (BlockingIOError, InterruptedError):
-            n = 0
+            n = self._send(data, resp.fd >= 0)
         except OSError:
             self._finish_log()
             self.close()
@@ -454,16 +470,15 @@ class Connection:
         self._send_file()
 
     def _on_writable(self) -> None:
-        self.last = time.monotonic()
         if self.out is not None:
             try:
-                n = self.sock.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                return
+                n = self._send(self.out, False)
             except OSError:
                 self._finish_log()
                 self.close()
                 return
+            if n:
+                self.last_sent = time.monotonic()
             self.sent += n
             if n < len(self.out):
                 self.out = self.out[n:]
@@ -486,57 +501,69 @@ class Connection:
                 self._finish_log()
                 self.close()
                 return
+            self.last_sent = time.monotonic()
             self.sent += n
             self.file_offset += n
             self.file_count -= n
             if self.file_count == 0:
                 os.close(self.file_fd)
                 self.file_fd = -1
+        self._sent()
+
+    def _sent(self) -> None:
+        """The response is out: log it, then the next request, or close."""
         self._write_off()
         self._finish_log()
         self.busy = False
         self.last = time.monotonic()
         if self.close_after:
-            self.close()
+            if not self.eof and (self.stopped_parsing or self.pending or self.m_open):
+                self._linger()  # input the client sent after what was answered is unread
+            else:
+                self.close()
             return
-        if self.buf:
-            self._process()
-        elif not self.reading:
-            self._read_on()
+        self._process()
 
     def _finish_log(self) -> None:
         req, self.req = self.req, None
         if req is None:
             return
-        method, target, version, headers, start = req
         resp, self.resp = self.resp, None
         status = resp.status if resp is not None else 0
         path = resp.log_path if resp is not None and resp.log_path else None
-        shown = path if path is not None else token_redacted(_log_text(target))
+        shown = path.encode("utf-8", "surrogateescape") if path is not None else req.target
+        headers = req.headers
+        is_token = self.worker.site.tokens.is_token
+        referer, agent = headers.get(b"referer"), headers.get(b"user-agent")
         now = time.time()
+        # method and version come from the parser: known tokens, nothing to hide or escape
+        # a refused request is shown as the line it sent (as nginx's $request), redacted
+        request = redact(log_text(shown), is_token)
+        if req.version:
+            request = f"{req.method.decode()} {request} {req.version.decode()}"
         self.worker.log.write(
-            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{_log_text(method)} '
-            f'{_log_text(shown.encode("utf-8", "replace"))} {_log_text(version)}" {status} '
-            f'{self.sent} "{_log_text(headers.get(b"referer"))}" '
-            f'"{_log_text(headers.get(b"user-agent"))}" '
-            f"{time.monotonic() - start:.4f}\n"
+            f'{self.addr} - - [{self.worker.log.stamp(now)}] "{request}" {status} '
+            f'{self.sent} "{redact(log_text(referer), is_token) if referer else "-"}" '
+            f'"{redact(log_text(agent), is_token) if agent else "-"}" '
+            f"{time.monotonic() - req.start:.4f}\n"
         )
 
 
-def describe(exc: BaseException) -> str:
-    """One line for the server's log: the error and where it was raised, no traceback."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
-    return f"{exc!r}{where}"
-
-
-def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """Errors escaping a callback: one line on stderr instead of asyncio's traceback."""
-    exc = context.get("exception")
-    text = describe(exc) if exc is not None else context.get("message", "unknown error")
-    print(f"cas-server: internal error: {text}", file=sys.stderr)
+def _request_line(data: bytes, url: bytes) -> bytes:
+    """The raw request line of a refused request, for the log, at most 200 bytes: the line of
+    `data` holding the target parsed so far, or (none parsed) the first line after the last
+    complete head in `data`."""
+    if url:
+        i = data.find(url)
+        if i < 0:
+            return url[:200]
+        start = data.rfind(b"\n", 0, i) + 1
+        end = data.find(b"\n", i)
+        line = data[start : end if end >= 0 else len(data)]
+    else:
+        parts = [part for part in data.split(b"\r\n\r\n") if part.strip()]
+        line = parts[-1].split(b"\n", 1)[0] if parts else b""
+    return line.rstrip(b"\r")[:200] or b"-"
 
 
 _date_sec = -1

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from casconsole.errors import ServerError
+from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.serve.health import HEALTH_PATH
 from casconsole.serve.site import AUTH_PATH, CONTENT_TYPES
 
 _SAFE_PATH = re.compile(r"^/[^\"'\\$;{}\s#]*$")
@@ -40,15 +42,26 @@ def nginx_config(
     pid: str | None = None,
     gzip_static: bool = False,
     worker_processes: str = "auto",
+    channel: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> str:
-    """A complete nginx.conf (usable with `nginx -c`); its `server` block can be lifted out."""
+    """A complete nginx.conf (usable with `nginx -c`); its `server` block can be lifted out.
+
+    `channel` (the mirrored channel) is served at the root URL too, `/<subdir>/...`; with
+    `tls_cert` and `tls_key` the server block listens with TLS.
+    """
     root_s = str(Path(root).absolute())
-    for what, value in (("mirror folder", root_s), ("access log", access_log)):
+    paths = [("mirror folder", root_s), ("access log", access_log)]
+    if tls_cert is not None and tls_key is not None:
+        paths.append(("TLS certificate", str(Path(tls_cert).absolute())))
+        paths.append(("TLS key", str(Path(tls_key).absolute())))
+    for what, value in paths:
         if not _SAFE_PATH.match(value):
             raise NginxConfigError(f"{what} {value!r}: quotes, spaces, $ or ; cannot go in nginx config")
-    for ch in private_channels:
+    for ch in [*private_channels, *([channel] if channel else [])]:
         if not _SAFE_CHANNEL.match(ch):
-            raise NginxConfigError(f"private channel name {ch!r} cannot go in an nginx location")
+            raise NginxConfigError(f"channel name {ch!r} cannot go in an nginx location")
     root_s = root_s.rstrip("/") or "/"
     types = {}
     for ext, ctype in CONTENT_TYPES.items():
@@ -97,26 +110,56 @@ def nginx_config(
             "    gzip_types application/json;\n"
             "    gzip_min_length 1024;\n"
         )
+    subdirs = "|".join(sorted(KNOWN_SUBDIRS))
+    mirrored_private = channel is not None and channel in private_channels
     out.append(
         "    gzip_vary on;\n"
-        "    # the access log hides the token of /t/<token>/ URLs\n"
-        "    map $request_uri $cas_log_uri {\n"
-        '        "~^(?<cas_p>/+t/+)[^/]*(?<cas_r>.*)$" "${cas_p}<token>${cas_r}";\n'
+        "    # the access log never shows a token: /t/<token>/ is hidden, the Referer is left out,\n"
+        "    # and runs of 32+ token characters (a token sent elsewhere) are shown as <token>\n"
+        "    map $request_uri $cas_uri {\n"
+        '        "~*^(?<cas_p>(/|%2f)+(t|%74)(/|%2f)+)[^/]*(?<cas_r>.*)$" "${cas_p}<token>${cas_r}";\n'
         "        default $request_uri;\n"
+        "    }\n"
+        "    map $cas_uri $cas_log_uri {\n"
+        '        "~^(?<cas_a>.*?)[A-Za-z0-9_-]{32,}(?<cas_b>.*)$" "${cas_a}<token>${cas_b}";\n'
+        "        default $cas_uri;\n"
+        "    }\n"
+        "    map $http_user_agent $cas_log_agent {\n"
+        '        "~^(?<cas_c>.*?)[A-Za-z0-9_-]{32,}(?<cas_d>.*)$" "${cas_c}<token>${cas_d}";\n'
+        "        default $http_user_agent;\n"
         "    }\n"
         "    log_format cas '$remote_addr - - [$time_local] \"$request_method $cas_log_uri "
         "$server_protocol\" '\n"
-        '                   \'$status $body_bytes_sent "$http_referer" "$http_user_agent" '
-        "$request_time';\n"
+        '                   \'$status $body_bytes_sent "-" "$cas_log_agent" $request_time\';\n'
         f"    access_log {access_log} cas;\n\n"
         "    server {\n"
-        f"        listen {_listen(host, port)};\n"
+    )
+    if tls_cert is not None and tls_key is not None:
+        out.append(
+            f"        listen {_listen(host, port)} ssl;\n"
+            f'        ssl_certificate "{Path(tls_cert).absolute()}";\n'
+            f'        ssl_certificate_key "{Path(tls_key).absolute()}";\n'
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        )
+    else:
+        out.append(f"        listen {_listen(host, port)};\n")
+    out.append(
         f'        root "{root_s}";\n'
         "        autoindex on;\n"
         "        autoindex_exact_size on;\n"
-        "        # symlinks only where link and target have one owner (cas-server: only inside\n"
-        "        # the mirror folder)\n"
-        "        disable_symlinks if_not_owner from=$document_root;\n\n"
+        "        # the error log would name the request, token and all, for every missing file\n"
+        "        log_not_found off;\n"
+        "        # GET and HEAD only, as cas-server (return logs no error line, deny would)\n"
+        "        if ($request_method !~ ^(GET|HEAD)$) {\n            return 405;\n        }\n"
+        "        # a page's links must not carry a /t/<token>/ URL to another site\n"
+        "        add_header Referrer-Policy no-referrer always;\n"
+        "        # no symlink below the mirror folder is followed: nginx cannot tell whether one\n"
+        "        # leads into a private channel (cas-server follows those that stay public)\n"
+        f'        disable_symlinks on from="{root_s}";\n\n'
+        "        # the health URL is answered by the cas-server on loopback (as for tokens)\n"
+        f"        location = {HEALTH_PATH} {{\n"
+        f"            proxy_pass http://{auth_backend}{HEALTH_PATH};\n"
+        "        }\n"
         "        # nothing under a dot-name: .cas/tokens.json, writers' temporary files\n"
         "        location ~ /\\. {\n            return 404;\n        }\n"
     )
@@ -135,6 +178,18 @@ def nginx_config(
             "            error_page 401 403 =404 @cas_not_found;\n"
             f'            alias "{root_s}/$1$2";\n'
             "        }\n"
+        )
+        if mirrored_private:
+            out.append(
+                "        # the root URL is the mirrored channel, private too\n"
+                f"        location ~ ^/({subdirs})(/.*)?$ {{\n            return 404;\n        }}\n"
+                f"        location ~ ^/t/[^/]+/({subdirs})(/.*)?$ {{\n"
+                "            auth_request /.cas-auth;\n"
+                "            error_page 401 403 =404 @cas_not_found;\n"
+                f'            alias "{root_s}/{channel}/$1$2";\n'
+                "        }\n"
+            )
+        out.append(
             "        location = /.cas-auth {\n"
             "            internal;\n"
             f"            proxy_pass http://{auth_backend}{AUTH_PATH};\n"
@@ -143,6 +198,13 @@ def nginx_config(
             "            proxy_set_header X-Original-URI $request_uri;\n"
             "        }\n"
             "        location @cas_not_found {\n            return 404;\n        }\n"
+        )
+    if channel is not None and not mirrored_private:
+        out.append(
+            f"        # the root URL is the mirrored channel, {channel}\n"
+            f"        location ~ ^(/t/[^/]+)?/({subdirs})(/.*)?$ {{\n"
+            f'            alias "{root_s}/{channel}/$2$3";\n'
+            "        }\n"
         )
     out.append(
         "        # public channels answer under /t/<any token>/ too\n"

@@ -2,33 +2,30 @@
 
 Everything here is synchronous and cheap per request (a handful of syscalls); the slow
 parts - compressing a new repodata version, listing a huge directory - run in a thread
-pool and never in the event loop. Connection handling lives in `server_http`.
+pool and never in the event loop. Connection handling lives in `http.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-import fcntl
-import hashlib
 import html
 import os
-import re
 import stat
-import tempfile
 import time
-import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
+from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.serve.gzipcache import GzipCache
+from casconsole.serve.health import HEALTH_PATH, Health
 from casconsole.serve.tokens import TokenChecker
 
 SMALL_BODY = 64 * 1024  # up to this size a body is read and sent with its headers in one write
 GZIP_MIN = 1024  # smaller JSON is not worth a second file
-GZIP_LEVEL = 6  # done once per file version; 9 costs twice the time for ~1% less
 TOKEN_PREFIX = "t"  # /t/<token>/<channel>/..., the anaconda.org form
 AUTH_PATH = "/.cas/auth"  # token check for nginx's auth_request (see server_nginx)
 
@@ -92,8 +89,8 @@ class _Hidden(Exception):
     pass
 
 
-def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
-    """Request target -> (path segments, trailing slash, raw path for redirects).
+def split_target(target: bytes) -> tuple[list[str], bool]:
+    """Request target -> (path segments, trailing slash).
 
     Each segment is percent-decoded once. Encoded separators (%2f, %5c), NUL and backslashes
     are refused (_BadRequest); `.`, `..` and any dot-name are hidden (_Hidden): nothing
@@ -115,7 +112,12 @@ def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
         target = target[:h]
     if b"\\" in target or b"\0" in target:
         raise _BadRequest
-    segs: list[str] = []
+    if b"%" not in target:  # the common case, in one pass
+        segs = [seg for seg in target.decode("utf-8", "surrogateescape").split("/") if seg]
+        if any(seg[0] == "." for seg in segs):
+            raise _Hidden
+        return segs, target.endswith(b"/")
+    segs = []
     for raw in target.split(b"/"):
         if not raw:
             continue
@@ -128,7 +130,16 @@ def split_target(target: bytes) -> tuple[list[str], bool, bytes]:
         if seg[0] == ".":
             raise _Hidden
         segs.append(seg)
-    return segs, target.endswith(b"/"), target
+    return segs, target.endswith(b"/")
+
+
+def _redirect(segs: list[str], log_path: str) -> Response:
+    """301 to the folder's URL with a slash: rebuilt from the segments, so it always starts
+    with one slash (a raw `//host/x` would be a scheme-relative URL to another site)."""
+    location = "/" + "".join(quote(s.encode("utf-8", "surrogateescape"), safe="") + "/" for s in segs)
+    resp = error(301, log_path, "Moved Permanently")
+    resp.headers.append(f"Location: {location}")
+    return resp
 
 
 def content_type(name: str) -> str:
@@ -208,108 +219,23 @@ def _http_date(ts: float) -> str:
 
 
 def _parse_http_date(value: bytes) -> float | None:
+    """An HTTP date as a timestamp; None for one that cannot be read, has no zone, or lies in
+    the future (a validator from the future says nothing about this file: RFC 9110 13.1.3)."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.decode("latin-1"))
-    except (TypeError, ValueError, IndexError):
+        ts = parsed.timestamp() if parsed.tzinfo else None
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed.timestamp() if parsed.tzinfo else None
-
-
-class GzipCache:
-    """Gzipped copies of JSON files, made once per file version and shared by all workers.
-
-    A copy is named by the file's path hash and (inode, size, mtime): a rewritten file gets a
-    new name, so a copy can never be served for a version it was not made from. The first
-    requests for a new version get the plain file while a thread compresses it; a file lock
-    keeps two workers from compressing the same version at once.
-    """
-
-    def __init__(self, directory: Path, executor: Executor, on_error: Callable[[str], None]):
-        self.dir = str(directory)
-        self.executor = executor
-        self.on_error = on_error
-        self.pending: dict[str, float] = {}  # path -> not before (monotonic)
-        self._prefixes: dict[str, str] = {}
-
-    def _prefix(self, rel: str) -> str:
-        prefix = self._prefixes.get(rel)
-        if prefix is None:
-            if len(self._prefixes) > 10000:
-                self._prefixes.clear()
-            prefix = hashlib.sha256(rel.encode()).hexdigest()[:32]
-            self._prefixes[rel] = prefix
-        return prefix
-
-    def open(self, rel: str, fd: int, st: os.stat_result) -> tuple[int, int] | None:
-        """(fd, size) of the gzipped copy of this version, or None (and compress it soon)."""
-        prefix = self._prefix(rel)
-        name = f"{prefix}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}.gz"
-        path = f"{self.dir}/{name}"
-        try:
-            gfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if path not in self.pending or self.pending[path] < time.monotonic():
-                self.pending[path] = float("inf")
-                source = os.dup(fd)  # compress exactly the version that was opened
-                fut = self.executor.submit(self._compress, source, prefix, name)
-                fut.add_done_callback(self._done(path))
-            return None
-        except OSError:
-            return None
-        return gfd, os.fstat(gfd).st_size
-
-    def _done(self, path: str) -> Callable[[Future], None]:
-        def done(fut: Future) -> None:
-            # dict ops are atomic under the GIL; when another worker held the lock, ask
-            # again in a second rather than on every request meanwhile
-            exc = fut.exception()
-            if exc is None and fut.result() == "busy":
-                self.pending[path] = time.monotonic() + 1.0
-            else:
-                self.pending.pop(path, None)
-            if exc is not None:
-                self.on_error(f"gzip cache: {exc}")
-
-        return done
-
-    def _compress(self, source: int, prefix: str, name: str) -> str:
-        try:
-            lock = os.open(f"{self.dir}/{prefix}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return "busy"  # another worker is on it
-                target = f"{self.dir}/{name}"
-                if os.path.exists(target):
-                    return "done"
-                comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".", suffix=".part")
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        offset = 0
-                        while chunk := os.pread(source, 1 << 20, offset):
-                            offset += len(chunk)
-                            out.write(comp.compress(chunk))
-                        out.write(comp.flush())
-                    os.replace(tmp, target)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
-                for old in os.listdir(self.dir):  # older versions of the same file
-                    if old.startswith(prefix + "-") and old != name:
-                        with contextlib.suppress(OSError):
-                            os.unlink(f"{self.dir}/{old}")
-                return "done"
-            finally:
-                os.close(lock)
-        finally:
-            os.close(source)
+    return ts if ts is not None and ts <= time.time() else None
 
 
 class Site:
-    """Maps requests to the mirror tree; one per worker process."""
+    """Maps requests to the mirror tree; one per worker process.
+
+    `channel` is the mirrored channel (`channel_name`): the mirror's root URL is a channel
+    too, `/<subdir>/...` answering from `<root>/<channel>/<subdir>/...`, as the FAQ's
+    `.condarc` (`http://<mirror>:8080`) has it. `health` answers the health URL.
+    """
 
     def __init__(
         self,
@@ -318,13 +244,20 @@ class Site:
         tokens: TokenChecker,
         gzip_cache: GzipCache | None,
         executor: Executor,
+        channel: str | None = None,
+        health: Health | None = None,
     ):
         self.root = os.path.realpath(root)
         self.prefix = self.root.rstrip("/") + "/"
         self.private = frozenset(private_channels)
+        # a request naming a private channel in another case is refused, not served: on a
+        # case-insensitive filesystem it would open the private folder
+        self._private_folded = frozenset(c.casefold() for c in self.private)
         self.tokens = tokens
         self.gzip = gzip_cache
         self.executor = executor
+        self.channel = channel
+        self.health = health
         self._dates: dict[int, str] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
 
@@ -333,14 +266,18 @@ class Site:
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """A Response, or a Future of one when the answer needs a thread (directory pages)."""
         try:
-            segs, trailing, raw_path = split_target(target)
+            segs, trailing = split_target(target)
         except _BadRequest:
             return error(400, text="Bad Request")
         except _Hidden:
-            if target.split(b"?", 1)[0] == AUTH_PATH.encode():
+            path = target.split(b"?", 1)[0]
+            if path == AUTH_PATH.encode():
                 return self._auth(headers)
+            if path == HEALTH_PATH.encode() and self.health is not None:
+                return self._health()
             return error(404)
 
+        asked = segs  # as requested: what a redirect repeats
         token = None
         log_path = "/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] == TOKEN_PREFIX:
@@ -349,9 +286,11 @@ class Site:
             token = segs[1]
             segs = segs[2:]
             log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
+        if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
+            segs = [self.channel, *segs]  # the root URL as the mirrored channel
         granted: frozenset[str] = frozenset()
-        if segs and segs[0] in self.private:
-            if token is None:
+        if self._private_folded and segs and segs[0].casefold() in self._private_folded:
+            if token is None or segs[0] not in self.private:
                 return error(404, log_path)
             granted = self.tokens.channels(token)
             if segs[0] not in granted:
@@ -374,16 +313,23 @@ class Site:
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 if not trailing:
-                    location = quote(raw_path, safe="/%:@!$&'()*+,;=-._~") + "/"  # as sent
-                    resp = error(301, log_path, "Moved Permanently")
-                    resp.headers.append(f"Location: {location}")
-                    return resp
+                    return _redirect(asked, log_path)
                 return self._directory(path, st, segs, granted, log_path)
             return error(404, log_path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
+
+    def _health(self) -> Response:
+        assert self.health is not None
+        body = self.health.body()
+        return Response(
+            200,
+            ["Content-Type: application/json", f"Content-Length: {len(body)}", "Cache-Control: no-store"],
+            body,
+            HEALTH_PATH,
+        )
 
     def _contained(self, fd: int, path: str, token: str | None, granted: frozenset[str]) -> bool:
         """Is the file actually opened inside the root, and visible to this request?
@@ -520,7 +466,11 @@ class Site:
     def _page_response(page: bytes, log_path: str) -> Response:
         return Response(
             200,
-            ["Content-Type: text/html; charset=utf-8", f"Content-Length: {len(page)}"],
+            [
+                "Content-Type: text/html; charset=utf-8",
+                f"Content-Length: {len(page)}",
+                "Referrer-Policy: no-referrer",  # a link followed from a token URL keeps it
+            ],
             page,
             log_path,
         )
@@ -540,8 +490,8 @@ class Site:
                         if real != self.root and not real.startswith(self.prefix):
                             continue
                         rel = real[len(self.prefix) :].split("/")
-                        if any(s.startswith(".") for s in rel):
-                            continue
+                        if any(s.startswith(".") for s in rel) or rel[0] in self.private:
+                            continue  # what it leads to is never served from here
                     est = entry.stat()
                 except OSError:
                     continue
@@ -573,23 +523,13 @@ class Site:
         """204 if X-Original-URI is /t/<token>/<private channel>/... with a valid token."""
         uri = headers.get(b"x-original-uri", b"")
         try:
-            segs, _, _ = split_target(uri)
+            segs, _ = split_target(uri)
         except (_BadRequest, _Hidden):
             segs = []
-        ok = (
-            len(segs) >= 3
-            and segs[0] == TOKEN_PREFIX
-            and segs[2] in self.private
-            and self.tokens.allows(segs[1], segs[2])
-        )
+        ok = False
+        if len(segs) >= 3 and segs[0] == TOKEN_PREFIX:
+            channel = self.channel if segs[2] in KNOWN_SUBDIRS and self.channel else segs[2]
+            ok = channel in self.private and self.tokens.allows(segs[1], channel)
         if ok:
             return Response(204, [], log_path=AUTH_PATH)
         return error(403, AUTH_PATH, "Forbidden")
-
-
-def token_redacted(target: str) -> str:
-    """A raw request target for the access log, with any /t/<token>/ hidden."""
-    return _TOKEN_RE.sub(r"\1<token>", target)
-
-
-_TOKEN_RE = re.compile(r"^((?:[a-zA-Z]+://[^/]*)?/+(?:t|%74|%54|T)/+)[^/?#]*")

@@ -25,9 +25,13 @@ from pathlib import Path
 
 from casconsole.errors import EXIT_FAILED, ServerError
 from casconsole.layout import GZIP_CACHE, state_dir
-from casconsole.serve.http import AccessLog, Worker, loop_exception_handler
-from casconsole.serve.site import GzipCache, Site
+from casconsole.serve.gzipcache import GzipCache
+from casconsole.serve.health import Health
+from casconsole.serve.logs import AccessLog, loop_exception_handler
+from casconsole.serve.site import Site
+from casconsole.serve.tls import server_context, wrapper
 from casconsole.serve.tokens import TokenChecker
+from casconsole.serve.worker import Worker
 
 
 @dataclass
@@ -36,9 +40,13 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     private_channels: Sequence[str] = ()
+    channel: str | None = None  # the mirrored channel, also served at the root URL
+    tls_cert: Path | None = None  # with tls_key: serve HTTPS
+    tls_key: Path | None = None
     workers: int = 0  # 0: one per CPU
     access_log: str | None = "-"  # "-": standard output, None: no access log, else a file
     grace: float = 10.0  # seconds responses in flight get to finish on SIGTERM
+    client_timeout: float = 60.0  # seconds a client may accept no data (see serve/http.py)
     gzip_cache: Path | None = None  # default: <root>/.cas/cache/gzip, or a temporary folder
     on_error: Callable[[str], None] = field(default=lambda m: print(f"cas-server: {m}", file=sys.stderr))
 
@@ -97,9 +105,38 @@ def _show(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://{_show(host, port)}/"
+    return f"{'https' if tls else 'http'}://{_show(host, port)}/"
+
+
+def private_channel_problems(root: Path, private: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of `private_channels` against the mirror's folders.
+
+    Names are matched exactly: an entry whose folder exists only in another case protects
+    nothing (`Internal` while the folder is `internal`), so it is an error; an entry with no
+    folder at all is a warning (a channel not made yet is private from its first file on).
+    """
+    try:
+        folders = {p.name for p in Path(root).iterdir() if p.is_dir()}
+    except OSError:
+        return [], []
+    folded: dict[str, list[str]] = {}
+    for name in folders:
+        folded.setdefault(name.casefold(), []).append(name)
+    errors, warnings = [], []
+    for name in private:
+        if name in folders:
+            continue
+        others = sorted(folded.get(name.casefold(), []))
+        if others:
+            errors.append(
+                f"private_channels: {name!r} has no folder, but {', '.join(map(repr, others))} has: "
+                "names are matched exactly, and that channel would be public"
+            )
+        else:
+            warnings.append(f"private channel {name!r} has no folder under {root}")
+    return errors, warnings
 
 
 def _gzip_dir(options: ServerOptions) -> tuple[Path, bool]:
@@ -134,7 +171,9 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
-def run_worker(sock: socket.socket, options: ServerOptions, gzip_dir: Path, log_fd: int | None) -> int:
+def run_worker(
+    sock: socket.socket, options: ServerOptions, gzip_dir: Path, log_fd: int | None, wrap=None
+) -> int:
     """Serve on `sock` in this process until SIGTERM/SIGINT; returns the exit status."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -159,8 +198,10 @@ def run_worker(sock: socket.socket, options: ServerOptions, gzip_dir: Path, log_
         TokenChecker(Path(options.root), on_error=options.on_error),
         GzipCache(gzip_dir, executor, report),
         executor,
+        channel=options.channel,
+        health=Health(Path(options.root)),
     )
-    worker = Worker(sock, site, AccessLog(log_fd, loop), loop)
+    worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout)
     try:
         worker.start()
         loop.run_until_complete(stop)
@@ -181,6 +222,11 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     root = Path(options.root)
     if not root.is_dir():
         raise ServerError(f"mirror folder {root} does not exist or is not a folder")
+    wrap = None
+    if options.tls_cert is not None or options.tls_key is not None:
+        if options.tls_cert is None or options.tls_key is None:
+            raise ServerError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+        wrap = wrapper(server_context(options.tls_cert, options.tls_key))
     count = worker_count(options.workers)
     socks = bind_sockets(options.host, options.port, count)
     log_fd = _open_log(options.access_log)
@@ -188,11 +234,11 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     _raise_fd_limit()
     try:
         if ready is not None:
-            ready(url_of(socks[0]), len(socks))
+            ready(url_of(socks[0], wrap is not None), len(socks))
         if len(socks) == 1:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-            return run_worker(socks[0], options, gzip_dir, log_fd)
-        return _supervise(socks, options, gzip_dir, log_fd)
+            return run_worker(socks[0], options, gzip_dir, log_fd, wrap)
+        return _supervise(socks, options, gzip_dir, log_fd, wrap)
     finally:
         for s in socks:
             s.close()
@@ -211,7 +257,7 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None) -> int:
+def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None, wrap) -> int:
     stopping = False
     children: dict[int, tuple[int, float]] = {}  # pid -> (socket index, start time)
     quick_deaths = 0
@@ -231,7 +277,7 @@ def _supervise(socks, options: ServerOptions, gzip_dir: Path, log_fd: int | None
                 for i, s in enumerate(socks):
                     if i != index:
                         s.close()
-                status = run_worker(socks[index], options, gzip_dir, log_fd)
+                status = run_worker(socks[index], options, gzip_dir, log_fd, wrap)
             except BaseException as exc:  # a worker must never fall back into the parent's code
                 with contextlib.suppress(Exception):
                     options.on_error(f"worker {os.getpid()} failed: {exc!r}")

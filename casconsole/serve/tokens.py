@@ -191,3 +191,8 @@ class TokenChecker:
 
     def allows(self, token: str, channel: str) -> bool:
         return channel in self.channels(token)
+
+    def is_token(self, candidate: str) -> bool:
+        """Is `candidate` one of the stored tokens? (To hide tokens in log lines.)"""
+        self._refresh()
+        return hash_token(candidate) in self._grants

@@ -108,6 +108,7 @@ class Settings:
     client_ssl_verify: bool | str
     client_proxy_servers: dict[str, str] | None
     bundle_trusted_key: Path | None
+    base_url_origins: list[str]
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
 

@@ -70,6 +70,32 @@ def _entry_list(v: Any) -> list[str]:
     return entries
 
 
+def _channel_list(v: Any) -> list[str]:
+    """Channel folder names, each as the channel-name rule has it. They are matched exactly
+    (no case folding): `internal/` or `./internal` is an error rather than an entry that
+    protects nothing; a case that matches no folder is cas-server's to refuse (it knows the
+    folders)."""
+    names = _str_list(v)
+    for name in names:
+        problem = channel_name_problem(name)
+        if problem:
+            raise Invalid(problem)
+    return names
+
+
+def _origin_list(v: Any) -> list[str]:
+    origins = _str_list(v)
+    for text in origins:
+        parts = urllib.parse.urlsplit(text)
+        try:
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise Invalid(f"{text!r}: not a valid port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise Invalid(f"{text!r}: expected an origin, http(s)://host[:port]")
+    return origins
+
+
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise Invalid(f"expected true or false, got {_show(v)}")
@@ -324,7 +350,10 @@ SCHEMA: dict[str, Key] = {
             "pruning back", "str"),
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),
-        Key("private_channels", _str_list, list, "channels served only under /t/<token>/", "list"),
+        Key("private_channels", _channel_list, list, "channels served only under /t/<token>/", "list"),
+        Key("base_url_origins", _origin_list, list,
+            "other origins (http(s)://host[:port]) upstream's info.base_url may send downloads to",
+            "list"),
         Key("public_url", _public_url, lambda: None,
             "how users reach the mirror, e.g. https://conda.example.org (none: http://server_host:server_port)",
             "str"),

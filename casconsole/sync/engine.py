@@ -317,7 +317,8 @@ class Sync:
             raw = RawRepoData(fetched.data, fetched.url)
             self._repodata_bytes[subdir] = len(fetched.data)
             self.emit(RepodataFetched(subdir, fetched.url, len(repodata.records), fetched.not_modified))
-            for message in [*repodata.warnings, *screen(repodata, subdir)]:
+            refused = screen(repodata, subdir, self.settings.base_url_origins)
+            for message in [*repodata.warnings, *refused]:
                 self.emit(SyncWarning(subdir, message))
             upstream[subdir], raws[subdir] = repodata, raw
 

@@ -234,7 +234,19 @@ class Fetcher:
     # ---- one file
 
     def run(self, job: FileJob) -> Outcome:
-        """Get `job` into place; never raises but Cancelled."""
+        """Get `job` into place; never raises but Cancelled.
+
+        An error nobody foresaw (a bug, a record upstream made to break us) fails this file
+        only: the sync goes on and writes its repodata without it.
+        """
+        try:
+            return self._run(job)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            return Outcome(job, False, reason=f"unexpected error: {type(exc).__name__}: {exc}"[:300])
+
+    def _run(self, job: FileJob) -> Outcome:
         corrupt = ""
         if job.check_first:
             outcome = self._check(job)
