@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import humanize
 
 from casconsole.cli.common import fail, stdout_gone
-from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
@@ -300,14 +300,17 @@ STATUS_OK = ("done", "running")
 
 
 def print_status(settings: Settings, as_json: bool) -> int:
-    """Print the running or last sync; exit 0 when it is running or ended done, else 1 (it
+    """Print the running or last sync; exit 0 when it is running or ended done, 3 when it ended
+    done with the prune guard holding a subdir back (as the sync itself exited), else 1 (it
     failed, stopped, was killed, or no sync has run)."""
     status = read_status(settings.mirror_dir)
     if as_json:
         print(json.dumps(status.to_json(), indent=1, default=str))
     else:
         print(format_status(status, settings.mirror_dir))
-    return 0 if status.state in STATUS_OK else 1
+    if status.state not in STATUS_OK:
+        return EXIT_FAILED
+    return EXIT_PRUNE_WITHHELD if status.withheld and status.state != "running" else 0
 
 
 def format_status(status: SyncStatus, mirror_dir: Path) -> str:
