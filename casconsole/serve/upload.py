@@ -226,7 +226,7 @@ class Uploads:
         history = str(done.history.relative_to(upload.channel)) if done.history else None
         print(
             f"cas-server: upload {upload.where}: {done.outcome} ({done.size:,} bytes); "
-            f"{upload.subdir} indexed, {done.packages} packages",
+            f"{upload.subdir} indexed, {done.packages} package{'s' if done.packages != 1 else ''}",
             file=sys.stderr,
         )
         body = {
