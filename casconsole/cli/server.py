@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     channel=settings.channel_name,
                     tls_cert=args.tls_cert,
                     tls_key=args.tls_key,
+                    upload_max_size=settings.upload_max_size,
+                    upload_timeout=settings.upload_timeout,
                 ),
                 end="",
             )
