@@ -260,7 +260,7 @@ def _remove_stale_uploads(root: Path, options: ServerOptions) -> None:
     are written to at least every upload_timeout, so they are never this old)."""
     for folder in stale_staging(root, older_than=max(3600.0, 4 * options.upload_timeout)):
         shutil.rmtree(folder, ignore_errors=True)
-        options.on_error(f"removed {folder}: an upload cut off when a server stopped")
+        options.on_error(f"warning: removed {folder}: an upload cut off when a server stopped")
 
 
 def _die_with_parent(parent: int) -> None:

@@ -18,6 +18,7 @@ import json
 import os
 import ssl
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,9 @@ def _package(path: Path, subdir: str | None) -> Package:
     except FileNotFoundError:
         raise UploadError(f"{path}: no such file") from None
     except ArchiveError as exc:
+        inner = _inner_name(path)
+        if inner is not None and inner != stem[0]:
+            raise UploadError(f"{path}: it was built as {inner}, not {stem[0]} (renamed?)") from None
         raise UploadError(f"{path}: {exc.message.split(': ', 1)[-1]}") from None
     except OSError as exc:
         raise UploadError(f"{path}: {exc.strerror or exc}") from None
@@ -144,6 +148,16 @@ def _package(path: Path, subdir: str | None) -> Package:
     if not isinstance(chosen, str) or chosen not in KNOWN_SUBDIRS:
         raise UploadError(f"{path}: its info/index.json names no known subdir; give --subdir")
     return Package(path, chosen, size)
+
+
+def _inner_name(path: Path) -> str | None:
+    """The name a `.conda` was built as (its one `info-<name>.tar.zst` member), if it has one."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return names[0][len("info-") : -len(".tar.zst")] if len(names) == 1 else None
 
 
 def tls_verify(value: bool | str) -> bool | ssl.SSLContext:
