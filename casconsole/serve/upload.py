@@ -286,7 +286,9 @@ def _refusal(status: int, message: str) -> Response:
 def _disk_refusal(exc: OSError, where: str) -> Response:
     if exc.errno in _NO_SPACE:
         return _refusal(507, f"{where}: not enough free space on the server")
-    print(f"cas-server: upload {where}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    denied = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    hint = " (uploads need the mirror writable by cas-server)" if denied else ""
+    print(f"cas-server: upload {where}: {exc.filename or ''}: {exc.strerror or exc}{hint}", file=sys.stderr)
     return _refusal(500, f"{where}: the server cannot write into the channel")
 
 

@@ -22,15 +22,17 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import httpx
 
 from casconsole.conda.archive import ArchiveError, read_index_json, split_package_name
 from casconsole.errors import EXIT_USAGE, CasError
 from casconsole.events import Event, Sink, null_sink
 from casconsole.layout import KNOWN_SUBDIRS
 from casconsole.redact import redact_url
+
+if TYPE_CHECKING:  # imported where a client is made: importing httpx loads rich (its command line)
+    import httpx
 
 CHUNK = 256 * 1024
 OK_OUTCOMES = ("created", "replaced", "unchanged")
@@ -184,6 +186,8 @@ def upload_packages(
 ) -> UploadStats:
     """PUT each package to the server, one after the other; a refused one does not stop the
     others. Returns what happened to each (UploadError only when the server cannot be reached)."""
+    import httpx
+
     started = time.perf_counter()
     stats = UploadStats()
     base = f"{server.rstrip('/')}/t/{quote(token, safe='')}/{quote(channel, safe='')}"
@@ -212,6 +216,8 @@ def _body(package: Package, sink: Sink) -> Iterator[bytes]:
 
 
 def _put(client: httpx.Client, url: str, package: Package, sink: Sink) -> UploadResult:
+    import httpx
+
     shown = redact_url(url)
     try:
         resp = client.put(url, content=_body(package, sink), headers={"Content-Length": str(package.size)})
@@ -231,6 +237,8 @@ def _put(client: httpx.Client, url: str, package: Package, sink: Sink) -> Upload
 
 
 def _why_refused(client: httpx.Client, url: str, package: Package) -> UploadResult | None:
+    import httpx
+
     try:
         resp = client.put(url, content=b"")
     except httpx.HTTPError:

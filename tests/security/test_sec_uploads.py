@@ -278,7 +278,7 @@ def test_a_full_disk_is_refused_and_leaves_nothing(tmpfs, tmp_path):
     token = add_token(mirror, PUBLIC)
     fits = package(tmp_path, "fits", payload=os.urandom(150_000))
     too_big = package(tmp_path, "toobig", payload=os.urandom(500_000))
-    with Server(mirror, "--gzip-cache", str(tmp_path / "gz"), workers=1) as srv:
+    with Server(mirror, "--gzip-cache", str(tmp_path / "gz"), workers=1, log=tmp_path / "access.log") as srv:
         url = f"/t/{token}/{PUBLIC}/linux-64"
         answer = unchanged(mirror, lambda: put_raw(srv.port, f"{url}/{too_big.name}", too_big.read_bytes()))
         assert status_of(answer) == 507  # its declared length does not fit: refused at the head
@@ -294,6 +294,30 @@ def test_a_full_disk_is_refused_and_leaves_nothing(tmpfs, tmp_path):
         assert status_of(answer) == 507, answer[:300]
         (disk / "filler").unlink()
         assert status_of(put_raw(srv.port, f"{url}/{fits.name}", fits.read_bytes())) == 201
+        assert not [line for line in srv.stderr if "Traceback" in line]
+
+
+def test_a_mirror_the_server_may_not_write_refuses_uploads_and_says_why(tmpfs, remount, tmp_path):
+    """The shipped systemd unit keeps the mirror read-only to cas-server: uploads then get 500,
+    and the server's log says what to change."""
+    disk = tmpfs(2_000_000)
+    mirror = upload_mirror(disk / "mirror")
+    token = add_token(mirror, PUBLIC)
+    pkg = package(tmp_path, "readonly")
+    log = tmp_path / "access.log"  # (not on the disk remounted: an open file keeps it busy)
+    with Server(mirror, "--gzip-cache", str(tmp_path / "gz"), workers=1, log=log) as srv:
+        remount(disk, "ro")
+        try:
+            answer = unchanged(
+                mirror,
+                lambda: put_raw(srv.port, f"/t/{token}/{PUBLIC}/linux-64/{pkg.name}", pkg.read_bytes()),
+            )
+        finally:
+            remount(disk, "rw")
+        assert status_of(answer) == 500 and b"the server cannot write into the channel" in answer
+        assert wait_for(
+            lambda: any("uploads need the mirror writable by cas-server" in x for x in srv.stderr)
+        )
         assert not [line for line in srv.stderr if "Traceback" in line]
 
 
