@@ -91,6 +91,7 @@ def test_the_same_bytes_again_change_nothing_other_bytes_need_force_and_are_kept
 
         forced = cas_upload(str(rebuilt), "--server", srv.url, *args, "--force")
         assert forced.returncode == 0 and "replaced, indexed" in forced.stderr, forced.stderr
+        assert "the old file kept as .history/linux-64/" in forced.stderr
         assert placed.read_bytes() == rebuilt.read_bytes()
         doc = json.loads(httpx.get(f"{srv.url}/{PUBLIC}/linux-64/repodata.json").content)
         assert doc["packages.conda"][first.name]["sha256"] == sha256(rebuilt)
@@ -136,6 +137,29 @@ def test_rattler_installs_an_uploaded_package_at_once(mirror, tmp_path):
         )
         solved = solve_and_install(channel, ["mytool"], tmp_path / "env2", tmp_path / "cache2")
         assert ("mytool", "1.1") in {(r.name.normalized, str(r.version)) for r in solved}
+
+
+@pytest.mark.slow
+def test_a_refusal_whose_answer_is_lost_mid_body_is_still_told(mirror, tmp_path):
+    """A large file refused at its head: the server answers, drops what follows for two seconds
+    and closes, while the client still sends. The user is told the server's reason all the same
+    (the answer read after the failed write, or else asked again with no body)."""
+    token = add_token(mirror, PUBLIC)
+    small = package(tmp_path / "dist", "huge")
+    big = tmp_path / "sparse" / small.name  # 3 GB of zeros before the zip: read as the package
+    big.parent.mkdir()
+    with open(big, "wb") as fh:
+        fh.truncate(3 << 30)
+        fh.seek(3 << 30)
+        fh.write(small.read_bytes())
+    args = ("--channel", PUBLIC, str(big))
+    with Server(mirror, "--upload-max-size", "1G", workers=1) as srv:
+        wrong = cas_upload("--server", srv.url, "--token", "W" * 32, *args)
+        assert wrong.returncode == 1 and "403 Forbidden: this token has no upload rights" in wrong.stderr
+        large = cas_upload("--server", srv.url, "--token", token, *args)
+        # (read as sent when the client's stack kept it, else told by the question with no body)
+        assert large.returncode == 1 and "upload_max_size" in large.stderr
+    assert not (mirror / PUBLIC / "linux-64" / small.name).exists()
 
 
 def test_cas_upload_checks_every_file_before_sending_any(mirror, tmp_path):

@@ -23,6 +23,7 @@ from casconsole.layout import channel_name_problem
 from casconsole.upload.client import (
     UploadFinished,
     UploadProgress,
+    UploadSent,
     UploadStarted,
     UploadStats,
     check_files,
@@ -190,6 +191,9 @@ class _Bars(_Quiet):
             self.tasks[event.fn] = self.progress.add_task(event.fn, total=max(event.size, 1))
         elif isinstance(event, UploadProgress) and event.fn in self.tasks:
             self.progress.update(self.tasks[event.fn], completed=event.sent)
+        elif isinstance(event, UploadSent) and event.fn in self.tasks:
+            waiting = f"{event.fn}: the server checks and indexes it…"
+            self.progress.update(self.tasks[event.fn], description=waiting)
         elif isinstance(event, UploadFinished):
             task = self.tasks.pop(event.fn, None)
             if task is not None:

@@ -61,6 +61,14 @@ class UploadProgress(Event):
 
 
 @dataclass(frozen=True)
+class UploadSent(Event):
+    """Every byte is sent: the server now checks the package and indexes its subdir."""
+
+    kind = "upload_sent"
+    fn: str
+
+
+@dataclass(frozen=True)
 class UploadFinished(Event):
     kind = "upload_finished"
     fn: str
@@ -213,6 +221,7 @@ def _body(package: Package, sink: Sink) -> Iterator[bytes]:
             yield chunk
             sent += len(chunk)
             sink(UploadProgress(package.fn, sent, package.size))
+    sink(UploadSent(package.fn))
 
 
 def _put(client: httpx.Client, url: str, package: Package, sink: Sink) -> UploadResult:
@@ -261,13 +270,11 @@ def _result(package: Package, resp: httpx.Response) -> UploadResult:
             packages = int(doc["packages"])
         except (ValueError, KeyError, TypeError):
             return UploadResult(package, "failed", resp.status_code, "the server's answer is not understood")
-        return UploadResult(
-            package,
-            outcome,
-            resp.status_code,
-            f"{packages} package{'s' if packages != 1 else ''} in {package.subdir}",
-            doc.get("history"),
-        )
+        history = doc.get("history") if isinstance(doc.get("history"), str) else None
+        message = f"{packages} package{'s' if packages != 1 else ''} in {package.subdir}"
+        if history:
+            message += f"; the old file kept as {history}"
+        return UploadResult(package, outcome, resp.status_code, message, history)
     text = resp.text.strip().splitlines()[0] if resp.text.strip() else f"{resp.status_code}"
     text = text[:300]
     if resp.status_code == 404:
