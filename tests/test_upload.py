@@ -195,6 +195,22 @@ def test_cas_upload_checks_every_file_before_sending_any(mirror, tmp_path):
         assert not [line for line in srv.log_lines(1, timeout=0.5) if "PUT" in line]
 
 
+def test_cas_upload_over_https_with_the_sites_own_ca(mirror, tmp_path, certificate):
+    cert, key = certificate
+    token = add_token(mirror, PUBLIC)
+    pkg = package(tmp_path / "dist", "secure")
+    args = ("--channel", PUBLIC, "--token", token, str(pkg))
+    with Server(mirror, "--tls-cert", str(cert), "--tls-key", str(key), workers=1) as srv:
+        assert srv.url.startswith("https://")
+        refused = cas_upload("--server", srv.url, *args)
+        assert refused.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+        assert "Traceback" not in refused.stderr and token not in refused.stderr
+        done = cas_upload("--server", srv.url, "--ssl-verify", str(cert), *args)
+        assert done.returncode == 0 and "created, indexed" in done.stderr, done.stderr
+    bad = cas_upload("--server", "https://127.0.0.1:9", "--ssl-verify", str(tmp_path / "nope.pem"), *args)
+    assert bad.returncode == 2 and "--ssl-verify" in bad.stderr and "not a CA bundle" in bad.stderr
+
+
 def test_cas_upload_arguments_and_an_unreachable_server(tmp_path):
     good = package(tmp_path / "dist", "good")
     no_token = cas_upload(str(good), "--channel", PUBLIC, "--server", "http://127.0.0.1:9")
