@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import socket
+import time
 
 import httpx
 import pytest
@@ -160,6 +163,27 @@ def test_a_refusal_whose_answer_is_lost_mid_body_is_still_told(mirror, tmp_path)
         # (read as sent when the client's stack kept it, else told by the question with no body)
         assert large.returncode == 1 and "upload_max_size" in large.stderr
     assert not (mirror / PUBLIC / "linux-64" / small.name).exists()
+
+
+def test_an_upload_arriving_at_sigterm_is_finished_within_the_grace(mirror, tmp_path):
+    token = add_token(mirror, PUBLIC)
+    pkg = package(tmp_path / "dist", "inflight", payload=os.urandom(200_000))
+    body = pkg.read_bytes()
+    srv = Server(mirror, workers=1)
+    with srv, socket.create_connection(("127.0.0.1", srv.port), timeout=20) as s:
+        s.sendall(
+            f"PUT /t/{token}/{PUBLIC}/linux-64/{pkg.name} HTTP/1.1\r\nHost: t\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:100_000]
+        )
+        time.sleep(0.3)
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.sendall(body[100_000:])
+        answer = s.recv(65536)
+        assert status_of(answer) == 201 and b"Connection: close" in answer
+        assert srv.proc.wait(timeout=20) == 0
+    assert (mirror / PUBLIC / "linux-64" / pkg.name).read_bytes() == body
 
 
 def test_cas_upload_checks_every_file_before_sending_any(mirror, tmp_path):

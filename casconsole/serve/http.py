@@ -223,8 +223,9 @@ class Connection:
         self.worker.closed(self)
 
     def shutdown(self) -> None:
-        """Graceful stop: finish the response in progress, then close."""
-        if self.busy:
+        """Graceful stop: finish the response in progress (or the upload arriving, which is
+        then published and answered), then close."""
+        if self.busy or self.m_upload is not None:
             self.close_after = True
         else:
             self.close()
