@@ -16,6 +16,7 @@ from conda_client import installed_as_archived, solve_and_install
 from test_server_support import PRIVATE, Server, cli, get
 from upload_support import PUBLIC, add_token, cas_upload, package, put_raw, status_of, tree, upload_mirror
 
+from casconsole.index.publish import problem_with_name
 from casconsole.settings import SettingsError, load_settings
 
 
@@ -298,3 +299,17 @@ def test_upload_settings_and_the_faq_timeout_as_written(tmp_path):
         load_settings(bad)
     assert f"{bad}:2: upload_max_size: expected a size" in str(err.value)
     assert f"{bad}:3: gunicorn.workers: unknown key" in str(err.value)
+
+
+@pytest.mark.realdata
+def test_every_real_package_name_is_a_place_an_upload_may_take(realdata):
+    """The file-name rule of uploads (plain conda names in ASCII) refuses no real package."""
+    names = set()
+    for path in realdata.glob("conda-subchannel-demo/*/repodata.json"):
+        doc = json.loads(path.read_text())
+        names |= set(doc.get("packages", {})) | set(doc.get("packages.conda", {}))
+    doc = json.loads((realdata / "conda-conda/tests/data/repodata/r_linux-64.json").read_text())
+    names |= set(doc["packages"])
+    names |= {p.name for p in realdata.glob("JanCaha-conda-channel/*/*.conda")}
+    assert len(names) > 13_000
+    assert [fn for fn in names if problem_with_name("linux-64", fn)] == []

@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -68,12 +69,17 @@ class Published:
     stats: IndexStats
 
 
+# what conda puts in a package's name, version and build: plain ASCII, no space, no path
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+!-]*-[A-Za-z0-9_.+!]+-[A-Za-z0-9_.+]+")
+
+
 def problem_with_name(subdir: str, fn: str) -> str | None:
     """Why `<subdir>/<fn>` cannot be a package's place, or None."""
     if subdir not in KNOWN_SUBDIRS:
         return f"{subdir!r} is not a conda subdir (linux-64, noarch, ...)"
-    if split_package_name(fn) is None or fn.startswith(".") or "/" in fn or "\0" in fn:
-        return f"{fn!r} is not a package file name (NAME-VERSION-BUILD.conda or .tar.bz2)"
+    stem = split_package_name(fn)
+    if stem is None or not _PACKAGE_NAME.fullmatch(stem[0]) or len(fn) > 250:
+        return f"{fn!r} is not a package file name (NAME-VERSION-BUILD.conda or .tar.bz2, in ASCII)"
     return None
 
 

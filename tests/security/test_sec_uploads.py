@@ -114,6 +114,11 @@ def test_a_revoked_upload_token_is_refused_at_once(site, tmp_path):
         ("linux-64/", 400),
         ("linux-64/deep/mytool-1.0-h0_0.conda", 400),
         ("linux-64/mytool-1.0-h0_0.conda?force=1&x=2", 400),
+        ("linux-64/my%20tool-1.0-h0_0.conda", 400),
+        ("linux-64/my%01tool-1.0-h0_0.conda", 400),
+        ("linux-64/p%D0%B0ndas-1.0-h0_0.conda", 400),  # a Cyrillic a
+        ("linux-64/mytool.conda", 400),
+        ("linux-64/-1.0-h0_0.conda", 400),
     ],
 )
 def test_a_path_that_is_no_package_place_is_refused(site, path, expected):
