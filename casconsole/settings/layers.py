@@ -101,6 +101,8 @@ class Settings:
     server_host: str
     server_port: int
     private_channels: list[str]
+    upload_max_size: int
+    upload_timeout: float
     public_url: str | None
     client_channels: list[str]
     client_default_channels: list[str]
@@ -189,8 +191,34 @@ def _read_file_layer(name: str, path: Path, required: bool) -> Layer:
         except yaml.YAMLError as exc:
             layer.problems.append(Problem(where, f"cannot read value: {exc}"))
             continue
+        if str(key_node.value) == FAQ_GUNICORN:
+            _gunicorn(layer, value, where)
+            continue
+        if str(key_node.value) == "upload_timeout" and "upload_timeout" in layer.values:
+            layer.problems.append(Problem(where, "gunicorn.timeout and upload_timeout: give one of them"))
+            continue
         layer.set(str(key_node.value), value, where, relative_to=path.parent)
     return layer
+
+
+# The cas-mirror FAQ raises the upload timeout of Anaconda Repository with `gunicorn: timeout:
+# 120` (in its /etc/binstar/config.yaml); written in a settings file it sets upload_timeout.
+FAQ_GUNICORN = "gunicorn"
+
+
+def _gunicorn(layer: Layer, value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        layer.problems.append(Problem(where, "gunicorn: expected a mapping (gunicorn: {timeout: 120})"))
+        return
+    for name, item in value.items():
+        if name == "timeout":
+            if "upload_timeout" in layer.values:
+                layer.problems.append(Problem(where, "gunicorn.timeout and upload_timeout: give one of them"))
+            else:
+                layer.set("upload_timeout", item, f"{where} (gunicorn.timeout)")
+        else:
+            only = "only gunicorn.timeout, the upload timeout, is read"
+            layer.problems.append(Problem(where, f"gunicorn.{name}: unknown key ({only})"))
 
 
 _TRUE = {"1", "true", "yes", "on"}

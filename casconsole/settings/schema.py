@@ -126,6 +126,27 @@ def _pos_float(v: Any) -> float:
     return float(v)
 
 
+_SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+
+
+def _size(v: Any) -> int:
+    """A size in bytes: a whole number, or a number with k, M, G or T (powers of 1024, as nginx's
+    `client_max_body_size`; `MB`, `MiB` and `M` alike): `2G`, `500 MB`, `1.5GiB`."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise Invalid(f"expected a size > 0 (bytes, or e.g. 4G, 500M), got {_show(v)}")
+        return v
+    match = _SIZE.match(v) if isinstance(v, str) else None
+    if match is None:
+        raise Invalid(f"expected a size (bytes, or e.g. 4G, 500M, 2 GiB), got {_show(v)}")
+    unit = match.group(2)
+    number = float(match.group(1)) * _SIZE_UNITS[unit.lower() if unit else None]
+    if number < 1:
+        raise Invalid(f"expected a size > 0 (bytes, or e.g. 4G, 500M), got {_show(v)}")
+    return int(number)
+
+
 def _fraction(v: Any) -> float:
     """A share of a subdir's files: a fraction (0.1) or a percentage ("10%")."""
     text = v.strip() if isinstance(v, str) else None
@@ -351,6 +372,11 @@ SCHEMA: dict[str, Key] = {
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),
         Key("private_channels", _channel_list, list, "channels served only under /t/<token>/", "list"),
+        Key("upload_max_size", _size, lambda: 4 << 30,
+            "the largest package cas-server takes in an upload (bytes, or 4G, 500M)", "str"),
+        Key("upload_timeout", _pos_float, lambda: 120.0,
+            "seconds an upload may send no bytes before cas-server drops it (however long it takes)",
+            "float"),
         Key("base_url_origins", _origin_list, list,
             "other origins (http(s)://host[:port]) upstream's info.base_url may send downloads to",
             "list"),
