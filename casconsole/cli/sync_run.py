@@ -113,8 +113,10 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         print("cas-sync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        # once stopping, the process only has its last lines to print: a further Ctrl-C from an
+        # impatient user must not land in them (or in the interpreter's exit) as a second death
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if sync.cancelled else handler)
     if sink.gone:
         return EXIT_BROKEN_PIPE
     if not args.json and not (args.quiet and stats.exit_status == 0):
