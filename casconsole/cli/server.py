@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import add_version_argument, entry_point
-from casconsole.layout import channel_name_problem
+from casconsole.layout import PYPI_DIR, channel_name_problem
 from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
@@ -146,7 +146,14 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             f"http://HOST:{settings.server_port}/t/{token}/{args.channel}",
             file=sys.stderr,
         )
-        if args.channel not in private:
+        if args.channel == PYPI_DIR and settings.pypi.private_projects:
+            print(
+                f"cas-server: note: the token opens the private PyPI projects "
+                f"({', '.join(settings.pypi.private_projects)}): pip uses "
+                f"http://HOST:{settings.server_port}/t/<token>/pypi/simple/",
+                file=sys.stderr,
+            )
+        elif args.channel not in private:
             print(
                 f"cas-server: note: {args.channel} is not in private_channels, so it is public; "
                 "the token is only needed once it is listed there",
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.server_port,
             private_channels=list(settings.private_channels),
             channel=settings.channel_name,
+            pypi_private=list(settings.pypi.private_projects),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             workers=args.workers,
