@@ -25,6 +25,7 @@ examples:
   cas-server --nginx-config > /etc/nginx/cas.conf
   cas-server --condarc > condarc      the .condarc for the mirror's users
                                       (public_url, client_channels, ...)
+  cas-server --pip-conf > pip.conf    the pip.conf for its PyPI side (/pypi/simple/)
 """
 
 
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--condarc",
         action="store_true",
         help="print the .condarc the mirror's users need (settings public_url and client_*), and exit",
+    )
+    parser.add_argument(
+        "--pip-conf",
+        action="store_true",
+        help="print the pip.conf for the mirror's PyPI side (/pypi/simple/), and exit",
     )
     parser.add_argument(
         "--auth-backend",
@@ -219,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if args.pip_conf:
+            from casconsole.serve.pipconf import pip_conf
+
+            sys.stdout.write(pip_conf(settings, hide_secrets=sys.stdout.isatty()))
+            return 0
         if args.condarc:
             if args.nginx_config:
                 return _fail("--condarc and --nginx-config: one at a time", 2)

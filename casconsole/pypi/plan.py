@@ -257,6 +257,11 @@ class PypiPlan:
         f.delete = sum(1 for key in self.local if key not in kept)
         self.funnel = f
 
+    def rescan(self) -> None:
+        """Look at the disk again (after a sync): what is present, to download, to delete."""
+        self.local = {k: st.st_size for k, st in scan_files(self.settings.mirror_dir).items()}
+        self._tally()
+
     def is_present(self, row: Row) -> bool:
         size = self.local.get(row.key)
         return size is not None and (row.dist.size is None or size == row.dist.size)
