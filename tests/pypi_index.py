@@ -65,7 +65,9 @@ def build_wheel(
     files = {
         f"{module}/__init__.py": f"VERSION = {version!r}\nPAYLOAD = {'x' * payload!r}\n".encode(),
         f"{dist}.dist-info/METADATA": _metadata(name, version, list(requires), requires_python).encode(),
-        f"{dist}.dist-info/WHEEL": f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode(),
+        f"{dist}.dist-info/WHEEL": (
+            f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        ).encode(),
     }
     record = [_record_line(p, d) for p, d in files.items()] + [f"{dist}.dist-info/RECORD,,"]
     files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
@@ -190,8 +192,8 @@ class SimpleIndex:
         parts = [p for p in path.split("/") if p]
         projects = self.projects()
         if parts == ["simple"]:
-            doc = {"meta": {"api-version": "1.1", "_last-serial": self.serial},
-                   "projects": [{"name": n, "_last-serial": self.serial} for n in sorted(projects)]}  # fmt: skip
+            listed = [{"name": n, "_last-serial": self.serial} for n in sorted(projects)]
+            doc = {"meta": {"api-version": "1.1", "_last-serial": self.serial}, "projects": listed}
             return 200, JSON_TYPE, json.dumps(doc).encode()
         if len(parts) == 2 and parts[0] == "simple":
             name = canonicalize_name(parts[1])
@@ -231,7 +233,8 @@ class SimpleIndex:
                 entry["size"] = f.path.stat().st_size
             entries.append(entry)
         api = "1.0" if self.no_size else "1.1"
-        return json.dumps({"meta": {"api-version": api}, "name": name, "files": entries, "versions": []}).encode()
+        doc = {"meta": {"api-version": api}, "name": name, "files": entries, "versions": []}
+        return json.dumps(doc).encode()
 
     def html_page(self, name: str, files: list[Offered]) -> bytes:
         out = [f"<!DOCTYPE html><html><body><h1>Links for {name}</h1>\n"]
