@@ -285,3 +285,76 @@ def wait_until(predicate, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# ---------------------------------------------------------------- the projects of the tests
+
+
+def tiny_projects(folder: Path) -> list[Offered]:
+    """Tiny projects with dependencies between them, each kind of file a filter decides:
+
+    app 1.0 (PEP 658 metadata) requires lib>=1.0, helper on Python >= 3.8, winonly on Windows;
+    lib 1.0 and 1.1 (no PEP 658: read from the wheel), 1.2 yanked, 2.0rc1 a pre-release;
+    helper 0.5 as a wheel and an sdist; winonly 1.0; unselected 1.0 (nobody asks for it);
+    private-tool 1.0 (served behind a token)."""
+
+    def w(name, version, requires=()):
+        return build_wheel(folder, name, version, list(requires))
+
+    app_requires = ["lib>=1.0", "helper; python_version>='3.8'", "winonly; sys_platform=='win32'"]
+    return [
+        Offered(w("app", "1.0", app_requires), metadata=True),
+        Offered(w("lib", "1.0")),
+        Offered(w("lib", "1.1")),
+        Offered(w("lib", "1.2"), yanked="broken build"),
+        Offered(w("lib", "2.0rc1")),
+        Offered(w("helper", "0.5")),
+        Offered(build_sdist(folder, "helper", "0.5")),
+        Offered(w("winonly", "1.0")),
+        Offered(w("unselected", "1.0")),
+        Offered(w("private-tool", "1.0")),
+    ]  # fmt: skip
+
+
+# requires-python of the real files, as PyPI gives it
+REAL_REQUIRES_PYTHON = {
+    "requests": ">=3.8", "charset_normalizer": ">=3.7.0", "idna": ">=3.6", "urllib3": ">=3.8",
+    "certifi": ">=3.6", "attrs": ">=3.7", "packaging": ">=3.8",
+}  # fmt: skip
+
+
+def real_files(realdata: Path, metadata: bool = True) -> list[Offered]:
+    """The real PyPI files of ../shared/realdata/pypi-files, with PEP 658 metadata offered."""
+    out = []
+    for path in sorted((realdata / "pypi-files").iterdir()):
+        if path.name.endswith((".whl", ".tar.gz")):
+            prefix = path.name.split("-", 1)[0]
+            out.append(
+                Offered(path, requires_python=REAL_REQUIRES_PYTHON.get(prefix),
+                        metadata=metadata and path.name.endswith(".whl"))
+            )  # fmt: skip
+    return out
+
+
+def pip_env() -> dict[str, str]:
+    """An environment in which pip reads no config file and no PIP_* variable: no other index."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def pip_install(venv: Path, index_url: str, *requirements: str):
+    """`pip install --index-url URL REQ...` into `venv` (made fresh, without pip: this pip drives it)."""
+    import subprocess
+    import sys
+
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-cache-dir",
+         "--index-url", index_url, *requirements],
+        capture_output=True, text=True, env=pip_env(), timeout=300,
+    )  # fmt: skip

@@ -100,7 +100,7 @@ class Selector:
         if dist.version.is_prerelease and not allowed:
             return FileDecision(False, "prerelease", f"{dist.version} is a pre-release")
         if dist.yanked is not None and not self.settings.yanked:
-            return FileDecision(False, "yanked", f"yanked{': ' + dist.yanked if dist.yanked else ''}")
+            return FileDecision(False, "yanked", dist.yanked or "no reason given")
         if dist.kind == "sdist" and not self.settings.sdists:
             return FileDecision(False, "sdists", "a source distribution (pypi.sdists is false)")
         why = self._python(dist)
