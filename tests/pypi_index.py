@@ -11,9 +11,10 @@ install (METADATA, WHEEL, RECORD with hashes, one module). `SimpleIndex(files)` 
   `index.no_size = True` leaves sizes out (as a PEP 691 1.0 index does);
 - `/simple/`: the project list (PEP 691 JSON with `_last-serial`, as bandersnatch reads it);
 - `/pypi/<project>/json`: the JSON API bandersnatch fetches metadata from;
-- `/files/<file>` and `/files/<file>.metadata` (PEP 658), for the files marked `metadata=True`.
+- `/files/<file>` and `/files/<file>.metadata` (PEP 658), for the files marked `metadata=True`;
+  a `Range: bytes=N-` gets a 206; a file named in `index.corrupt` is sent with a byte flipped.
 
-`index.requests` counts the requests per path.
+`index.requests` counts the requests per path, `index.ranges` lists the ranges asked.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class SimpleIndex:
     no_size: bool = False
     requests: Counter = field(default_factory=Counter)
     serial: int = 1
+    corrupt: set[str] = field(default_factory=set)
+    ranges: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -158,9 +161,18 @@ class SimpleIndex:
             def do_GET(self, head: bool = False) -> None:
                 index.requests[self.path] += 1
                 status, ctype, body = index.answer(self.path, self.headers.get("Accept", ""))
+                asked = self.headers.get("Range", "")
+                extra = {}
+                if status == 200 and asked.startswith("bytes=") and asked.endswith("-"):
+                    index.ranges.append(f"{self.path} {asked}")
+                    start = int(asked[6:-1])
+                    extra["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+                    status, body = 206, body[start:]
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("X-PyPI-Last-Serial", str(index.serial))
                 self.end_headers()
                 if not head:
@@ -210,7 +222,10 @@ class SimpleIndex:
         if len(parts) == 2 and parts[0] == "files":
             for f in self.files:
                 if parts[1] == f.path.name:
-                    return 200, "application/octet-stream", f.path.read_bytes()
+                    data = bytearray(f.path.read_bytes())
+                    if f.path.name in self.corrupt:
+                        data[len(data) // 2] ^= 0xFF
+                    return 200, "application/octet-stream", bytes(data)
                 if f.metadata and parts[1] == f.path.name + ".metadata":
                     return 200, "application/octet-stream", wheel_metadata(f.path)
         return 404, "text/plain", b"not found\n"
