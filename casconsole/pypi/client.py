@@ -22,7 +22,6 @@ import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from packaging.utils import NormalizedName
@@ -239,7 +238,3 @@ class IndexClient:
             if self.cancel.is_set():
                 raise Cancelled from None
             raise _Again(f"{url}: {type(exc).__name__}: {exc}") from None
-
-
-def cache_path(mirror_dir: Path, digest: str) -> Path:
-    return state_dir(mirror_dir) / UPSTREAM_CACHE / "pypi" / "metadata" / digest
