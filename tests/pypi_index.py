@@ -11,7 +11,7 @@ install (METADATA, WHEEL, RECORD with hashes, one module). `SimpleIndex(files)` 
   `index.no_size = True` leaves sizes out (as a PEP 691 1.0 index does);
 - `/simple/`: the project list (PEP 691 JSON with `_last-serial`, as bandersnatch reads it);
 - `/pypi/<project>/json`: the JSON API bandersnatch fetches metadata from;
-- `/files/<file>` and `/files/<file>.metadata` (PEP 658), for the files marked `metadata=True`;
+- `/packages/<file>` and `/packages/<file>.metadata` (PEP 658), for the files marked `metadata=True`;
   a `Range: bytes=N-` gets a 206; a file named in `index.corrupt` is sent with a byte flipped.
 
 `index.requests` counts the requests per path, `index.ranges` lists the ranges asked.
@@ -25,6 +25,7 @@ import html
 import http.server
 import io
 import json
+import random
 import tarfile
 import threading
 import time
@@ -60,11 +61,13 @@ def build_wheel(
     requires_python: str | None = None,
     payload: int = 0,
 ) -> Path:
-    """A real wheel of a tiny project `name` (module `<name>_mod` with VERSION), installable by pip."""
+    """A real wheel of a tiny project `name` (module `<name>` with VERSION), installable by pip;
+    `payload` bytes of incompressible filler make it about that much bigger."""
     module = name.replace("-", "_").lower()
     dist = f"{name.replace('-', '_')}-{version}"
+    filler = random.Random(f"{name}-{version}").randbytes(payload // 2).hex()
     files = {
-        f"{module}/__init__.py": f"VERSION = {version!r}\nPAYLOAD = {'x' * payload!r}\n".encode(),
+        f"{module}/__init__.py": f"VERSION = {version!r}\nPAYLOAD = {filler!r}\n".encode(),
         f"{dist}.dist-info/METADATA": _metadata(name, version, list(requires), requires_python).encode(),
         f"{dist}.dist-info/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
@@ -136,6 +139,9 @@ class SimpleIndex:
     def __post_init__(self) -> None:
         self._server: http.server.ThreadingHTTPServer | None = None
         self._sha: dict[Path, str] = {}
+        self._answers: dict[
+            tuple[str, bool], tuple[int, str, bytes]
+        ] = {}  # pages made once, as a CDN keeps them
 
     @property
     def base(self) -> str:
@@ -151,6 +157,7 @@ class SimpleIndex:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -200,6 +207,14 @@ class SimpleIndex:
         return out
 
     def answer(self, path: str, accept: str) -> tuple[int, str, bytes]:
+        key = (path, JSON_TYPE in accept and not self.html_only)
+        if self.corrupt:  # faults are made afresh, and never kept
+            return self._answer(path, accept)
+        if key not in self._answers:
+            self._answers[key] = self._answer(path, accept)
+        return self._answers[key]
+
+    def _answer(self, path: str, accept: str) -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
         parts = [p for p in path.split("/") if p]
         projects = self.projects()
@@ -219,7 +234,7 @@ class SimpleIndex:
             if name not in projects:
                 return 404, "text/plain", b"not found\n"
             return 200, "application/json", self.api_json(name, projects[name])
-        if len(parts) == 2 and parts[0] == "files":
+        if len(parts) == 2 and parts[0] == "packages":
             for f in self.files:
                 if parts[1] == f.path.name:
                     data = bytearray(f.path.read_bytes())
@@ -238,7 +253,7 @@ class SimpleIndex:
         for f in files:
             entry = {
                 "filename": f.path.name,
-                "url": f"../../files/{f.path.name}",
+                "url": f"../../packages/{f.path.name}",
                 "hashes": {"sha256": self.sha256(f.path)},
                 "requires-python": f.requires_python,
                 "yanked": f.yanked if f.yanked else f.yanked is not None,
@@ -254,7 +269,7 @@ class SimpleIndex:
     def html_page(self, name: str, files: list[Offered]) -> bytes:
         out = [f"<!DOCTYPE html><html><body><h1>Links for {name}</h1>\n"]
         for f in files:
-            attrs = [f'href="/files/{f.path.name}#sha256={self.sha256(f.path)}"']
+            attrs = [f'href="/packages/{f.path.name}#sha256={self.sha256(f.path)}"']
             if f.requires_python:
                 attrs.append(f'data-requires-python="{html.escape(f.requires_python)}"')
             if f.yanked is not None:
@@ -276,7 +291,7 @@ class SimpleIndex:
             releases.setdefault(version, []).append(
                 {
                     "filename": f.path.name,
-                    "url": f"{self.base}/files/{f.path.name}",
+                    "url": f"{self.base}/packages/{f.path.name}",
                     "digests": {"sha256": digest, "md5": hashlib.md5(f.path.read_bytes()).hexdigest()},
                     "size": f.path.stat().st_size,
                     "packagetype": "bdist_wheel" if f.path.name.endswith(".whl") else "sdist",

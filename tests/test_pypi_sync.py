@@ -82,7 +82,7 @@ def test_an_interrupted_download_resumes_and_a_resync_writes_nothing(tmp_path, i
     assert [(e["fn"], e["resumed"], e["fetched"]) for e in finished] == [
         (whl.name, True, whl.stat().st_size - 300)
     ]
-    assert index.ranges == [f"/files/{whl.name} bytes=300-"]
+    assert index.ranges == [f"/packages/{whl.name} bytes=300-"]
     assert (folder / whl.name).read_bytes() == whl.read_bytes()
     assert not list(folder.glob(".*.part"))
 
@@ -146,8 +146,8 @@ def test_an_unreachable_index_is_one_line_and_exit_1(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == (
-        "cas-sync: error: http://127.0.0.1:9/simple/x/: ConnectError: [Errno 111] Connection refused "
-        "(after 2 attempts)"
+        "cas-sync: error: http://127.0.0.1:9/simple/x/: cannot connect to 127.0.0.1:9 "
+        "(ConnectionRefusedError: [Errno 111] Connection refused) (after 2 attempts)"
     )
 
 

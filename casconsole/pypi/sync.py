@@ -35,7 +35,6 @@ from casconsole.pypi.closure import MetadataError, wheel_metadata
 from casconsole.pypi.plan import PypiPlan, Row, files_dir, scan_files
 from casconsole.pypi.publish import Published, published_projects, simple_dir, write_project
 from casconsole.redact import redact_url
-from casconsole.selection.warnings import percent, prune_exceeds
 from casconsole.sync.events import (
     FileDone,
     FileFailed,
@@ -115,6 +114,18 @@ class _Run:
         self.emit = sync.emit
 
     def run(self) -> None:
+        s, sync = self.settings, self.sync
+        # a first sync downloads for sure: its workers start now and get ready (an interpreter
+        # each) while the index is read, as the channel's do while its repodata is fetched
+        first = not any(files_dir(self.mirror).glob("*/*"))
+        self.pool = sync.worker_pool(None, pypi_policy(s)) if first else None
+        try:
+            self._run()
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+
+    def _run(self) -> None:
         s, sync = self.settings, self.sync
         plan = PypiPlan.build(s, self.client)
         self.emit(RepodataFetched(NAME, redact_url(s.pypi.index_url or ""), len(plan.rows), False))
@@ -213,7 +224,8 @@ class _Run:
     def _download(self, jobs: list[FileJob], state: _State) -> None:
         if not jobs:
             return
-        pool = self.sync.worker_pool(len(jobs), pypi_policy(self.settings))
+        pool, self.pool = self.pool, None  # one round of results a pool: the next round starts its own
+        pool = pool or self.sync.worker_pool(len(jobs), pypi_policy(self.settings))
         try:
             for _, outcome in pool.results(jobs):
                 if outcome is not None:
@@ -259,7 +271,7 @@ class _Run:
     def _settle(self, plan: PypiPlan, state: _State) -> None:
         s = self.settings
         leaving = sorted(k for k in state.on_disk if k not in state.wanted)
-        withheld = s.prune and prune_exceeds(len(leaving), len(state.on_disk), s.max_prune)
+        withheld = bool(leaving) and s.prune and _exceeds(len(leaving), len(state.on_disk), s.max_prune)
         if withheld and self.sync.force_prune:
             self.emit(
                 SyncWarning(NAME, f"{len(leaving):,} files left the plan; removed anyway (--force-prune)")
@@ -282,9 +294,8 @@ class _Run:
                 SyncWarning(
                     NAME,
                     f"prune withheld: {len(leaving):,} of its {len(state.on_disk):,} files on disk left the "
-                    "plan, "
-                    f"more than max_prune ({percent(s.max_prune)}); nothing is removed and the project pages "
-                    "stay as they were (cas-sync --force-prune removes them)",
+                    f"plan, more than max_prune ({_percent(s.max_prune)}); nothing is removed and the "
+                    "project pages stay as they were (cas-sync --force-prune removes them)",
                 )
             )
             written = False
@@ -370,6 +381,19 @@ class _Run:
                     key = f"{project}/{entry.name[1:-5]}"
                     if key in state.present or key not in state.wanted:
                         Path(entry.path).unlink(missing_ok=True)
+
+
+def _exceeds(deleting: int, on_disk: int, max_prune: float) -> bool:
+    # the selection's rule, imported only when files leave (it loads the conda match specs)
+    from casconsole.selection.warnings import prune_exceeds
+
+    return prune_exceeds(deleting, on_disk, max_prune)
+
+
+def _percent(share: float) -> str:
+    from casconsole.selection.warnings import percent
+
+    return percent(share)
 
 
 def pypi_sections(settings: Settings) -> list[PypiSection]:
