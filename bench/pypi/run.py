@@ -106,15 +106,26 @@ def main() -> int:
     total = sum(f.path.stat().st_size for f in files)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_MIRROR_", "PIP_"))}
     env["CAS_MIRROR_SYSTEM_CONFIG"] = env["CAS_MIRROR_USER_CONFIG"] = os.devnull
-    results: dict[str, dict[str, list[float]]] = {"casconsole": {"cold": [], "noop": []},
-                                                  "bandersnatch": {"cold": [], "noop": []}}  # fmt: skip
+    results: dict[str, dict[str, list[float]]] = {
+        "casconsole": {"cold": [], "noop": []},
+        "bandersnatch": {"cold": [], "noop": []},
+    }
     with SimpleIndex(files) as index:
         commands = {
-            "casconsole": [tool("cas-sync"), "--config", str(casconsole_config(work, index.url, names)),
-                           "--pypi-only", "--quiet"],
-            "bandersnatch": [tool("bandersnatch"), "-c", str(bandersnatch_config(work, index.base, names)),
-                             "mirror"],
-        }  # fmt: skip
+            "casconsole": [
+                tool("cas-sync"),
+                "--config",
+                str(casconsole_config(work, index.url, names)),
+                "--pypi-only",
+                "--quiet",
+            ],
+            "bandersnatch": [
+                tool("bandersnatch"),
+                "-c",
+                str(bandersnatch_config(work, index.base, names)),
+                "mirror",
+            ],
+        }
         for r in range(args.rounds):
             order = ["casconsole", "bandersnatch"] if r % 2 == 0 else ["bandersnatch", "casconsole"]
             for name in order:
@@ -122,18 +133,27 @@ def main() -> int:
                 results[name]["cold"].append(run(commands[name], env))
                 results[name]["noop"].append(run(commands[name], env))
             load = os.getloadavg()[0]
-            print(f"round {r + 1}: " + ", ".join(
-                f"{n} cold {results[n]['cold'][-1]:.2f} s, no-op {results[n]['noop'][-1]:.2f} s" for n in order
-            ) + f" (load {load:.1f})", file=sys.stderr)  # fmt: skip
+            print(
+                f"round {r + 1}: "
+                + ", ".join(
+                    f"{n} cold {results[n]['cold'][-1]:.2f} s, no-op {results[n]['noop'][-1]:.2f} s"
+                    for n in order
+                )
+                + f" (load {load:.1f})",
+                file=sys.stderr,
+            )
     ours, theirs = dist_files(work / "casconsole" / "pypi" / "files"), dist_files(work / "bandersnatch")
     assert ours == theirs == {f.path.name for f in files}, (len(ours), len(theirs), len(files))
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
-    print(f"\n{len(names)} projects, {len(files)} files, {total / 1e6:.1f} MB; "
-          f"{platform.python_version()}, {os.cpu_count()} cores; medians of {args.rounds} rounds\n")  # fmt: skip
-    print("| | casconsole | bandersnatch | ratio |\n|---|---|---|---|")
+    print(
+        f"\n{len(names)} projects, {len(files)} files, {total / 1e6:.1f} MB; "
+        f"{platform.python_version()}, {os.cpu_count()} cores; medians of {args.rounds} rounds\n"
+    )
+    print("| | casconsole | bandersnatch | bandersnatch / casconsole |\n|---|---|---|---|")
     for kind, label in (("cold", "cold (empty mirror)"), ("noop", "no-op (nothing new)")):
         ratio = med["bandersnatch"][kind] / med["casconsole"][kind]
-        print(f"| {label} | {med['casconsole'][kind]:.2f} s | {med['bandersnatch'][kind]:.2f} s | {ratio:.1f}x faster |")
+        ours, theirs = med["casconsole"][kind], med["bandersnatch"][kind]
+        print(f"| {label} | {ours:.2f} s | {theirs:.2f} s | {ratio:.2f}x |")
     (work.parent / "pypi-results.json").write_text(json.dumps({"runs": results, "medians": med}, indent=1))
     return 0
 
