@@ -99,6 +99,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = args.work.resolve()
+    # both tools as installed: bandersnatch's bytecode was compiled by pip; an editable install of
+    # casconsole has none, and this machine's PYTHONDONTWRITEBYTECODE keeps Python from writing it
+    root = HERE.parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(root / "casconsole"), str(root / "widgets")],
+        check=True,
+    )
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     files = generate(work / "dist", args.projects, args.versions, args.kb)

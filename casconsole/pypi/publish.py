@@ -111,8 +111,8 @@ def write_project(mirror_dir: Path, project: str, files: list[Published]) -> boo
             same = path.read_bytes() == data
         except OSError:
             same = False
-        if not same:
-            atomic_write_bytes(path, data)
+        if not same:  # not fsynced one by one, as package files are not: a page cut short by a
+            atomic_write_bytes(path, data, durable=False)  # power loss differs, so the next sync rewrites it
             changed = True
     return changed
 

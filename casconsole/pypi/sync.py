@@ -109,6 +109,7 @@ class _Run:
     def __init__(self, settings: Settings, sync: Sync, client: IndexClient):
         self.settings = settings
         self.mirror = Path(settings.mirror_dir)
+        self.files = files_dir(self.mirror)
         self.sync = sync
         self.client = client
         self.emit = sync.emit
@@ -117,7 +118,7 @@ class _Run:
         s, sync = self.settings, self.sync
         # a first sync downloads for sure: its workers start now and get ready (an interpreter
         # each) while the index is read, as the channel's do while its repodata is fetched
-        first = not any(files_dir(self.mirror).glob("*/*"))
+        first = not any(self.files.glob("*/*"))
         self.pool = sync.worker_pool(None, pypi_policy(s)) if first else None
         try:
             self._run()
@@ -132,7 +133,7 @@ class _Run:
         for warning in plan.warnings():
             if not warning.endswith("read from the wheel once downloaded"):
                 self.emit(SyncWarning(NAME, warning))
-        files_dir(self.mirror).mkdir(parents=True, exist_ok=True)
+        self.files.mkdir(parents=True, exist_ok=True)
         state = _State(VerifiedStore(store_path(self.mirror)), scan_files(self.mirror))
         try:
             jobs = self._compare(plan, state, plan.kept())
@@ -140,7 +141,7 @@ class _Run:
                 if sync.cancelled:
                     raise Cancelled
                 self._announce(plan, state)
-                check_space(files_dir(self.mirror), state.bytes, 0)
+                check_space(self.files, state.bytes, 0)
                 self._download(jobs, state)
                 if not (s.pypi.closure and plan.unresolved):
                     break
@@ -173,14 +174,17 @@ class _Run:
             for row in unknown:
                 row.dist = dataclasses.replace(row.dist, size=sizes[row.dist])
         jobs = []
+        folders: dict[str, Path] = {}
         for row in rows:
             key, dist = row.key, row.dist
             state.wanted[key] = row
-            folder = files_dir(self.mirror) / dist.project
-            folder.mkdir(exist_ok=True)
             if self._trusted(row, state):
                 state.present.add(key)
                 continue
+            folder = folders.get(dist.project)
+            if folder is None:
+                folder = folders[dist.project] = self.files / dist.project
+                folder.mkdir(exist_ok=True)
             st = state.on_disk.get(key)
             size = dist.size if dist.size is not None else -1
             job = FileJob(NAME, dist.filename, dist.url, str(folder), size, dist.sha256, dist.md5)
@@ -217,7 +221,7 @@ class _Run:
 
     def _verified_path(self, dist, state: _State) -> Path | None:
         key = f"{dist.project}/{dist.filename}"
-        return files_dir(self.mirror) / key if key in state.present else None
+        return self.files / key if key in state.present else None
 
     # ---------------------------------------------------------------- downloading
 
@@ -333,7 +337,7 @@ class _Run:
     def _metadata(self, state: _State, key: str, row: Row) -> str | None:
         """The sha256 of the wheel's `.metadata` beside it (PEP 658), written if it is not."""
         meta_key = key + PYPI_METADATA_SUFFIX
-        path = files_dir(self.mirror) / meta_key
+        path = self.files / meta_key
         entry = state.store.get(meta_key)
         try:
             if entry is not None and entry.matches_stat(path.stat()):
@@ -341,7 +345,7 @@ class _Run:
         except FileNotFoundError:
             pass
         try:
-            data = wheel_metadata(files_dir(self.mirror) / key, row.dist.project, str(row.dist.version))
+            data = wheel_metadata(self.files / key, row.dist.project, str(row.dist.version))
         except MetadataError as exc:
             self.emit(SyncWarning(NAME, f"{key}: no .metadata served ({exc})"))
             return None
@@ -352,7 +356,7 @@ class _Run:
         return sha
 
     def _remove(self, state: _State, key: str) -> bool:
-        root = files_dir(self.mirror)
+        root = self.files
         gone = False
         for name in (key, key + PYPI_METADATA_SUFFIX):
             try:
@@ -370,7 +374,7 @@ class _Run:
 
     def _sweep(self, state: _State) -> None:
         """Partial downloads nobody will finish: of files in place, or out of the plan."""
-        root = files_dir(self.mirror)
+        root = self.files
         for project in {k.split("/", 1)[0] for k in [*state.wanted, *state.on_disk]}:
             try:
                 entries = list(os.scandir(root / project))
