@@ -134,6 +134,7 @@ class SimpleIndex:
     requests: Counter = field(default_factory=Counter)
     serial: int = 1
     corrupt: set[str] = field(default_factory=set)
+    public_base: str | None = None  # the URL the files are reached at, when another server serves them
     ranges: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -194,6 +195,27 @@ class SimpleIndex:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def write_tree(self, root: Path) -> None:
+        """Everything this index answers, as static files for a web server (bench/pypi's nginx):
+        `simple/<p>/index.html` and `index.json`, `simple/index.json`, `pypi/<p>/json`, `packages/`."""
+        names = list(self.projects())
+        pages = ["/simple/", *(f"/simple/{n}/" for n in names)]
+        for path in pages:
+            for accept, name in ((JSON_TYPE, "index.json"), ("text/html", "index.html")):
+                status, _, body = self._answer(path.rstrip("/") if path == "/simple/" else path, accept)
+                if status == 200:
+                    (root / path.strip("/")).mkdir(parents=True, exist_ok=True)
+                    (root / path.strip("/") / name).write_bytes(body)
+        for name in names:
+            (root / "pypi" / name).mkdir(parents=True, exist_ok=True)
+            (root / "pypi" / name / "json").write_bytes(self._answer(f"/pypi/{name}/json", "")[2])
+        packages = root / "packages"
+        packages.mkdir(parents=True, exist_ok=True)
+        for f in self.files:
+            (packages / f.path.name).write_bytes(f.path.read_bytes())
+            if f.metadata:
+                (packages / (f.path.name + ".metadata")).write_bytes(wheel_metadata(f.path))
 
     def sha256(self, path: Path) -> str:
         if path not in self._sha:
@@ -291,7 +313,7 @@ class SimpleIndex:
             releases.setdefault(version, []).append(
                 {
                     "filename": f.path.name,
-                    "url": f"{self.base}/packages/{f.path.name}",
+                    "url": f"{self.public_base or self.base}/packages/{f.path.name}",
                     "digests": {"sha256": digest, "md5": hashlib.md5(f.path.read_bytes()).hexdigest()},
                     "size": f.path.stat().st_size,
                     "packagetype": "bdist_wheel" if f.path.name.endswith(".whl") else "sdist",

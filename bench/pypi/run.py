@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,59 @@ def generate(folder: Path, projects: int, versions: int, kb: int) -> list[Offere
             files.append(Offered(build_wheel(folder, name, version, payload=kb * 1024), metadata=True))
             files.append(Offered(build_sdist(folder, name, version)))
     return files
+
+
+NGINX = """worker_processes 1;
+daemon off;
+pid {temp}/nginx.pid;
+error_log {temp}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  keepalive_requests 100000;
+  {temps}
+  map $http_accept $simple_page {{
+    default index.html;
+    "~application/vnd\\.pypi\\.simple\\.v1\\+json" index.json;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    add_header X-PyPI-Last-Serial 1 always;  # bandersnatch checks it against the index's serial
+    location /simple/ {{
+      if ($simple_page = index.json) {{ rewrite ^(.*)/$ $1/index.json last; }}
+      types {{ }}
+      default_type text/html;
+    }}
+    location ~ ^/simple/.*\\.json$ {{ types {{ }} default_type application/vnd.pypi.simple.v1+json; }}
+    location /pypi/ {{ types {{ }} default_type application/json; }}
+    location /packages/ {{ types {{ }} default_type application/octet-stream; }}
+  }}
+}}
+"""
+
+
+def start_nginx(index: SimpleIndex, work: Path) -> tuple[subprocess.Popen, str]:
+    """The index as static files (pages made once) behind nginx on a free port, as a CDN serves one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    index.public_base = f"http://127.0.0.1:{port}"
+    index.write_tree(work / "tree")
+    temp = work / "nginx"
+    temp.mkdir()
+    temps = " ".join(f"{t}_temp_path {temp};" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = temp / "nginx.conf"
+    conf.write_text(NGINX.format(temp=temp, temps=temps, port=port, root=work / "tree"))
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(temp)])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, index.public_base
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("nginx did not start")
 
 
 def bandersnatch_config(work: Path, master: str, names: list[str]) -> Path:
@@ -97,6 +151,12 @@ def main() -> int:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--kb", type=int, default=40, help="size of each wheel, about")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--server",
+        choices=("nginx", "python"),
+        default="nginx" if shutil.which("nginx") else "python",
+        help="what serves the index: nginx over its files (where installed), or the tests' Python server",
+    )
     args = parser.parse_args()
     work = args.work.resolve()
     # both tools as installed: bandersnatch's bytecode was compiled by pip; an editable install of
@@ -118,18 +178,14 @@ def main() -> int:
         "bandersnatch": {"cold": [], "noop": []},
     }
     with SimpleIndex(files) as index:
+        nginx, base = start_nginx(index, work) if args.server == "nginx" else (None, index.base)
+        cas = casconsole_config(work, f"{base}/simple/", names)
         commands = {
-            "casconsole": [
-                tool("cas-sync"),
-                "--config",
-                str(casconsole_config(work, index.url, names)),
-                "--pypi-only",
-                "--quiet",
-            ],
+            "casconsole": [tool("cas-sync"), "--config", str(cas), "--pypi-only", "--quiet"],
             "bandersnatch": [
                 tool("bandersnatch"),
                 "-c",
-                str(bandersnatch_config(work, index.base, names)),
+                str(bandersnatch_config(work, base, names)),
                 "mirror",
             ],
         }
@@ -149,6 +205,9 @@ def main() -> int:
                 + f" (load {load:.1f})",
                 file=sys.stderr,
             )
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait()
     ours, theirs = dist_files(work / "casconsole" / "pypi" / "files"), dist_files(work / "bandersnatch")
     assert ours == theirs == {f.path.name for f in files}, (len(ours), len(theirs), len(files))
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
