@@ -213,7 +213,7 @@ class ConsoleState:
         differs = [key for key, value in wanted.items() if getattr(self.saved, key) != value]
         working = self.settings
         self.settings = self.saved
-        if self.plan is not None and any(getattr(working, k) != getattr(self.saved, k) for k in SCHEMA):
+        if self.plan is not None and any(working.get(k) != self.saved.get(k) for k in SCHEMA):
             self.plan.update(self.settings)
         return differs
 
