@@ -129,8 +129,16 @@ def test_a_subset_with_its_closure_is_mirrored_served_and_pip_installs_from_it(t
         # the private project: not found without a token, installed with one
         done = pip_install(tmp_path / "venv", index, "private-tool")
         assert done.returncode != 0
-        status, _, _ = get(server.port, b"/pypi/simple/private-tool/")
-        assert status == 404
+        private_file = b"/pypi/files/private-tool/private_tool-1.0-py3-none-any.whl"
+        for target in (
+            b"/pypi/simple/private-tool/",
+            private_file,
+            private_file.replace(b"private-tool", b"Private_Tool"),
+        ):
+            status, _, _ = get(server.port, target)
+            assert status == 404, target
+        status, _, body = get(server.port, b"/pypi/simple/", JSON)
+        assert "private-tool" not in [p["name"] for p in json.loads(body)["projects"]]
         token = subprocess.run(
             [sys.executable, "-m", "casconsole.cli.server", "--root", str(mirror), "token", "add", "pypi"],
             capture_output=True,
@@ -139,6 +147,12 @@ def test_a_subset_with_its_closure_is_mirrored_served_and_pip_installs_from_it(t
         ).stdout.strip()
         done = pip_install(tmp_path / "venv", f"{server.url}/t/{token}/pypi/simple/", "private-tool")
         assert done.returncode == 0, done.stdout + done.stderr
+        status, _, _ = get(server.port, f"/t/{token}".encode() + private_file)
+        assert status == 200
+        status, _, _ = get(server.port, b"/t/not-a-token" + private_file)
+        assert status == 404
+        status, _, body = get(server.port, f"/t/{token}/pypi/simple/".encode(), JSON)
+        assert "private-tool" in [p["name"] for p in json.loads(body)["projects"]]
 
 
 def test_the_pages_speak_pep_503_691_592_658(tmp_path, upstream):
