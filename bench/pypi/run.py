@@ -189,25 +189,27 @@ def main() -> int:
                 "mirror",
             ],
         }
-        for r in range(args.rounds):
-            order = ["casconsole", "bandersnatch"] if r % 2 == 0 else ["bandersnatch", "casconsole"]
-            for name in order:
-                shutil.rmtree(work / name, ignore_errors=True)
-                results[name]["cold"].append(run(commands[name], env))
-                results[name]["noop"].append(run(commands[name], env))
-            load = os.getloadavg()[0]
-            print(
-                f"round {r + 1}: "
-                + ", ".join(
-                    f"{n} cold {results[n]['cold'][-1]:.2f} s, no-op {results[n]['noop'][-1]:.2f} s"
-                    for n in order
+        try:
+            for r in range(args.rounds):
+                order = ["casconsole", "bandersnatch"] if r % 2 == 0 else ["bandersnatch", "casconsole"]
+                for name in order:
+                    shutil.rmtree(work / name, ignore_errors=True)
+                    results[name]["cold"].append(run(commands[name], env))
+                    results[name]["noop"].append(run(commands[name], env))
+                load = os.getloadavg()[0]
+                print(
+                    f"round {r + 1}: "
+                    + ", ".join(
+                        f"{n} cold {results[n]['cold'][-1]:.2f} s, no-op {results[n]['noop'][-1]:.2f} s"
+                        for n in order
+                    )
+                    + f" (load {load:.1f})",
+                    file=sys.stderr,
                 )
-                + f" (load {load:.1f})",
-                file=sys.stderr,
-            )
-        if nginx is not None:
-            nginx.terminate()
-            nginx.wait()
+        finally:  # a tool that failed ends the run: nginx goes with it
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait()
     ours, theirs = dist_files(work / "casconsole" / "pypi" / "files"), dist_files(work / "bandersnatch")
     assert ours == theirs == {f.path.name for f in files}, (len(ours), len(theirs), len(files))
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
