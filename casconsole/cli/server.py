@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import add_version_argument, entry_point
-from casconsole.layout import channel_name_problem
+from casconsole.layout import PYPI_DIR, channel_name_problem
 from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
@@ -28,6 +28,7 @@ examples:
   cas-server --nginx-config > /etc/nginx/cas.conf
   cas-server --condarc > condarc      the .condarc for the mirror's users
                                       (public_url, client_channels, ...)
+  cas-server --pip-conf > pip.conf    the pip.conf for its PyPI side (/pypi/simple/)
 """
 
 
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the .condarc the mirror's users need (settings public_url and client_*), and exit",
     )
     parser.add_argument(
+        "--pip-conf",
+        action="store_true",
+        help="print the pip.conf for the mirror's PyPI side (/pypi/simple/), and exit",
+    )
+    parser.add_argument(
         "--auth-backend",
         default=None,
         metavar="HOST:PORT",
@@ -175,13 +181,21 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             f"http://HOST:{settings.server_port}/t/{token}/{args.channel}",
             file=sys.stderr,
         )
+        opens_pypi = args.channel == PYPI_DIR and bool(settings.pypi.private_projects)
+        if opens_pypi:
+            print(
+                f"cas-server: note: the token opens the private PyPI projects "
+                f"({', '.join(settings.pypi.private_projects)}): pip uses "
+                f"http://HOST:{settings.server_port}/t/<token>/pypi/simple/",
+                file=sys.stderr,
+            )
         if args.upload:
             print(
                 f"it may upload: cas-upload FILE... --channel {args.channel} "
                 f"--server http://HOST:{settings.server_port} --token <token>",
                 file=sys.stderr,
             )
-        if args.channel not in private and not args.upload:
+        elif args.channel not in private and not opens_pypi:
             print(
                 f"cas-server: note: {args.channel} is not in private_channels, so it is public; "
                 "the token is only needed once it is listed there",
@@ -247,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if args.pip_conf:
+            from casconsole.serve.pipconf import pip_conf
+
+            sys.stdout.write(pip_conf(settings, hide_secrets=sys.stdout.isatty()))
+            return 0
         if args.condarc:
             if args.nginx_config:
                 return _fail("--condarc and --nginx-config: one at a time", 2)
@@ -289,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.server_port,
             private_channels=list(settings.private_channels),
             channel=settings.channel_name,
+            pypi_private=list(settings.pypi.private_projects),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             workers=args.workers,

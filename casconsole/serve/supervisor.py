@@ -43,6 +43,7 @@ class ServerOptions:
     port: int = 8080
     private_channels: Sequence[str] = ()
     channel: str | None = None  # the mirrored channel, also served at the root URL
+    pypi_private: Sequence[str] = ()  # PyPI projects served only under /t/<token>/pypi/
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
     workers: int = 0  # 0: one per CPU
@@ -206,6 +207,7 @@ def run_worker(
         executor,
         channel=options.channel,
         health=Health(Path(options.root)),
+        pypi_private=options.pypi_private,
     )
     uploads = Uploads(site, UploadOptions(options.upload_max_size, options.upload_timeout), publisher)
     worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout, uploads)
