@@ -26,11 +26,12 @@ from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
 from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
-from casconsole.console.screens.help import HelpScreen
+from casconsole.console.screens.help import HelpScreen, ScreenList
 from casconsole.console.screens.index import IndexScreen
 from casconsole.console.screens.installers import InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
+from casconsole.console.screens.server import ServerScreen
 from casconsole.console.screens.sync import SyncScreen
 from casconsole.console.session import ConsoleState, settle_heap
 from casconsole.settings import Layer, Settings
@@ -45,6 +46,7 @@ SCREENS_BY_MODE = {
     "clients": ClientsScreen,
     "installers": InstallersScreen,
     "airgap": AirgapScreen,
+    "server": ServerScreen,
 }
 
 # worker groups whose failure opens a dialog rather than a notification
@@ -61,13 +63,14 @@ class CasConsole(App):
     BINDINGS: ClassVar[list[BindingType]] = [
         *(
             Binding(
-                str(n),
+                str(n % 10),
                 f"show('{mode}')",
                 screen.TITLE_TEXT,
                 id=f"nav.{mode}",
             )
             for n, (mode, screen) in enumerate(SCREENS_BY_MODE.items(), 1)
         ),
+        Binding("g", "screen_list", "screens", id="nav.screens"),
         Binding("question_mark,f1", "help", "help", key_display="?", id="nav.help"),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
@@ -106,6 +109,21 @@ class CasConsole(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_screen_list(self) -> None:
+        """Every screen by name, for a terminal too narrow to name them in the key bar."""
+        if isinstance(self.screen, ScreenList):
+            return
+        screens = [
+            (str(n % 10), mode, t.TITLE_TEXT, t.__doc__ or "")
+            for n, (mode, t) in enumerate(SCREENS_BY_MODE.items(), 1)
+        ]
+
+        def chosen(mode: str | None) -> None:
+            if mode:
+                self.action_show(mode)
+
+        self.push_screen(ScreenList(screens, self.current_mode), chosen)
 
     def run_on(self, mode: str, action: str) -> None:
         """Show the screen of `mode` and run one of its actions (from the command palette)."""
