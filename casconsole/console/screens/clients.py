@@ -93,8 +93,10 @@ class ClientsScreen(ConsoleScreen):
                 lambda i: "[x]" if channels[i].use else "[ ]",
                 lambda i: "good" if channels[i].use else "dim",
             ),
-            Column("channel", 16, lambda i: self.label(channels[i])),
-            Column("URL", 30, lambda i: redact_url(self.condarc.url(channels[i].entry)), flex=True),
+            Column("channel", 10, lambda i: self.label(channels[i]), auto=True, max_width=30),
+            Column(
+                "URL", 20, lambda i: redact_url(self.condarc.url(channels[i].entry)), flex=True, keep="end"
+            ),
         ]
         position = self.table.cursor
         self.table.styles.height = max(2, len(channels) + 1)  # the rest is the file's
@@ -117,11 +119,11 @@ class ClientsScreen(ConsoleScreen):
     def show_preview(self) -> None:
         shown = self.condarc.text(hide_secrets=True)
         self.query_one("#clients-preview", Static).update(
-            Syntax(shown, "yaml", theme="ansi_dark", background_color="default")
+            Syntax(shown, "yaml", theme="ansi_dark", background_color="default", word_wrap=True)
         )
         pip = pip_conf(self.state.settings, self.condarc.base_url, hide_secrets=True)
         self.query_one("#clients-pip", Static).update(
-            Syntax(pip, "ini", theme="ansi_dark", background_color="default")
+            Syntax(pip, "ini", theme="ansi_dark", background_color="default", word_wrap=True)
         )
 
     # ---------------------------------------------------------------- editing
