@@ -49,8 +49,11 @@ SCREENS_BY_MODE = {
     "server": ServerScreen,
 }
 
-# worker groups whose failure opens a dialog rather than a notification
-_DIALOG_GROUPS = {"sync": "The sync failed", "index": "Indexing failed", "plan": "The plan could not be made"}
+# worker groups whose failure opens a dialog rather than a notification. Not the plan's: it is
+# made at start, and a dialog then would hold every key until dismissed; its failure shows on the
+# Overview and the Plan (with `r` to try again) and in a notification.
+_DIALOG_GROUPS = {"sync": "The sync failed", "index": "Indexing failed"}
+_FAILURE_TITLES = {"plan": "The plan could not be made"}
 
 
 class CasConsole(App):
@@ -90,13 +93,6 @@ class CasConsole(App):
 
     def on_mount(self) -> None:
         self.switch_mode("overview")
-        if self.state.problems:
-            self.notify(
-                f"{len(self.state.problems)} problem(s) in the settings: see Config (2)",
-                title="Settings",
-                severity="warning",
-                timeout=8,
-            )
         if self.auto_load_plan:
             self.load_plan()
 
@@ -281,7 +277,8 @@ class CasConsole(App):
         if title is not None:
             self.push_screen(MessageDialog(title, message))
         else:
-            self.notify(message, title=f"{worker.name or worker.group} failed", severity="error", timeout=10)
+            title = _FAILURE_TITLES.get(worker.group) or f"{worker.name or worker.group} failed"
+            self.notify(message, title=title, severity="error", timeout=10)
 
 
 def run_app(

@@ -406,6 +406,12 @@ class PlanScreen(ConsoleScreen):
             reason.update(plan_pypi.reason(pypi, rows[index]) if ok else "", layout=False)  # type: ignore[arg-type,index]
             return
         sp = self.subdir_plan
+        if sp is None and self.state.plan_error:
+            text = Text("✗ The plan could not be made: ", "bold red")
+            text.append(self.state.plan_error, "red")
+            text.append("\nr fetches the upstream repodata again", "dim")
+            reason.update(text, layout=False)
+            return
         if sp is None or index is None or index >= len(sp.records):
             reason.update("", layout=False)
             return
