@@ -35,11 +35,15 @@ def make_app(**kwargs) -> CasConsole:
     return CasConsole(ConsoleState(), **kwargs)
 
 
+FOLLOWERS = ("sync-follow", "server-watch")
+
+
 async def wait_workers(pilot) -> None:
     """Until every worker has finished (failed ones too) and the messages they sent are handled."""
     for _ in range(2):
-        # the Sync screen follows the status log for as long as it lives: not a worker to wait for
-        workers = [w for w in pilot.app.workers if w.group != "sync-follow"]
+        # the Sync screen follows the status log and the Server screen watches the server for as
+        # long as they live: not workers to wait for
+        workers = [w for w in pilot.app.workers if w.group not in FOLLOWERS]
         try:
             if workers:  # (an empty list would mean every worker)
                 await pilot.app.workers.wait_for_complete(workers)

@@ -15,16 +15,17 @@ from casconsole.widgets.vtable import VirtualTable
 from console_helpers import add_channel, make_app, static_text, wait_workers
 from textual.widgets import Input
 
-from casconsole.console.screens.airgap import AirgapScreen
+from casconsole.console.screens.airgap import AirgapScreen, ExportDialog
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
-from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
+from casconsole.console.screens.dialogs import ConfirmDialog, PathDialog, SaveDialog
 from casconsole.console.screens.help import HelpScreen
 from casconsole.console.screens.index import IndexProgress, IndexScreen
-from casconsole.console.screens.installers import InstallersScreen
+from casconsole.console.screens.installers import BuildDialog, InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
+from casconsole.console.screens.server import TokenDialog
 
 pytest_plugins = ["console_fixtures"]
 
@@ -66,10 +67,11 @@ async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, screen_type), key
-            bar = str(app.screen.query_one(KeyBar).render())
-            # every screen's key is in the footer, whichever screen shows (names cut to fit)
-            assert all(f"{n} {t[:3]}" in bar for n, t in [("1", "Overview"), ("4", "Sync"), ("7", "Clients")])
-            assert f" {app.screen.TITLE_TEXT} " in bar  # the current screen's whole
+            top = str(app.screen.query_one(KeyBar).render()).splitlines()[0]
+            # at 80 columns every screen's key is on the first line, the current one's name whole
+            keys = [b.key for b in app.BINDINGS if (b.id or "").startswith("nav.") and b.key.isdigit()]
+            assert len(keys) == 10 and all(f" {k} " in top for k in keys)
+            assert f" {app.screen.TITLE_TEXT} " in top and "g screens" in top and "? help" in top
         await pilot.press("4")
         assert app.current_mode == "sync"
 
@@ -102,18 +104,81 @@ async def test_help_lists_every_key_and_the_palette_offers_screens_and_actions(c
         assert isinstance(app.screen, PlanScreen)
 
 
-async def test_a_failing_plan_shows_a_dialog_and_the_console_stays_up(console_dir):
+async def test_a_failing_plan_at_start_traps_no_key_and_shows_where_it_failed(console_dir):
+    """No dialog over the screen at start: the keys work at once; Overview and Plan say why."""
     (console_dir / "user.yaml").write_text("remote_url: http://127.0.0.1:9/nothing\nplatforms: [linux-64]\n")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_workers(pilot)
-        assert isinstance(app.screen, MessageDialog)
-        assert "127.0.0.1:9" in app.screen.message and "Traceback" not in app.screen.message
-        await pilot.press("enter")
+        assert isinstance(app.screen, OverviewScreen)  # no modal holding the keys
+        summary = static_text(app, "#plan-summary")
+        assert "failed" in summary and "127.0.0.1:9" in summary and "Traceback" not in summary
+        assert any("could not be made" in (n.title or "") for n in app._notifications)
         await pilot.press("3")
         await pilot.pause()
+        assert isinstance(app.screen, PlanScreen)
         assert "no plan" in table(app).empty_text
-        assert app.is_running
+        reason = static_text(app, "#reason")
+        assert "could not be made" in reason and "127.0.0.1:9" in reason
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigScreen) and app.is_running
+
+
+async def test_a_settings_problem_at_start_shows_on_the_overview_and_on_config(console_dir):
+    (console_dir / "user.yaml").write_text(
+        "remote_url: upstream\nmirror_dir: mirror\nplatforms: [linux-64, linux-77]\nretries: lots\n"
+    )
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        settings = static_text(app, "#settings-summary")
+        assert "2 problem(s)" in settings and "linux-77" in settings and "retries" in settings
+        assert "kept" in static_text(app, "#plan-summary")  # the good values are in force
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigScreen)
+        files = static_text(app, "#config-files")
+        assert "2 problem(s)" in files
+        assert app.screen.rows[table(app).cursor_index].key == "platforms"  # the first look: a problem
+        assert "linux-77" in static_text(app, "#config-detail")
+
+
+async def test_every_dialog_closes_with_escape(console_dir, internal_channel):
+    """Each modal the console opens goes away with escape, back to the screen it came from."""
+    from casconsole.console.screens.help import ScreenList
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        opened = [
+            ("1", "question_mark", HelpScreen),
+            ("1", "g", ScreenList),
+            ("3", "ctrl+s", None),  # nothing to save: a notification, no dialog
+            ("4", "s", ConfirmDialog),
+            ("4", "b", ConfirmDialog),
+            ("7", "ctrl+s", PathDialog),
+            ("7", "e", None),
+            ("9", "e", ExportDialog),
+            ("8", "b", BuildDialog),
+            ("0", "a", TokenDialog),
+            ("0", "p", None),
+            ("0", "ctrl+s", SaveDialog),
+        ]
+        for screen_key, key, dialog in opened:
+            await pilot.press(screen_key)
+            await pilot.pause()
+            under = app.screen
+            await pilot.press(key)
+            await pilot.pause()
+            if dialog is not None:
+                assert isinstance(app.screen, dialog), (screen_key, key, app.screen)
+                await pilot.press("escape")
+                await pilot.pause()
+            assert app.screen is under, (screen_key, key, app.screen)
+            if key == "e" and screen_key == "7":
+                await pilot.press("escape")  # out of the URL field
 
 
 # ---------------------------------------------------------------- config
@@ -248,7 +313,7 @@ async def test_channels_table_per_subdir_sortable_and_searchable(internal_channe
         assert screen.channel.name == "internal-pkgs" and screen.subdir == "linux-64"
         names = {screen.repodata.records[i].name for i in t.view}
         assert names == {"curl", "openssl", "zlib"}
-        await pilot.press("s", "s", "s", "s")  # name, version, build, size
+        await pilot.press("s", "s", "s", "s", "s")  # name, version, build, format, size
         assert t.columns[t.sort_column].key == "size"
         sizes = [screen.repodata.records[i].size for i in t.view]
         assert sizes == sorted(sizes)

@@ -65,7 +65,7 @@ async def test_a_sync_started_here_mirrors_the_plan_and_the_plan_sees_it(upstrea
         await wait_workers(pilot)
         kept = app.state.plan.total.kept
         assert app.state.plan.total.download == kept > 0
-        await pilot.press("4", "s")
+        await pilot.press("4", "s", "y")  # y: the sync asks once, showing its size
         screen = sync_screen(app)
         await wait_for(pilot, lambda: screen.view.state == "done")
         assert screen.view.here and screen.view.files_done == kept
@@ -84,7 +84,7 @@ async def test_failed_files_are_listed_with_their_reason_and_the_console_stays_u
     upstream.always(f"noarch/{bad}", Fault.status(404))
     app = make_app(load_plan=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4", "s")
+        await pilot.press("4", "s", "y")  # y: the sync asks once, showing its size
         screen = sync_screen(app)
         await wait_for(pilot, lambda: screen.view.state == "failed")
         assert screen.view.files_failed == 1
@@ -97,7 +97,7 @@ async def test_an_upstream_that_cannot_be_reached_gives_a_clear_message(console_
     (console_dir / "user.yaml").write_text(SETTINGS.format(url="http://127.0.0.1:9"))
     app = make_app(load_plan=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4", "s")
+        await pilot.press("4", "s", "y")  # y: the sync asks once, showing its size
         await wait_for(pilot, lambda: isinstance(app.screen, MessageDialog))
         assert app.screen.title_text == "The sync failed"
         assert "127.0.0.1:9" in app.screen.message and "Traceback" not in app.screen.message
@@ -111,7 +111,7 @@ async def test_cancelling_this_consoles_sync(upstream, demo_channel):
     slow_down(upstream, demo_channel)
     app = make_app(load_plan=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4", "s")
+        await pilot.press("4", "s", "y")  # y: the sync asks once, showing its size
         screen = sync_screen(app)
         await wait_for(pilot, lambda: screen.view.state == "running" and screen.view.active_count > 0)
         assert screen.view.active and screen.view.bytes_total > 0
@@ -169,7 +169,7 @@ async def test_attaching_to_a_sync_of_another_process_and_cancelling_it(upstream
 async def test_a_sync_started_in_the_background_outlives_nothing_and_is_followed(upstream, console_dir):
     app = make_app(load_plan=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("4", "b")
+        await pilot.press("4", "b", "y")
         screen = sync_screen(app)
         await wait_for(pilot, lambda: screen.view.state == "done", timeout=60)
         assert screen.view.pid != os.getpid() and not screen.view.here

@@ -225,10 +225,12 @@ class AccessTail:
         self._inode: int | None = None
         self._tail = b""
         self._skip_partial = False
+        self._history = start_at_end  # the first look's lines: shown, not counted as traffic
         self.added = 0  # lines ever added, so a follower can tell which are new
 
     def poll(self, now: float | None = None) -> bool:
-        """Read what was appended; whether any line came."""
+        """Read what was appended; whether any request came (the first look's lines are kept in
+        `lines` as what came before, not counted)."""
         now = time.monotonic() if now is None else now
         try:
             with open(self.path, "rb") as fh:
@@ -250,6 +252,7 @@ class AccessTail:
         if self._skip_partial and raw:
             raw = raw[1:]  # the first line read from the middle of the file is a part of one
             self._skip_partial = False
+        history, self._history = self._history, False
         came = 0
         for item in raw:
             if item.endswith(_OWN, 0, item.rfind(b" ")):
@@ -258,12 +261,14 @@ class AccessTail:
             if line is None:
                 continue
             self.lines.append(line)
+            self.added += 1
+            if history:  # requests from before this look: context for the reader, not traffic now
+                continue
             self.requests += 1
             self.bytes += line.sent
             self.errors += line.status >= 500
             self._arrivals.append((now, line.sent))
             came += 1
-        self.added += came
         while self._arrivals and self._arrivals[0][0] < now - self.window:
             self._arrivals.popleft()
         return came > 0
