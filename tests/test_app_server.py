@@ -208,7 +208,8 @@ def test_a_detached_server_that_cannot_start_says_why(console_dir, internal_chan
 
 def test_the_access_tail_counts_what_came_and_skips_the_consoles_own_checks(tmp_path):
     log = tmp_path / "access.log"
-    line = '127.0.0.1 - - [02/Dec/2026:01:02:03 +0000] "GET /pkgs/x HTTP/1.1" {status} {n} "-" "{agent}" 0.0010\n'
+    line = '127.0.0.1 - - [02/Dec/2026:01:02:03 +0000] "GET /pkgs/x HTTP/1.1" '
+    line += '{status} {n} "-" "{agent}" 0.0010\n'
     log.write_text(line.format(status=200, n=5, agent="old") * 3)
     tail = daemon.AccessTail(log)
     assert not tail.poll(now=100.0)  # lines before following began are shown, not counted as traffic
