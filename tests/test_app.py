@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from casconsole.widgets.keybar import KeyBar
 from casconsole.widgets.vtable import VirtualTable
@@ -16,6 +17,7 @@ from console_helpers import add_channel, make_app, static_text, wait_workers
 from textual.widgets import Input
 
 from casconsole.console.screens.airgap import AirgapScreen, ExportDialog
+from casconsole.console.screens.base import count
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
@@ -409,6 +411,56 @@ async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
         await pilot.press("d")  # discard: readline back, nothing broken, the filter empties
         await pilot.pause()
         assert sp.funnel.broken == 0 and len(table(app).view) == 0
+
+
+async def test_w_on_the_warning_whitelists_what_the_broken_records_lack(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        sp = app.screen.subdir_plan
+        await goto_record(pilot, "readline")
+        await pilot.press("b")
+        await pilot.pause()
+        assert sp.funnel.broken > 0
+        deps = static_text(app, "#deps").splitlines()
+        assert deps[1].startswith("100% lack readline (blacklist: readline) · W whitelists it")
+        await pilot.press("escape", "W")  # from the table, not the search field
+        await pilot.pause()
+        assert app.state.settings.whitelist[-1] == "readline"
+        assert app.state.pending_summary() == "blacklist +readline, whitelist +readline"
+        sp = app.screen.subdir_plan
+        assert sp.funnel.broken == 0 and "dependencies are met" in static_text(app, "#deps")
+        assert all(d.included for r, d in zip(sp.records, sp.decisions) if r.name == "readline")
+
+
+@pytest.mark.realdata
+async def test_w_whitelists_libgcc_ng_on_real_conda_forge_under_license_blacklist_gpl(realdata, console_dir):
+    """The issue's case, on the real data: the GPL family blacklisted by license leaves most of a
+    conda-forge linux-64 with unmet dependencies; the warning names libgcc-ng, W brings it back."""
+    (console_dir / "user.yaml").write_text(
+        f"remote_url: {realdata / 'conda-subchannel-demo'}\nmirror_dir: mirror\n"
+        "platforms: [linux-64]\nlicense_blacklist: GPL\n"  # a plain string, as the FAQ writes it
+    )
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        sp = app.screen.subdir_plan
+        before = sp.funnel.broken
+        assert sp.subdir == "linux-64" and before > sp.funnel.kept // 2
+        deps = static_text(app, "#deps")
+        assert f"⚠ {count(before)} kept with unmet dependencies" in deps
+        assert "lack libgcc-ng (license_blacklist: GPL) · W whitelists it" in deps
+        await pilot.press("W")
+        await pilot.pause()
+        assert app.state.pending_summary() == "whitelist +libgcc-ng"
+        sp = app.screen.subdir_plan
+        lack = static_text(app, "#deps").splitlines()[1]
+        assert sp.funnel.broken < before and "libgcc-ng" not in lack
+        assert any(d.included for r, d in zip(sp.records, sp.decisions) if r.name == "libgcc-ng")
 
 
 async def test_reindex_all_leaves_the_mirrored_channel_to_the_sync(internal_channel, demo_channel):

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import Notify
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -90,6 +91,15 @@ class CasConsole(App):
     @property
     def settings(self) -> Settings:
         return self.state.settings
+
+    TOASTS_SHOWN = 2  # at 80x24 two fit above every screen's log; more would reach down over it
+
+    def on_notify(self, event: Notify) -> None:
+        """Before Textual's own handler shows a new notification: the oldest shown make room, so
+        that the stack under the header stays off the logs."""
+        shown = list(self._notifications)
+        for old in shown[: max(0, len(shown) - self.TOASTS_SHOWN + 1)]:
+            self._unnotify(old, refresh=False)
 
     def on_mount(self) -> None:
         self.switch_mode("overview")
