@@ -92,19 +92,22 @@ def fit(text: str, width: int, align: str = "left", keep: str = "start") -> str:
 SAMPLE_ROWS = 2000  # rows measured to size an `auto` column: a table of 500,000 is not read whole
 
 
-def content_widths(columns: Sequence[Column], count: int) -> list[int]:
-    """Each column's natural width: measured for `auto` ones, `width` for the others."""
+def content_widths(columns: Sequence[Column], count: int) -> tuple[list[int], list[int]]:
+    """Each column's natural width (measured for `auto` ones, within `width` and `max_width`;
+    `width` for the others), and the width its widest text wants, which a table with room gives."""
     step = max(1, count // SAMPLE_ROWS)
     rows = range(0, count, step)
-    widths = []
+    widths, wanted = [], []
     for column in columns:
         if not column.auto:
             widths.append(column.width)
+            wanted.append(column.width)
             continue
         widest = max((cell_len(column.text(i)) for i in rows), default=0)
-        widest = max(widest, cell_len(column.label) + 2)  # room for the sort mark
-        widths.append(max(column.width, min(widest, column.max_width)))
-    return widths
+        widest = max(column.width, widest, cell_len(column.label) + 2)  # room for the sort mark
+        widths.append(min(widest, column.max_width))
+        wanted.append(widest)
+    return widths, wanted
 
 
 def _sorted_order(column: Column, count: int, reverse: bool) -> list[int]:
@@ -228,7 +231,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self._search_texts: list[str] | None = None  # each row's search text, lower case
         self._searched: tuple[str, Sequence[int], list[int]] | None = None  # query, order, rows
         self._widths: list[int] = []
-        self._natural: list[int] = []  # the columns' widths before fitting them to the table
+        # the columns' widths before fitting them to the table, and what their widest texts want
+        self._natural, self._wanted = content_widths(self.columns, count)
         self._last_index: int | None = None
 
     # ------------------------------------------------------------------ the data
@@ -238,7 +242,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if columns is not None:
             self.columns = list(columns)
         self.count = count
-        self._natural = content_widths(self.columns, count)
+        self._natural, self._wanted = content_widths(self.columns, count)
         self._generation += 1
         self._search_texts = None
         self._searched = None
@@ -396,6 +400,13 @@ class VirtualTable(ScrollView, can_focus=True):
         )
         spare = width - (sum(widths) + len(widths) - 1)
         flex = [i for i, c in enumerate(self.columns) if c.flex]
+        if spare > 0 and len(self._wanted) == len(widths):
+            # room: the cut texts whole first, the flex columns' (names) before the others'
+            for i in sorted(range(len(widths)), key=lambda i: not self.columns[i].flex):
+                give = min(spare, self._wanted[i] - widths[i])
+                if give > 0:
+                    widths[i] += give
+                    spare -= give
         if spare > 0 and flex:
             share, extra = divmod(spare, len(flex))
             for n, i in enumerate(flex):

@@ -29,7 +29,7 @@ from casconsole.widgets.vtable import Column, VirtualTable
 
 def channel_columns(records: list) -> list[Column]:
     return [
-        Column("name", 14, lambda i: records[i].name, flex=True),
+        Column("name", 14, lambda i: records[i].name, flex=True, auto=True, max_width=30),
         Column(
             "version",
             7,

@@ -157,7 +157,7 @@ def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
 
     return [
         Column("decision", 9, label, tag),
-        Column("name", 14, lambda i: records[i].name, flex=True),
+        Column("name", 14, lambda i: records[i].name, flex=True, auto=True, max_width=30),
         Column(
             "version",
             7,

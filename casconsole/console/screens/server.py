@@ -202,7 +202,7 @@ class ServerScreen(ConsoleScreen):
         if v.record is not None:
             up = v.health is not None and v.health.ok
             head.append("● running " if up else "● not answering ", "bold green" if up else "bold yellow")
-            started = datetime.datetime.fromtimestamp(v.record.started).strftime("%H:%M:%S")
+            started = clock(v.record.started)
             head.append(f"pid {v.record.pid} since {started} at ")
             head.append(v.record.url, "bold")
             head.append("\nhealth ", "bold")
@@ -220,8 +220,7 @@ class ServerScreen(ConsoleScreen):
         head.append("\ntraffic ", "bold")
         head.append(f"{rps:.1f} req/s · {size(bps)}/s", "bold" if rps else "dim")
         head.append(
-            f" · {count(v.requests)} requests, {size(v.bytes)} since "
-            f"{datetime.datetime.fromtimestamp(v.since).strftime('%H:%M')}",
+            f" · {count(v.requests)} requests, {size(v.bytes)} since {clock(v.since)[:5]}",
             "dim",
         )
         if v.errors:
@@ -499,6 +498,11 @@ class ServerScreen(ConsoleScreen):
         self.channels_table.refresh_rows()
         self.show_detail()
         self.refresh_bindings()
+
+
+def clock(timestamp: float) -> str:
+    """A moment of today as a clock shows it (HH:MM:SS)."""
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
 
 
 def access_text(line: daemon.AccessLine) -> Text:
