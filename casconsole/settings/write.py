@@ -13,6 +13,7 @@ import yaml
 
 from casconsole.errors import SettingsError
 from casconsole.fsutil import atomic_write_bytes
+from casconsole.layout import BucketURL
 from casconsole.settings.layers import Layer, Problem, Settings
 
 
@@ -123,14 +124,16 @@ def write_snapshot(settings: Settings, path: Path) -> Path:
     only, since it may hold a proxy password.
     """
     values = settings.as_dict()
-    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
-    ssl_verify = values["ssl_verify"]
-    if isinstance(ssl_verify, str) and Path(ssl_verify).exists():
-        values["ssl_verify"] = str(Path(ssl_verify).resolve())
+    mirror = settings.mirror_dir
+    values["mirror_dir"] = str(mirror if isinstance(mirror, BucketURL) else Path(mirror).resolve())
+    for key in ("ssl_verify", "s3_ssl_verify", "s3_work_dir"):
+        where = values[key]
+        if isinstance(where, (str, Path)) and Path(where).exists():
+            values[key] = str(Path(where).resolve())
     remote = values["remote_url"]
     if "://" not in remote:
         values["remote_url"] = str(Path(remote).expanduser().resolve())
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    values = {k: str(v) if isinstance(v, (Path, BucketURL)) else v for k, v in values.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
