@@ -62,6 +62,13 @@ class _Bucket:
     def settings_text(self) -> str:
         return self.server.settings_text(self.prefix)
 
+    @property
+    def view(self):
+        """The bucket under this prefix, seen straight through obstore (tests/seaweed.py)."""
+        from seaweed import BucketView
+
+        return BucketView(self.server, self.prefix)
+
 
 @pytest.fixture
 def realdata() -> Path:

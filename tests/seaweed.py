@@ -148,3 +148,44 @@ class SeaweedFS:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class BucketView:
+    """The tests' own look into the bucket, straight through obstore (not through the code under
+    test): `view.objects()` key -> bytes under the prefix, `view.get(key)`, `view.put(key, data)`."""
+
+    def __init__(self, server: SeaweedFS, prefix: str):
+        import obstore
+        from obstore.store import S3Store
+
+        self._obs = obstore
+        self.prefix = prefix
+        self.store = S3Store(
+            server.bucket, prefix=prefix, endpoint=server.endpoint, region="us-east-1",
+            access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY, virtual_hosted_style_request=False,
+            client_options={"allow_http": True},
+        )  # fmt: skip
+
+    def keys(self, under: str = "") -> list[str]:
+        return sorted(m["path"] for batch in self._obs.list(self.store, under or None) for m in batch)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return bytes(self._obs.get(self.store, key).bytes())
+        except FileNotFoundError:
+            return None
+
+    def etag(self, key: str) -> str | None:
+        try:
+            return self._obs.head(self.store, key)["e_tag"]
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        self._obs.put(self.store, key, data)
+
+    def delete(self, key: str) -> None:
+        self._obs.delete(self.store, key)
+
+    def objects(self, under: str = "") -> dict[str, bytes]:
+        return {key: self.get(key) or b"" for key in self.keys(under)}
