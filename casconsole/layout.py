@@ -76,6 +76,10 @@ class BucketURL:
     def name(self) -> str:
         return self.key.rpartition("/")[2]
 
+    @property
+    def parent(self) -> BucketURL:
+        return BucketURL(self.bucket, self.key.rpartition("/")[0])
+
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
 

@@ -94,6 +94,16 @@ class Storage(ABC):
         """The object's bytes from `start` to `end` (exclusive; None: to its end), in chunks.
         ObjectNotFound (raised on the first next()) when there is none."""
 
+    def open_read(self, key: str, start: int = 0, end: int | None = None, if_match: str | None = None):
+        """(ObjectInfo, chunk iterator) of one version of the object: a bucket answers both
+        with one GET; `if_match` reads only that version (else WriteConflict)."""
+        info = self.head(key)
+        if info is None:
+            raise ObjectNotFound(f"{self.where(key)}: no such object")
+        if if_match is not None and info.etag != if_match:
+            raise WriteConflict(f"{self.where(key)}: changed since it was read")
+        return info, self.read(key, start, end)
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """The object's info, or None when there is none."""
