@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 
@@ -43,7 +44,7 @@ from casconsole.index.events import (
     SubdirStats,
     SubdirStatus,
 )
-from casconsole.index.files import FolderFiles, channel_files
+from casconsole.index.files import FolderFiles
 from casconsole.index.pool import Todo
 from casconsole.index.read import ReadResult
 
@@ -66,6 +67,18 @@ __all__ = [
 
 REPODATA_VERSION = 1
 RACE_TRIES = 8  # attempts of a bucket run whose writes another writer keeps overtaking
+
+
+def channel_files(channel: object, settings=None) -> FolderFiles:
+    """FolderFiles for a folder; for `s3://...` (a BucketURL) BucketFiles, opened with the
+    settings' endpoint and credentials (loaded when not given)."""
+    from casconsole.layout import BucketURL
+
+    if isinstance(channel, BucketURL):
+        from casconsole.index.bucket import BucketFiles
+
+        return BucketFiles.open(channel, settings)
+    return FolderFiles(Path(channel))  # type: ignore[arg-type]
 
 
 # -- indexing ----------------------------------------------------------------------------------

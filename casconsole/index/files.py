@@ -15,7 +15,7 @@ A stamp is a file's mtime in nanoseconds, or an object's ETag: what the cache is
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -115,15 +115,3 @@ class FolderFiles:
         self, todo: list[Todo], workers: int, on_result: Callable[[Todo, ReadResult | None], None]
     ) -> None:
         read_all(self.channel, todo, workers, on_result)
-
-
-def channel_files(channel: object, settings=None) -> Iterator[FolderFiles]:
-    """FolderFiles for a folder; for `s3://...` (a BucketURL) BucketFiles, opened with the
-    settings' endpoint and credentials (loaded when not given)."""
-    from casconsole.layout import BucketURL
-
-    if isinstance(channel, BucketURL):
-        from casconsole.index.bucket import BucketFiles
-
-        return BucketFiles.open(channel, settings)
-    return FolderFiles(Path(channel))  # type: ignore[arg-type]
