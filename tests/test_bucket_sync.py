@@ -322,3 +322,45 @@ def test_the_dry_run_compares_with_the_bucket(config, upstream, bucket):
     assert shown["mirror_dir"] == bucket.url
     assert shown["subdirs"]["noarch"]["download"] == [gone]
     assert shown["subdirs"]["linux-64"]["download"] == []
+
+
+def test_a_stalled_sync_into_a_bucket_stops_within_2_seconds_and_gives_the_lock_back(
+    config, upstream, bucket
+):
+    stalling = [f"linux-64/{fn}" for fn in upstream_names(upstream, "linux-64")]
+    for path in stalling:  # half of each file is sent, then nothing for two minutes
+        upstream.always(path, Fault.stall(120))
+    process = start(config)
+    deadline = time.monotonic() + 30
+    while not all(upstream.seen(path) for path in stalling[:2]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert process.returncode == 130, err
+    assert took < 2.0, f"stopped {took:.2f} s after SIGINT"
+    assert "Traceback" not in err
+    view = bucket.view
+    assert json.loads(view.get(".cas/sync.lock"))["released"] is True
+    assert json.loads(view.get(".cas/sync.jsonl").splitlines()[-1])["state"] == "cancelled"
+    assert bucket_problems(view, upstream.root) == []
+    upstream.clear()
+    assert cas_sync(config).returncode == 0
+    assert bucket_problems(view, upstream.root) == []
+    assert names(view, "linux-64") == upstream_names(upstream, "linux-64")
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.status(503), Fault.reset(), Fault.truncate(1000), Fault.wrong_bytes()], ids=str
+)
+def test_each_upstream_fault_once_then_the_file_is_in_the_bucket(config, upstream, bucket, fault):
+    victim = upstream_names(upstream, "linux-64")[1]
+    upstream.inject(f"linux-64/{victim}", fault)
+    done = cas_sync(config, "--json")
+    assert done.returncode == 0, done.stderr
+    retried = [json.loads(line) for line in done.stdout.splitlines() if '"file_retry"' in line]
+    assert [e["fn"] for e in retried] == [victim]
+    assert bucket_problems(bucket.view, upstream.root) == []
+    assert victim in names(bucket.view, "linux-64")
