@@ -162,3 +162,14 @@ def test_a_bucket_channel_that_is_not_there_or_a_subdir(bucket):
     assert "nothing there" in nothing.stderr and nothing.stderr.count("\n") == 1
     bad = cas_index(bucket, "s3://Bad_Bucket/x")
     assert bad.returncode == 2 and "not a bucket name" in bad.stderr
+
+
+def test_many_packages_are_read_by_worker_processes(bucket, tmp_path):
+    """Past a handful of files the packages are read by a pool of processes, which in a process
+    running the bucket client's threads start as fresh interpreters (no fork)."""
+    view = bucket.view
+    made = sorted(upload(view, tmp_path, "noarch", f"many{i}") for i in range(12))
+    done = cas_index(bucket, "--workers", "2", f"{bucket.url}/{CHANNEL}")
+    assert done.returncode == 0, done.stderr
+    assert "12 read" in done.stdout
+    assert records(view, "noarch") == made

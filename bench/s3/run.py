@@ -76,12 +76,12 @@ def main() -> int:
                                "--set", f"s3_work_dir={work / f'round{round_}' / 'bucket-work'}"]  # fmt: skip
                 order = [("folder", into_folder), ("bucket", into_bucket)]
                 for name, command in order if round_ % 2 == 0 else order[::-1]:
-                    for kind in ("cold", "no-op"):
+                    for run_kind in ("cold", "no-op"):
                         ours, weeds = cpu_seconds_of_children(), cpu_seconds(s3.process.pid)
                         measured = sync_bench.measure(command, env)
                         measured["cpu"] = round(cpu_seconds_of_children() - ours, 2)
                         measured["server_cpu"] = round(cpu_seconds(s3.process.pid) - weeds, 2)
-                        runs.setdefault(f"cas-sync into a {name}, {kind}", []).append(measured)
+                        runs.setdefault(f"cas-sync into a {name}, {run_kind}", []).append(measured)
                     weed_peak = max(weed_peak, sync_bench.tree_rss_mb(s3.process.pid))
                 assert sync_bench.folder_bytes(folder / "pkgs" / "linux-64") == (count, total), (
                     "folder missed files"

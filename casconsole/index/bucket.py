@@ -206,7 +206,7 @@ class BucketFiles:
                         result = dataclasses.replace(result, mtime_ns=stamps[item[:2]])
                     on_result(item, result)
 
-                read_all(folder, present, workers, keyed)
+                read_all(folder, present, workers, keyed, fork=False)  # the client's threads run
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 

@@ -45,11 +45,12 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
+def _pool_context(fork: bool = True) -> multiprocessing.context.BaseContext:
     """fork where it is safe (Linux, no other thread: workers start at once, with nothing to
     import), else a fresh interpreter: the console indexes from a thread, and forking a threaded
-    process can deadlock the child on a lock some other thread held."""
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
+    process can deadlock the child on a lock some other thread held (`fork=False`: threads this
+    module cannot see, a bucket client's, are running)."""
+    if fork and sys.platform.startswith("linux") and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("forkserver")
@@ -77,6 +78,7 @@ def read_all(
     todo: list[Todo],
     workers: int,
     on_result: Callable[[Todo, ReadResult | None], None],
+    fork: bool = True,
 ) -> None:
     """Read `todo`, calling `on_result` in this thread as each file is done."""
     small = len(todo) <= _INLINE_MAX_FILES and sum(t[2] for t in todo) <= _INLINE_MAX_BYTES
@@ -87,7 +89,7 @@ def read_all(
     batches = _batches(todo, workers)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(batches)),
-        mp_context=_pool_context(),
+        mp_context=_pool_context(fork),
         initializer=_worker_init,
     )
     try:

@@ -51,7 +51,7 @@ def store_path(mirror_dir: Path) -> Path:
     return state_dir(mirror_dir) / TOKENS
 
 
-def _parse(data: bytes, path: Path) -> list[TokenRecord]:
+def _parse(data: bytes, path: Path | str) -> list[TokenRecord]:
     try:
         doc = json.loads(data)
         if doc.get("version") != _VERSION:
@@ -114,7 +114,7 @@ def _read_object(storage) -> tuple[list[TokenRecord], str | None]:
         data, info = storage.get(key)
     except ObjectNotFound:
         return [], None
-    return _parse(data, Path(storage.where(key))), info.etag
+    return _parse(data, storage.where(key)), info.etag
 
 
 def _update(mirror, change) -> None:
