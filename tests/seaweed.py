@@ -57,6 +57,14 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, however it dies (a killed
+    test run leaves no server behind)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class SeaweedFS:
     def __init__(self, workdir: Path, bucket: str = BUCKET):
         self.workdir = Path(workdir)
@@ -98,7 +106,7 @@ class SeaweedFS:
             try:
                 self.process = subprocess.Popen(
                     args, cwd=data, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
                 )  # fmt: skip
             finally:
                 log.close()
