@@ -132,7 +132,8 @@ def target(directory: Path | BucketURL) -> tuple[Path | BucketURL, list[str] | N
 
 
 def _settings(args: argparse.Namespace):
-    """The settings, for a channel in a bucket only (a folder needs none)."""
+    """The settings, for a channel in a bucket only (a folder needs none; the index reads none
+    itself: they are handed to it)."""
     if args.config is None and not any(isinstance(d, BucketURL) for d in args.dirs):
         return None
     from casconsole.settings import load_settings

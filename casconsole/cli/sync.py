@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         return show(settings, args.json)
     if args.dry_run:
-        return dry_run(settings, args.json, exit_when_done=argv is None)
+        return dry_run(settings, args.json, exit_when_done=argv is None, pypi_only=args.pypi_only)
     return run_sync(settings, args)
 
 
@@ -80,20 +80,28 @@ def show(settings: Settings, as_json: bool) -> int:
     return 0
 
 
-def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> int:
-    """Print the plan; exit status 1 when upstream carries none of the platforms (a sync would
-    not run). With `exit_when_done` (cas-sync run as a program) the process ends here: freeing a
-    500,000-record plan object by object at interpreter exit takes half a second (measured), and
-    a dry run has nothing left to clean up."""
+def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False, pypi_only: bool = False) -> int:
+    """Print the plan (the channel's, then the pypi section's); exit status 1 when upstream carries
+    none of the platforms (a sync would not run). With `exit_when_done` (cas-sync run as a program)
+    the process ends here: freeing a 500,000-record plan object by object at interpreter exit takes
+    half a second (measured), and a dry run has nothing left to clean up."""
+    from casconsole.cli import sync_pypi
     from casconsole.sync.dryrun import make_plan
 
-    plan = make_plan(settings)
+    pypi = sync_pypi.make_plan(settings, pypi_only)
+    plan = None if pypi_only else make_plan(settings)
     if as_json:
-        print(json.dumps(plan.to_json(), indent=1))
+        data = plan.to_json() if plan is not None else {}
+        if pypi is not None:
+            data["pypi"] = pypi.to_json()
+        print(json.dumps(data, indent=1))
     else:
-        print_plan(plan)
+        if plan is not None:
+            print_plan(plan)
+        if pypi is not None:
+            sync_pypi.print_plan(pypi, blank=plan is not None)
     status = 0
-    if plan.nothing_left:
+    if plan is not None and plan.nothing_left:
         report_error(plan.nothing_left_message())
         status = EXIT_FAILED
     if exit_when_done:

@@ -51,11 +51,13 @@ class BucketFiles:
 
     @classmethod
     def open(cls, channel: BucketURL, settings=None) -> BucketFiles:
-        from casconsole.settings import load_settings
+        """`settings`: anything with the s3_* keys (the caller's: the index reads none)."""
         from casconsole.storage import open_storage
 
         if settings is None:
-            settings = load_settings()
+            raise ChannelError(
+                f"{channel}: a channel in a bucket needs the settings (its endpoint, credentials)"
+            )
         files = cls(open_storage(settings, channel), channel)
         files._check()
         return files

@@ -127,7 +127,7 @@ def index_channel(
     out. With `strict`, any problem leaves every output as it was (the cache still learns what
     was read); `stats.withheld` says so.
 
-    `channel_dir` may be a BucketURL (`s3://...`): `settings` (loaded when not given) says how
+    `channel_dir` may be a BucketURL (`s3://...`): `settings` (the caller's, required then) say how
     to reach the bucket. A write another writer overtook starts the run again (`IndexRaced`).
 
     Safe to call from a thread (the console does): workers then start as fresh interpreters,
@@ -158,6 +158,38 @@ def index_channel(
     finally:
         if files.in_bucket:
             files.close()
+    return _finish(files, stats, per_subdir, started, sink)
+
+
+def prepare_channel(path: Path) -> Path:
+    """The channel folder checked, with its `noarch/` and cache folder made (before its lock,
+    which lives in the cache folder)."""
+    files = FolderFiles(path)
+    files.prepare()
+    return files.channel
+
+
+def index_locked(
+    channel: Path,
+    started: float,
+    *,
+    sink: Sink = null_sink,
+    strict: bool = False,
+    workers: int | None = None,
+    subdirs: Iterable[str] | None = None,
+    known: dict[tuple[str, str], ReadResult] | None = None,
+) -> IndexStats:
+    """`index_channel`'s work, for a caller holding the channel's lock (an upload holds it
+    from placing its file to the end of this run). `known` gives files already read, keyed by
+    (subdir, file name): taken as read while their size and mtime are those of the result."""
+    files = FolderFiles(channel)
+    stats = IndexStats(channel=files.channel)
+    cache = files.load_cache()
+    per_subdir = _run(files, cache, stats, sink, strict, workers or os.cpu_count() or 1, subdirs, known)
+    return _finish(files, stats, per_subdir, started, sink)
+
+
+def _finish(files, stats: IndexStats, per_subdir: dict, started: float, sink: Sink) -> IndexStats:
     stats.subdirs = list(per_subdir.values())
     stats.seconds = time.perf_counter() - started
     sink(
@@ -175,8 +207,9 @@ def index_channel(
     return stats
 
 
-def _run(files, cache: Cache, stats: IndexStats, sink: Sink, strict: bool, workers: int, subdirs):
-    """One attempt: scan, read what is new, write what changed; per-subdir stats."""
+def _run(files, cache: Cache, stats: IndexStats, sink: Sink, strict: bool, workers: int, subdirs, known=None):
+    """One attempt: scan, read what is new (or `known` already), write what changed; per-subdir
+    stats."""
     files.begin()
     names = files.subdir_names()
     if not files.in_bucket or "noarch" not in names:
@@ -213,9 +246,9 @@ def _run(files, cache: Cache, stats: IndexStats, sink: Sink, strict: bool, worke
     for scan in scans.values():
         for stray in scan.strays:
             report(stray)
-        known = cache.subdirs[scan.subdir].files
+        cached = cache.subdirs[scan.subdir].files
         for fn, key in sorted(scan.files.items()):
-            entry = known.get(fn)
+            entry = cached.get(fn)
             if entry and entry.problem and (entry.size, entry.mtime_ns) == key:
                 report(Problem(scan.subdir, fn, entry.problem))  # remembered, not re-read
 
@@ -233,10 +266,19 @@ def _run(files, cache: Cache, stats: IndexStats, sink: Sink, strict: bool, worke
         if result.problem:
             report(Problem(subdir, fn, result.problem))
 
+    if known:
+        unread = []
+        for item in todo:
+            result = known.get(item[:2])
+            if result is not None and (result.size, result.mtime_ns) == scans[item[0]].files.get(item[1]):
+                on_result(item, result)
+            else:
+                unread.append(item)
+        todo = unread
     try:
         files.read(todo, workers, on_result)
     finally:
-        if todo or forgot or dirty:
+        if todo or forgot or dirty or known:
             files.save_cache(cache)  # what was read is kept, even on Ctrl-C
 
     stats.problems = sorted(problems)

@@ -173,6 +173,7 @@ class BucketSite(Site):
         self.health = health
         self.mode = mode
         self.redirect_seconds = redirect_seconds
+        self.pypi = None  # the PyPI mirror is kept in a mirror folder only
 
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """Always a Future: the routing too runs in the thread (a token check may read the
@@ -180,7 +181,7 @@ class BucketSite(Site):
         return self.executor.submit(self._handle, method, target, headers), _same
 
     def _handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]) -> Response:
-        routed = self.route(target, headers)
+        routed = self.route(method, target, headers)
         if isinstance(routed, Response):
             return routed
         segs, trailing, asked, _token, granted, log_path = routed

@@ -19,9 +19,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.layout import KNOWN_SUBDIRS, PYPI_DIR
 from casconsole.serve.gzipcache import GzipCache
 from casconsole.serve.health import HEALTH_PATH, Health
+from casconsole.serve.pypi import PypiRoutes
 from casconsole.serve.tokens import TokenChecker
 
 SMALL_BODY = 64 * 1024  # up to this size a body is read and sent with its headers in one write
@@ -249,6 +250,7 @@ class Site:
         executor: Executor,
         channel: str | None = None,
         health: Health | None = None,
+        pypi_private: Iterable[str] = (),
     ):
         self.root = os.path.realpath(root)
         self.prefix = self.root.rstrip("/") + "/"
@@ -261,6 +263,8 @@ class Site:
         self.executor = executor
         self.channel = channel
         self.health = health
+        # the PyPI mirror under /pypi/ (serve/pypi.py); `pypi` in private_channels makes all of it private
+        self.pypi = PypiRoutes(self.root, pypi_private, PYPI_DIR in self.private)
         self._dates: dict[int, str] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
 
@@ -268,7 +272,7 @@ class Site:
 
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """A Response, or a Future of one when the answer needs a thread (directory pages)."""
-        routed = self.route(target, headers)
+        routed = self.route(method, target, headers)
         if isinstance(routed, Response):
             return routed
         segs, trailing, asked, token, granted, log_path = routed
@@ -295,7 +299,7 @@ class Site:
                 os.close(fd)
             raise
 
-    def route(self, target: bytes, headers: dict[bytes, bytes]):
+    def route(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """The request target as (segments under the root, trailing slash, segments as asked,
         token, channels the token grants, path for the log), or the Response that ends it here:
         bad or hidden targets, the token check, the health URL, private channels refused."""
@@ -322,6 +326,8 @@ class Site:
             log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
             segs = [self.channel, *segs]  # the root URL as the mirrored channel
+        elif segs and segs[0] == PYPI_DIR and self.pypi is not None:
+            return self._pypi(method, segs, trailing, token, headers, log_path)
         granted: frozenset[str] = frozenset()
         if self._private_folded and segs and segs[0].casefold() in self._private_folded:
             if token is None or segs[0] not in self.private:
@@ -332,6 +338,38 @@ class Site:
         elif token is not None and not segs and self.private:
             granted = self.tokens.channels(token)  # for the root page only
         return segs, trailing, asked, token, granted, log_path
+
+    def _pypi(self, method, segs, trailing, token, headers, log_path) -> Response:
+        """The simple index under /pypi/ (serve/pypi.py decides; files are served as files)."""
+
+        def granted() -> bool:
+            return token is not None and PYPI_DIR in self.tokens.channels(token)
+
+        kind, detail = self.pypi.route(segs, trailing, headers, granted)
+        if kind == "redirect":
+            return _redirect([*([TOKEN_PREFIX, token] if token is not None else []), *detail], log_path)
+        if kind == "root":
+            body, ctype = detail
+            headers_out = [f"Content-Type: {ctype}", f"Content-Length: {len(body)}", "Vary: Accept"]
+            return Response(200, headers_out, body if method != b"HEAD" else b"", log_path)
+        if kind == "406":
+            return error(406, log_path, "Not Acceptable")
+        if kind not in ("page", "file"):
+            return error(404, log_path)
+        path, ctype = detail if kind == "page" else (detail, None)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return error(404, log_path)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not self._contained(fd, path, token, frozenset()):
+            os.close(fd)
+            return error(404, log_path)
+        resp = self._file(method, fd, st, path[len(self.prefix) :].split("/"), headers, log_path)
+        if ctype is not None:  # the page's type as negotiated, not its file name's
+            resp.headers = [h for h in resp.headers if not h.startswith("Content-Type:")]
+            resp.headers += [f"Content-Type: {ctype}", "Vary: Accept"]
+        return resp
 
     def _health(self) -> Response:
         assert self.health is not None

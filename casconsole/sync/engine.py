@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casconsole.conda.archive import split_package_name
 from casconsole.conda.rawrepodata import RawRepoData
 from casconsole.conda.repodata import RepoData
 from casconsole.errors import (
@@ -68,9 +68,10 @@ from casconsole.sync.events import (
 from casconsole.sync.fetch import FileJob, Outcome
 from casconsole.sync.lock import SyncLocked, lock_holder
 from casconsole.sync.safety import redacted, storage_failure
+from casconsole.sync.section import Section
 from casconsole.sync.status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from casconsole.sync.store import VerifiedStore
-from casconsole.sync.target import BucketTarget, FolderTarget, unlink
+from casconsole.sync.target import BucketTarget, FolderTarget, sweep
 from casconsole.sync.workers import WorkerConfig, WorkerPool, plan_processes
 from casconsole.upstream.policy import NetworkPolicy
 from casconsole.upstream.repodata import Upstream
@@ -82,6 +83,7 @@ _MAY_HOLD_URLS = (
 )  # fmt: skip
 
 __all__ = [
+    "Section",
     "StatusReader",
     "Sync",
     "SyncError",
@@ -120,14 +122,24 @@ class Sync:
     `sink` receives the events, in the thread that runs `run()` (the download workers' events
     are relayed there). `verify=True` re-hashes every file on disk and repairs those that do
     not match. `force_prune=True` prunes even where more than `max_prune` of a subdir would go.
+    `sections` run after the channel (`conda=False`: instead of it), in the same sync.
     """
 
     def __init__(
-        self, settings: Settings, sink: Sink | None = None, *, verify: bool = False, force_prune: bool = False
+        self,
+        settings: Settings,
+        sink: Sink | None = None,
+        *,
+        verify: bool = False,
+        force_prune: bool = False,
+        sections: Sequence[Section] = (),
+        conda: bool = True,
     ):
         self.settings = settings
         self.verify = verify
         self.force_prune = force_prune
+        self.sections = tuple(sections)
+        self.conda = conda
         self._sink = sink or null_sink
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
@@ -149,10 +161,16 @@ class Sync:
         upstream = self._upstream
         if upstream is not None:  # a repodata transfer, stalled maybe: its socket is shut now
             upstream.abort()
+        for section in self.sections:
+            section.cancel()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._cancel
 
     def emit(self, event: Event) -> None:
         if isinstance(event, _MAY_HOLD_URLS):
@@ -185,6 +203,11 @@ class Sync:
         """
         settings = self.settings
         _check_channel(settings)
+        if settings.in_bucket and self.sections:
+            names = ", ".join(section.name for section in self.sections)
+            raise SyncError(
+                f"{names}: kept in a mirror folder only (mirror_dir is a bucket, {settings.mirror_dir})"
+            )
         if settings.in_bucket:
             target: FolderTarget | BucketTarget = BucketTarget(settings, self._warn, self._lease_lost)
         else:
@@ -204,17 +227,17 @@ class Sync:
             self.emit(
                 SyncStarted(
                     os.getpid(),
-                    settings.remote_url,
+                    settings.remote_url if self.conda else ", ".join(s.source for s in self.sections),
                     str(settings.mirror_dir),
-                    settings.channel_name,
-                    settings.subdirs,
+                    settings.channel_name if self.conda else ", ".join(s.name for s in self.sections),
+                    [*(settings.subdirs if self.conda else []), *(s.name for s in self.sections)],
                     self.verify,
                 )
             )
             if lock.stale:
                 self.emit(SyncWarning("", f"took over the lock left by {lock.stale}, no longer running"))
             try:
-                self._run()
+                self._run_all()
                 stats.state = "cancelled" if self.cancelled else ("failed" if stats.failed else "done")
             except Cancelled:
                 stats.state = "cancelled"
@@ -244,6 +267,14 @@ class Sync:
             lock.release()
             target.close()
         return stats
+
+    def _run_all(self) -> None:
+        if self.conda:
+            self._run()
+        for section in self.sections:
+            if self.cancelled:
+                raise Cancelled
+            section.run(self)
 
     def _warn(self, subdir: str, message: str) -> None:
         self.emit(SyncWarning(subdir, message))
@@ -296,13 +327,19 @@ class Sync:
             if pool is not None:
                 pool.close()  # stops the workers first if the sync ends early
 
-    def _pool(self, jobs: int | None) -> WorkerPool:
-        """Download workers, started: `concurrency` downloads at a time in all."""
+    def worker_pool(self, jobs: int | None, policy: NetworkPolicy) -> WorkerPool:
+        """Started download workers for a section, through its own network policy."""
+        return self._pool(jobs, policy)
+
+    def _pool(self, jobs: int | None, policy: NetworkPolicy | None = None) -> WorkerPool:
+        """Download workers, started: `concurrency` downloads at a time in all, through `policy`
+        (the settings' network policy unless a section has its own)."""
         s = self.settings
         processes, threads = plan_processes(s.concurrency, jobs)
+        policy = policy or NetworkPolicy.of(s)
         bucket = self.target.storage.config if isinstance(self.target, BucketTarget) else None
         lock_path = str(state_dir(s.local_dir) / WORKERS_LOCK)
-        config = WorkerConfig(NetworkPolicy.of(s), threads, lock_path, bucket)
+        config = WorkerConfig(policy, threads, lock_path, bucket)
         return WorkerPool(config, processes, self.emit, self._cancel).start()
 
     def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData], dict[str, str]]:
@@ -529,7 +566,7 @@ class Sync:
                     removed += 1
                     self.emit(FileRemoved(sub.name, fn, "left the plan"))
                     sub.store.forget(fn)
-        self._sweep(sub)
+        sweep(sub.folder, sub.present, sub.wanted, self.stats.started)
         self.stats.removed += removed
         self.stats.packages += len(sub.present)
         sub.store.compact(keep=sub.present)
@@ -544,35 +581,13 @@ class Sync:
         files that are still there, since nothing is removed), files fetched now wait for the
         next sync to be listed, and no file is deleted, not even one found bad (the kept
         repodata may name it)."""
-        self._sweep(sub)
+        sweep(sub.folder, sub.present, sub.wanted, self.stats.started)
         assert self.target is not None
         packages = self.target.count_records(sub.name)
         self.stats.packages += packages
         sub.store.compact(keep=sub.present | set(sub.leaving))
         done = SubdirDone(sub.name, packages, sub.downloaded, sub.failed, 0, False, withheld=len(sub.leaving))
         self.emit(done)
-
-    def _sweep(self, sub: _Subdir) -> None:
-        """Remove temporary files nobody will finish: partial downloads of files that are in
-        place or left the plan, and repodata temporaries left by a sync killed mid-write (older
-        than this sync, so never another writer's file in progress)."""
-        with os.scandir(sub.folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if not (name.startswith(".") and name.endswith(".part")):
-                    continue
-                fn = name[1:-5]
-                if split_package_name(fn):
-                    stale = fn in sub.present or fn not in sub.wanted
-                elif name.startswith(".repodata.json"):
-                    try:
-                        stale = entry.stat(follow_symlinks=False).st_mtime < self.stats.started
-                    except FileNotFoundError:
-                        continue
-                else:
-                    continue
-                if stale:
-                    unlink(Path(entry.path))
 
 
 def _check_channel(settings: Settings) -> None:

@@ -85,6 +85,30 @@ def bucket_sizes(settings: Settings, subdirs: list[str]) -> dict[str, dict[str, 
     return {sd: {fn: size for fn, (size, _) in files.items()} for sd, files in found.items()}
 
 
+def sweep(folder: Path, present: set[str], wanted: set[str], started: float) -> None:
+    """Remove temporary files nobody will finish: partial downloads of files that are in
+    place or left the plan, and repodata temporaries left by a sync killed mid-write (older
+    than this sync, so never another writer's file in progress). A bucket mirror's staging
+    folder is swept the same way."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".part")):
+                continue
+            fn = name[1:-5]
+            if split_package_name(fn):
+                stale = fn in present or fn not in wanted
+            elif name.startswith(".repodata.json"):
+                try:
+                    stale = entry.stat(follow_symlinks=False).st_mtime < started
+                except FileNotFoundError:
+                    continue
+            else:
+                continue
+            if stale:
+                unlink(Path(entry.path))
+
+
 def unlink(path: Path) -> bool:
     try:
         path.unlink()
