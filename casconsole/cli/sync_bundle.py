@@ -146,7 +146,14 @@ def manifest(settings: Settings, args: argparse.Namespace, sink: _Sink, cancel: 
     from casconsole.sync.lock import SyncLock
 
     mirror = settings.mirror_dir
-    if mirror.is_dir():
+    if settings.in_bucket:  # scanned from the bucket, under its lock object
+        from casconsole.bundle.bucket import mirror_lock
+        from casconsole.storage import open_storage
+
+        storage = open_storage(settings)
+        with mirror_lock(storage):
+            state, stats = scan_mirror(storage, rehash=args.rehash, sink=sink, cancel=cancel)
+    elif mirror.is_dir():
         with SyncLock(mirror):
             state, stats = scan_mirror(mirror, rehash=args.rehash, sink=sink, cancel=cancel)
     else:  # a site's first copy: the mirror holds nothing yet, and says so
@@ -186,8 +193,13 @@ def export(
             f"target {plan.target}{fs}: {_size(plan.free + plan.reclaimable)} free, {_size(plan.size)} needed"
         )
 
+    mirror = settings.mirror_dir
+    if settings.in_bucket:  # read from the bucket (bundle/bucket.py)
+        from casconsole.storage import open_storage
+
+        mirror = open_storage(settings)
     export_bundle(
-        settings.mirror_dir,
+        mirror,
         args.export,
         since=args.since,
         volume_size=volume_size,
@@ -203,6 +215,13 @@ def export(
 def import_(settings: Settings, args: argparse.Namespace, sink: _Sink, cancel: threading.Event) -> int:
     from casconsole.bundle.importer import import_bundle
 
+    if settings.in_bucket:
+        from casconsole.errors import SettingsError
+
+        raise SettingsError(
+            f"mirror_dir is a bucket ({settings.mirror_dir}): a bundle is imported into a mirror folder "
+            "(the offline side); export from a bucket, import into a folder (docs/scale-out.md)"
+        )
     trusted = settings.bundle_trusted_key
 
     def on_plan(plan) -> None:

@@ -326,11 +326,16 @@ def print_status(settings: Settings, as_json: bool) -> int:
     """Print the running or last sync; exit 0 when it is running or ended done, 3 when it ended
     done with the prune guard holding a subdir back (as the sync itself exited), else 1 (it
     failed, stopped, was killed, or no sync has run)."""
-    status = read_status(settings.mirror_dir)
+    if settings.in_bucket:
+        from casconsole.sync.target import bucket_status
+
+        status = bucket_status(settings)
+    else:
+        status = read_status(settings.mirror_dir)
     if as_json:
         print(json.dumps(status.to_json(), indent=1, default=str))
     else:
-        print(format_status(status, settings.mirror_dir))
+        print(format_status(status, settings.local_dir))
     if status.state not in STATUS_OK:
         return EXIT_FAILED
     return EXIT_PRUNE_WITHHELD if status.withheld and status.state != "running" else 0
@@ -393,10 +398,13 @@ def format_status(status: SyncStatus, mirror_dir: Path) -> str:
 
 def detach(settings: Settings, args: argparse.Namespace) -> int:
     """Start the sync as its own session (setsid), print its pid and log, and return."""
-    holder = lock_holder(settings.mirror_dir)
+    holder = (
+        None if settings.in_bucket else lock_holder(settings.mirror_dir)
+    )  # a bucket's: the child's to tell
     if holder:
         fail(f"another sync of this mirror is running (pid {holder})", status=2)
-    cas = state_dir(settings.mirror_dir)
+    cas = state_dir(settings.local_dir)
+    cas.mkdir(parents=True, exist_ok=True)
     config = write_snapshot(settings, cas / f"detached-settings.{os.getpid()}.yaml")
     output = cas / DETACHED_OUTPUT
     command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
@@ -424,13 +432,13 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
             for line in tail:
                 print(line, file=sys.stderr)
             return code
-        if read_status(settings.mirror_dir).pid == child.pid:
+        if read_status(settings.local_dir).pid == child.pid:
             break
         time.sleep(0.05)
     if args.quiet:
         return 0
     print(f"cas-sync: syncing in the background, pid {child.pid}")
-    print(f"  status log  {log_path(settings.mirror_dir)}")
+    print(f"  status log  {log_path(settings.local_dir)}")
     print(f"  output      {output}")
     print(f"  follow it   cas-sync --status --mirror-dir {settings.mirror_dir}   (stop it: kill {child.pid})")
     return 0
