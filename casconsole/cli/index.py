@@ -24,6 +24,7 @@ from pathlib import Path
 import humanize
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.cli.progress import BarsSink, QuietSink
 from casconsole.errors import EXIT_STORAGE
 from casconsole.events import Event
 from casconsole.index.channel import (
@@ -259,14 +260,8 @@ def _warn(problem: ProblemFound, echo: Callable[[str], None]) -> None:
     echo(f"warning: {problem.subdir}/{problem.fn}: {problem.reason}")
 
 
-class _PlainReporter:
+class _PlainReporter(QuietSink):
     """Lines for logs and pipes: what will be read, then warnings as they come."""
-
-    def __enter__(self) -> _PlainReporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, IndexStarted):
@@ -297,7 +292,7 @@ class _QuietReporter(_PlainReporter):
             _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
 
 
-class _ProgressReporter:
+class _ProgressReporter(BarsSink):
     """A rich progress bar over the files being read; warnings printed above it."""
 
     def __init__(self) -> None:
@@ -319,13 +314,6 @@ class _ProgressReporter:
             transient=True,
         )
         self.task = None
-
-    def __enter__(self) -> _ProgressReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, IndexStarted):

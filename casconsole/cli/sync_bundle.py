@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from casconsole.cli.progress import BarsSink, QuietSink, transfer_bars
 from casconsole.errors import EXIT_INTERRUPTED, Cancelled
 from casconsole.events import Event
 from casconsole.settings import Settings
@@ -258,7 +259,7 @@ def make_sink(args: argparse.Namespace, out: TextIO) -> _Sink:
     return PlainSink(out)
 
 
-class _Sink:
+class _Sink(QuietSink):
     """The events of a manifest, export or import as the user sees them; the base says nothing
     (--quiet: errors go to stderr through the command's error path)."""
 
@@ -270,12 +271,6 @@ class _Sink:
 
     def say(self, text: str) -> None:
         """A line of the command's own (the plan, the outcome)."""
-
-    def __enter__(self) -> _Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class JsonSink(_Sink):
@@ -331,39 +326,18 @@ class PlainSink(_Sink):
             self.say(f"{event.summary} ({event.seconds:.1f} s)")
 
 
-class RichSink(PlainSink):
+class RichSink(BarsSink, PlainSink):
     """A progress bar per stage on a terminal (bytes, rate, time left)."""
 
     def __init__(self, out: TextIO):
         super().__init__(out)
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.console = Console(file=out)
-        self.progress = Progress(
-            TextColumn("{task.description:<9}"),
-            BarColumn(bar_width=None),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            refresh_per_second=5,
+        self.progress = transfer_bars(
+            console=self.console, label="{task.description:<9}", bar_width=None, transient=False
         )
         self.task: Any = None
-
-    def __enter__(self) -> RichSink:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def line(self, text: str) -> None:
         from rich.text import Text

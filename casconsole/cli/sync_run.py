@@ -25,7 +25,9 @@ from typing import Any, TextIO
 
 import humanize
 
+from casconsole.cli import progress
 from casconsole.cli.common import fail, stdout_gone
+from casconsole.cli.progress import BarsSink, transfer_bars
 from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
 from casconsole.layout import state_dir
@@ -152,7 +154,7 @@ def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
         print(f"cas-sync: {line}", file=out)
 
 
-class _Sink:
+class _Sink(progress.QuietSink):
     """A sink that keeps the sync's status from its events: the totals every view shows.
 
     When the reader of its output goes away (`cas-sync | head`), it stops writing and calls
@@ -183,12 +185,6 @@ class _Sink:
 
     def show(self, event: Event, fields: dict[str, Any]) -> None:
         raise NotImplementedError
-
-    def __enter__(self) -> _Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class QuietSink(_Sink):
@@ -248,7 +244,7 @@ class PlainSink(_Sink):
             )
 
 
-class RichSink(_Sink):
+class RichSink(BarsSink, _Sink):
     """Progress bars on a terminal: overall bytes with rate and ETA, one bar per subdir."""
 
     STYLE = {report.WARNING: "yellow", report.ERROR: "red"}
@@ -256,36 +252,14 @@ class RichSink(_Sink):
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.console = Console(stderr=False)
-        self.progress = Progress(
-            TextColumn("{task.description:<10}"),
-            BarColumn(bar_width=None),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-            refresh_per_second=5,
+        self.progress = transfer_bars(
+            console=self.console, label="{task.description:<10}", bar_width=None, transient=False
         )
         self.overall = self.progress.add_task("all", total=None)
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
-
-    def __enter__(self) -> RichSink:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def show(self, event: Event, fields: dict[str, Any]) -> None:
         from rich.text import Text
