@@ -226,3 +226,13 @@ def test_the_access_tail_counts_what_came_and_skips_the_consoles_own_checks(tmp_
     assert tail.lines[-1].time == "01:02:03"
     tail.poll(now=200.0)  # the window moved on
     assert tail.rate() == (0.0, 0.0) and tail.requests == 2
+
+
+def test_detach_and_stop_refuse_a_mirror_in_a_bucket(console_dir):
+    (console_dir / "user.yaml").write_text(
+        "mirror_dir: s3://bkt/mirror\ns3_endpoint_url: http://127.0.0.1:9\n"
+    )
+    for flag in ("--detach", "--stop"):
+        result = run_server(flag, cwd=console_dir)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "a mirror in a bucket is served in the foreground" in result.stderr

@@ -13,4 +13,9 @@ def make_plan(settings: Settings, check: bool = True) -> Plan:
     left out of the plan and named in `plan.missing`, as the sync leaves it out."""
     missing: dict[str, str] = {}
     upstream = fetch_upstream(settings, missing=missing)
-    return Plan.build(settings, upstream, check, missing)
+    local = None
+    if settings.in_bucket:  # what the bucket holds: listed here, the plan fetches nothing
+        from casconsole.sync.target import bucket_sizes
+
+        local = bucket_sizes(settings, list(upstream))
+    return Plan.build(settings, upstream, check, missing, local=local)
