@@ -118,6 +118,7 @@ async def test_tokens_and_a_private_channel_from_the_console_against_the_real_se
         await pilot.press("0")
         screen = server_screen(app)
         await wait_for(pilot, lambda: screen.channel == "internal-pkgs")
+        assert screen.tokens_table.empty_text == "no token for internal-pkgs: a adds one"
         # private, saved with the diff shown first
         await pilot.press("p")
         assert "private_channels +internal-pkgs" in static_text(app, "#server-detail")

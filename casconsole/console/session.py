@@ -235,11 +235,14 @@ def probe_server(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]
     """(up, what was seen) for an HTTP server at host:port; a wildcard address is asked locally."""
     import http.client
 
+    from casconsole.serve.daemon import HEALTH_AGENT
+
     address = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     where = f"http://{address}:{port}/"
     connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        connection.request("HEAD", "/")
+        # named as the Server screen's health checks, which its traffic figures leave out
+        connection.request("HEAD", "/", headers={"User-Agent": HEALTH_AGENT})
         status = connection.getresponse().status
     except OSError as exc:
         return False, f"not reachable at {where} ({exc.strerror or exc})"

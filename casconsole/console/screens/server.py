@@ -258,6 +258,10 @@ class ServerScreen(ConsoleScreen):
     def show_tokens(self) -> None:
         channel = self.channel
         tokens = [t for t in self.view.tokens if t.channel == channel]
+        empty = self.view.token_error or (f"no token for {channel}: a adds one" if channel else "no channel")
+        if empty != self.tokens_table.empty_text:  # the channel moved, or the first look came
+            self.tokens_table.empty_text = empty
+            self.tokens_table.refresh()
         if [t.id for t in tokens] != [t.id for t in self.shown_tokens] or not self.tokens_table.columns:
             self.shown_tokens = tokens
             columns = [
@@ -266,9 +270,6 @@ class ServerScreen(ConsoleScreen):
                 Column("created", 10, lambda i: self.shown_tokens[i].created[:10], flex=True),
             ]
             position = self.tokens_table.cursor
-            self.tokens_table.empty_text = self.view.token_error or (
-                f"no token for {channel}: a adds one" if channel else "no channel"
-            )
             self.tokens_table.set_data(columns, len(tokens))
             self.tokens_table.cursor = position
         self.show_detail()
