@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.cli.common import add_version_argument, entry_point, start_detached
 from casconsole.layout import PYPI_DIR, channel_name_problem, state_dir
 from casconsole.serve import daemon
 from casconsole.serve.condarc import Condarc, is_loopback
@@ -274,36 +272,22 @@ def _detach(args: argparse.Namespace, settings: Settings) -> int:
     output = daemon.output_path(mirror)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
     env["CAS_MIRROR_SYSTEM_CONFIG"] = env["CAS_MIRROR_USER_CONFIG"] = os.devnull  # the file says all
-    with open(output, "ab") as out:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # setsid: no controlling terminal, no SIGHUP when SSH ends
-            cwd="/",
-            close_fds=True,
-            env=env,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until it listens (its record names it), or gave up
-        code = child.poll()
-        if code is not None:
-            with contextlib.suppress(OSError):
-                config.unlink()
-            tail = output.read_text(encoding="utf-8", errors="replace").splitlines()[-3:]
-            for line in tail:
-                print(line, file=sys.stderr)
-            return code or 1
+
+    def listening(pid: int) -> bool:  # its record names it once its sockets listen
         record = daemon.read_record(mirror)
-        if record is not None and record.pid == child.pid:
-            print(f"cas-server: serving in the background at {record.url}, pid {child.pid}")
-            print(f"  output      {output}")
-            print(f"  access log  {access_log}")
-            print("  stop it     cas-server --stop" + (f" --root {mirror}" if args.root else ""))
-            return 0
-        time.sleep(0.05)
-    return _fail(f"the server (pid {child.pid}) did not start listening within 30 s; see {output}", 1)
+        return record is not None and record.pid == pid
+
+    pid, code = start_detached(command, output, config, listening, timeout=30, tail=3, env=env)
+    if code is not None:
+        return code or 1
+    record = daemon.read_record(mirror)
+    if record is None or record.pid != pid:
+        return _fail(f"the server (pid {pid}) did not start listening within 30 s; see {output}", 1)
+    print(f"cas-server: serving in the background at {record.url}, pid {pid}")
+    print(f"  output      {output}")
+    print(f"  access log  {access_log}")
+    print("  stop it     cas-server --stop" + (f" --root {mirror}" if args.root else ""))
+    return 0
 
 
 _NO_DETACH_IN_BUCKET = (

@@ -192,9 +192,10 @@ class ConsoleState:
         targets.append(("system", system_config_path(self.env)))
         return targets
 
-    def preview_save(self, layer: str, path: Path) -> SaveTarget:
-        """What saving the pending keys to `path` would do (SettingsError when it cannot)."""
-        updates = dict(self.pending())
+    def preview_save(self, layer: str, path: Path, updates: Mapping[str, Any] | None = None) -> SaveTarget:
+        """What saving `updates` (default: the pending keys) to `path` would do, with the keys a
+        higher layer sets anyway (SettingsError when it cannot)."""
+        updates = dict(self.pending() if updates is None else updates)
         old, new = preview_write(path, updates)
         overridden = [
             f"{key} is set by {self.saved.origins[key]}, which is above the {layer} file"

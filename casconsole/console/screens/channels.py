@@ -20,8 +20,8 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Static
 
 from casconsole.conda.repodata import RepoData, decode_repodata, empty_repodata, load_local_repodata
-from casconsole.console.screens.base import ConsoleScreen, archive_format, count, date, size
-from casconsole.console.screens.plan import version_key
+from casconsole.console.screens.base import ConsoleScreen, count, date, size
+from casconsole.console.screens.plan import record_columns
 from casconsole.console.session import settle_heap
 from casconsole.layout import find_channels, subdir_folders
 from casconsole.widgets.vtable import Column, VirtualTable
@@ -29,19 +29,7 @@ from casconsole.widgets.vtable import Column, VirtualTable
 
 def channel_columns(records: list) -> list[Column]:
     return [
-        Column("name", 14, lambda i: records[i].name, flex=True, auto=True, max_width=30),
-        Column(
-            "version",
-            7,
-            lambda i: records[i].version,
-            sort=lambda i: version_key(records[i].version),
-            auto=True,
-            max_width=16,
-        ),
-        Column("build", 8, lambda i: records[i].build, auto=True, max_width=28),
-        Column("fmt", 5, lambda i: archive_format(records[i].fn)),
-        Column("size", 8, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"),
-        Column("license", 7, lambda i: records[i].license or "", auto=True, max_width=24),
+        *record_columns(records),
         Column("date", 10, lambda i: date(records[i].timestamp), sort=lambda i: records[i].timestamp or 0),
     ]
 

@@ -24,7 +24,7 @@ from casconsole.fsutil import atomic_write_bytes
 from casconsole.redact import redact_url
 from casconsole.serve.condarc import ClientChannel, Condarc, base_url_of
 from casconsole.serve.pipconf import pip_conf
-from casconsole.settings import LAYERS, SettingsError, preview_write, write_settings
+from casconsole.settings import SettingsError, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
 # the keys a save from this screen may write
@@ -185,17 +185,7 @@ class ClientsScreen(ConsoleScreen):
         return updates
 
     def preview_save(self, layer: str, path: Path):
-        from casconsole.console.session import SaveTarget
-
-        updates = self.updates()
-        old, new = preview_write(path, updates)
-        origins = self.state.saved.origins
-        overridden = [
-            f"{key} is set by {origins[key]}, which is above the {layer} file"
-            for key in updates
-            if key in origins and LAYERS.index(origins[key].layer) > LAYERS.index(layer)
-        ]
-        return SaveTarget(layer, path, updates, old, new, overridden)
+        return self.state.preview_save(layer, path, self.updates())
 
     def action_save_settings(self) -> None:
         if not self.updates():

@@ -153,6 +153,14 @@ def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
 
     return [
         Column("decision", 9, label, tag),
+        *record_columns(records, size_width=9),
+    ]
+
+
+def record_columns(records: list, size_width: int = 8) -> list[Column]:
+    """A package record's columns, as the Plan and Channels tables show them: the name whole
+    first, version, build, the format (`.conda` or `.tar.bz2` of one build), size, license."""
+    return [
         Column("name", 14, lambda i: records[i].name, flex=True, auto=True, max_width=30),
         Column(
             "version",
@@ -164,7 +172,9 @@ def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
         ),
         Column("build", 8, lambda i: records[i].build, auto=True, max_width=28),
         Column("fmt", 5, lambda i: archive_format(records[i].fn)),
-        Column("size", 9, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"),
+        Column(
+            "size", size_width, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"
+        ),
         Column("license", 7, lambda i: records[i].license or "", auto=True, max_width=24),
     ]
 

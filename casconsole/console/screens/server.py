@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -36,7 +36,7 @@ from casconsole.errors import CasError, ServerError
 from casconsole.layout import PYPI_DIR, channel_name_problem, find_channels, state_dir
 from casconsole.serve import daemon
 from casconsole.serve.tokens import TokenRecord, add_token, read_tokens, revoke_tokens
-from casconsole.settings import LAYERS, Settings, SettingsError, preview_write, write_settings
+from casconsole.settings import Settings, SettingsError, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
 POLL_SECONDS = 1.0
@@ -456,17 +456,7 @@ class ServerScreen(ConsoleScreen):
         self.refresh_bindings()
 
     def preview_save(self, layer: str, path: Path):
-        from casconsole.console.session import SaveTarget
-
-        updates: dict[str, Any] = {"private_channels": list(self.private)}
-        old, new = preview_write(path, updates)
-        origins = self.state.saved.origins
-        overridden = [
-            f"{key} is set by {origins[key]}, which is above the {layer} file"
-            for key in updates
-            if key in origins and LAYERS.index(origins[key].layer) > LAYERS.index(layer)
-        ]
-        return SaveTarget(layer, path, updates, old, new, overridden)
+        return self.state.preview_save(layer, path, {"private_channels": list(self.private)})
 
     def action_save(self) -> None:
         if not self.pending():
