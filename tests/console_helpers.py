@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -50,6 +51,15 @@ async def wait_workers(pilot) -> None:
         except WorkerFailed:
             pass  # the app's failure policy shows it; the tests look at what it showed
         await pilot.pause()
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    """Until `condition()` holds, the app running meanwhile (AssertionError after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.05)
 
 
 def static_text(app, selector: str) -> str:

@@ -183,6 +183,49 @@ async def test_every_dialog_closes_with_escape(console_dir, internal_channel):
                 await pilot.press("escape")  # out of the URL field
 
 
+def table_lines(app) -> list[str]:
+    """The rows the current screen's table shows, as the terminal gets them."""
+    t = table(app)
+    return [t.render_line(y).text for y in range(t.size.height)]
+
+
+async def test_tables_fit_80_columns_and_show_more_on_a_wider_terminal(internal_channel):
+    """Point 1 of issue 17: columns sized to content, a name's start and a URL's end kept, the
+    format column telling a build's .conda from its .tar.bz2, the key bar naming every screen
+    when it has room, and what a narrow table cuts whole in its detail line."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        gcc = next(line for line in table_lines(app) if "libgcc-ng" in line)
+        assert "GPL-3.0-only…" in gcc and "WITH GCC-exception-3.1" not in gcc  # cut at 80 columns
+        index = await goto_record(pilot, "libgcc-ng")
+        await pilot.pause()
+        assert "GPL-3.0-only WITH GCC-exception-3.1" in static_text(app, "#reason")  # whole below
+        assert app.screen.subdir_plan.records[index].license in static_text(app, "#reason")
+        await pilot.press("5")
+        await pilot.pause()
+        # one build of openssl in both formats: two rows that differ by their format alone
+        rows = [line.split() for line in table_lines(app) if line.startswith("openssl ") and "3.2.1" in line]
+        assert sorted(r[3] for r in rows) == ["bz2", "conda"] and rows[0][:3] == rows[1][:3]
+        await pilot.press("7")
+        await pilot.pause()
+        urls = [line for line in table_lines(app) if "internal-pkgs" in line]
+        assert urls and urls[0].rstrip().endswith("http://127.0.0.1:8080/internal-pkgs")
+        assert app.screen.query_one("#clients-url", Input).value == "http://127.0.0.1:8080"  # whole
+
+        await pilot.resize_terminal(120, 40)
+        await pilot.press("3")
+        await pilot.pause()
+        top = str(app.screen.query_one(KeyBar).render()).splitlines()[0]
+        assert all(
+            f" {n} {title}" in top for n, title in [("1", "Overview"), ("8", "Installers"), ("0", "Server")]
+        )
+        gcc = next(line for line in table_lines(app) if "libgcc-ng" in line)
+        assert "GPL-3.0-only WITH GCC-exception-3.1" in gcc  # whole with room
+
+
 # ---------------------------------------------------------------- config
 
 

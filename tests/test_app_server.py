@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from console_helpers import make_app, static_text, wait_workers
+from console_helpers import make_app, static_text, wait_for, wait_workers
 
 from casconsole.console.screens.dialogs import ConfirmDialog, SaveDialog
 from casconsole.console.screens.server import ServerScreen, TokenDialog
@@ -41,14 +41,6 @@ def served(console_dir, internal_channel):
         fh.write(f"server_port: {port}\n")
     yield port
     daemon.stop(console_dir / "mirror")
-
-
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await pilot.pause(0.05)
 
 
 def get(url: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from casconsole.widgets.vtable import VirtualTable
-from console_helpers import make_app, static_text, wait_workers
+from console_helpers import make_app, static_text, wait_for, wait_workers
 from upstream_server import Fault, Upstream
 
 from casconsole.console.screens.base import count, size
@@ -34,14 +34,6 @@ mirror_dir: mirror
 platforms: [linux-64]
 blacklist: [r-*, mkl, python, qt-main, pyqt]
 """
-
-
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await pilot.pause(0.05)
 
 
 def sync_screen(app) -> SyncScreen:
