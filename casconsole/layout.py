@@ -32,6 +32,10 @@ SYNC_LOG = "sync.jsonl"
 UPSTREAM_CACHE = "upstream"  # .cas/upstream/<channel>/<subdir>.cache
 VERIFIED = "verified"  # .cas/verified/<channel>/<subdir>.tsv
 TOKENS = "tokens.json"
+# a cas-server started with --detach (the console's Server screen): its pid, output, access log
+SERVER_PID = "server.pid"
+SERVER_OUTPUT = "server.out"
+SERVER_ACCESS_LOG = "server-access.log"
 GZIP_CACHE = "cache/gzip"
 
 # a channel's own index cache, under <channel>/.cache/

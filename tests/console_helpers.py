@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -35,17 +36,30 @@ def make_app(**kwargs) -> CasConsole:
     return CasConsole(ConsoleState(), **kwargs)
 
 
+FOLLOWERS = ("sync-follow", "server-watch")
+
+
 async def wait_workers(pilot) -> None:
     """Until every worker has finished (failed ones too) and the messages they sent are handled."""
     for _ in range(2):
-        # the Sync screen follows the status log for as long as it lives: not a worker to wait for
-        workers = [w for w in pilot.app.workers if w.group != "sync-follow"]
+        # the Sync screen follows the status log and the Server screen watches the server for as
+        # long as they live: not workers to wait for
+        workers = [w for w in pilot.app.workers if w.group not in FOLLOWERS]
         try:
             if workers:  # (an empty list would mean every worker)
                 await pilot.app.workers.wait_for_complete(workers)
         except WorkerFailed:
             pass  # the app's failure policy shows it; the tests look at what it showed
         await pilot.pause()
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    """Until `condition()` holds, the app running meanwhile (AssertionError after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.05)
 
 
 def static_text(app, selector: str) -> str:

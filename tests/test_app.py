@@ -9,22 +9,25 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from casconsole.widgets.keybar import KeyBar
 from casconsole.widgets.vtable import VirtualTable
 from console_helpers import add_channel, make_app, static_text, wait_workers
 from textual.widgets import Input
 
-from casconsole.console.screens.airgap import AirgapScreen
+from casconsole.console.screens.airgap import AirgapScreen, ExportDialog
+from casconsole.console.screens.base import count
 from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
-from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
+from casconsole.console.screens.dialogs import ConfirmDialog, PathDialog, SaveDialog
 from casconsole.console.screens.help import HelpScreen
 from casconsole.console.screens.index import IndexProgress, IndexScreen
-from casconsole.console.screens.installers import InstallersScreen
+from casconsole.console.screens.installers import BuildDialog, InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
+from casconsole.console.screens.server import TokenDialog
 
 pytest_plugins = ["console_fixtures"]
 
@@ -66,10 +69,11 @@ async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, screen_type), key
-            bar = str(app.screen.query_one(KeyBar).render())
-            # every screen's key is in the footer, whichever screen shows (names cut to fit)
-            assert all(f"{n} {t[:3]}" in bar for n, t in [("1", "Overview"), ("4", "Sync"), ("7", "Clients")])
-            assert f" {app.screen.TITLE_TEXT} " in bar  # the current screen's whole
+            top = str(app.screen.query_one(KeyBar).render()).splitlines()[0]
+            # at 80 columns every screen's key is on the first line, the current one's name whole
+            keys = [b.key for b in app.BINDINGS if (b.id or "").startswith("nav.") and b.key.isdigit()]
+            assert len(keys) == 10 and all(f" {k} " in top for k in keys)
+            assert f" {app.screen.TITLE_TEXT} " in top and "g screens" in top and "? help" in top
         await pilot.press("4")
         assert app.current_mode == "sync"
 
@@ -102,18 +106,124 @@ async def test_help_lists_every_key_and_the_palette_offers_screens_and_actions(c
         assert isinstance(app.screen, PlanScreen)
 
 
-async def test_a_failing_plan_shows_a_dialog_and_the_console_stays_up(console_dir):
+async def test_a_failing_plan_at_start_traps_no_key_and_shows_where_it_failed(console_dir):
+    """No dialog over the screen at start: the keys work at once; Overview and Plan say why."""
     (console_dir / "user.yaml").write_text("remote_url: http://127.0.0.1:9/nothing\nplatforms: [linux-64]\n")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_workers(pilot)
-        assert isinstance(app.screen, MessageDialog)
-        assert "127.0.0.1:9" in app.screen.message and "Traceback" not in app.screen.message
-        await pilot.press("enter")
+        assert isinstance(app.screen, OverviewScreen)  # no modal holding the keys
+        summary = static_text(app, "#plan-summary")
+        assert "failed" in summary and "127.0.0.1:9" in summary and "Traceback" not in summary
+        assert any("could not be made" in (n.title or "") for n in app._notifications)
         await pilot.press("3")
         await pilot.pause()
+        assert isinstance(app.screen, PlanScreen)
         assert "no plan" in table(app).empty_text
-        assert app.is_running
+        reason = static_text(app, "#reason")
+        assert "could not be made" in reason and "127.0.0.1:9" in reason
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigScreen) and app.is_running
+
+
+async def test_a_settings_problem_at_start_shows_on_the_overview_and_on_config(console_dir):
+    (console_dir / "user.yaml").write_text(
+        "remote_url: upstream\nmirror_dir: mirror\nplatforms: [linux-64, linux-77]\nretries: lots\n"
+    )
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+        settings = static_text(app, "#settings-summary")
+        assert "2 problem(s)" in settings and "linux-77" in settings and "retries" in settings
+        assert "kept" in static_text(app, "#plan-summary")  # the good values are in force
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigScreen)
+        files = static_text(app, "#config-files")
+        assert "2 problem(s)" in files
+        assert app.screen.rows[table(app).cursor_index].key == "platforms"  # the first look: a problem
+        assert "linux-77" in static_text(app, "#config-detail")
+
+
+async def test_every_dialog_closes_with_escape(console_dir, internal_channel):
+    """Each modal the console opens goes away with escape, back to the screen it came from."""
+    from casconsole.console.screens.help import ScreenList
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        opened = [
+            ("1", "question_mark", HelpScreen),
+            ("1", "g", ScreenList),
+            ("3", "ctrl+s", None),  # nothing to save: a notification, no dialog
+            ("4", "s", ConfirmDialog),
+            ("4", "b", ConfirmDialog),
+            ("7", "ctrl+s", PathDialog),
+            ("7", "e", None),
+            ("9", "e", ExportDialog),
+            ("8", "b", BuildDialog),
+            ("0", "a", TokenDialog),
+            ("0", "p", None),
+            ("0", "ctrl+s", SaveDialog),
+        ]
+        for screen_key, key, dialog in opened:
+            await pilot.press(screen_key)
+            await pilot.pause()
+            under = app.screen
+            await pilot.press(key)
+            await pilot.pause()
+            if dialog is not None:
+                assert isinstance(app.screen, dialog), (screen_key, key, app.screen)
+                await pilot.press("escape")
+                await pilot.pause()
+            assert app.screen is under, (screen_key, key, app.screen)
+            if key == "e" and screen_key == "7":
+                await pilot.press("escape")  # out of the URL field
+
+
+def table_lines(app) -> list[str]:
+    """The rows the current screen's table shows, as the terminal gets them."""
+    t = table(app)
+    return [t.render_line(y).text for y in range(t.size.height)]
+
+
+async def test_tables_fit_80_columns_and_show_more_on_a_wider_terminal(internal_channel):
+    """Point 1 of issue 17: columns sized to content, a name's start and a URL's end kept, the
+    format column telling a build's .conda from its .tar.bz2, the key bar naming every screen
+    when it has room, and what a narrow table cuts whole in its detail line."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        gcc = next(line for line in table_lines(app) if "libgcc-ng" in line)
+        assert "GPL-3.0-only…" in gcc and "WITH GCC-exception-3.1" not in gcc  # cut at 80 columns
+        index = await goto_record(pilot, "libgcc-ng")
+        await pilot.pause()
+        assert "GPL-3.0-only WITH GCC-exception-3.1" in static_text(app, "#reason")  # whole below
+        assert app.screen.subdir_plan.records[index].license in static_text(app, "#reason")
+        await pilot.press("5")
+        await pilot.pause()
+        # one build of openssl in both formats: two rows that differ by their format alone
+        rows = [line.split() for line in table_lines(app) if line.startswith("openssl ") and "3.2.1" in line]
+        assert sorted(r[3] for r in rows) == ["bz2", "conda"] and rows[0][:3] == rows[1][:3]
+        await pilot.press("7")
+        await pilot.pause()
+        urls = [line for line in table_lines(app) if "internal-pkgs" in line]
+        assert urls and urls[0].rstrip().endswith("http://127.0.0.1:8080/internal-pkgs")
+        assert app.screen.query_one("#clients-url", Input).value == "http://127.0.0.1:8080"  # whole
+
+        await pilot.resize_terminal(120, 40)
+        await pilot.press("3")
+        await pilot.pause()
+        top = str(app.screen.query_one(KeyBar).render()).splitlines()[0]
+        assert all(
+            f" {n} {title}" in top for n, title in [("1", "Overview"), ("8", "Installers"), ("0", "Server")]
+        )
+        gcc = next(line for line in table_lines(app) if "libgcc-ng" in line)
+        assert "GPL-3.0-only WITH GCC-exception-3.1" in gcc  # whole with room
 
 
 # ---------------------------------------------------------------- config
@@ -248,7 +358,7 @@ async def test_channels_table_per_subdir_sortable_and_searchable(internal_channe
         assert screen.channel.name == "internal-pkgs" and screen.subdir == "linux-64"
         names = {screen.repodata.records[i].name for i in t.view}
         assert names == {"curl", "openssl", "zlib"}
-        await pilot.press("s", "s", "s", "s")  # name, version, build, size
+        await pilot.press("s", "s", "s", "s", "s")  # name, version, build, format, size
         assert t.columns[t.sort_column].key == "size"
         sizes = [screen.repodata.records[i].size for i in t.view]
         assert sizes == sorted(sizes)
@@ -344,6 +454,56 @@ async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
         await pilot.press("d")  # discard: readline back, nothing broken, the filter empties
         await pilot.pause()
         assert sp.funnel.broken == 0 and len(table(app).view) == 0
+
+
+async def test_w_on_the_warning_whitelists_what_the_broken_records_lack(console_dir):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        sp = app.screen.subdir_plan
+        await goto_record(pilot, "readline")
+        await pilot.press("b")
+        await pilot.pause()
+        assert sp.funnel.broken > 0
+        deps = static_text(app, "#deps").splitlines()
+        assert deps[1].startswith("100% lack readline (blacklist: readline) · W whitelists it")
+        await pilot.press("escape", "W")  # from the table, not the search field
+        await pilot.pause()
+        assert app.state.settings.whitelist[-1] == "readline"
+        assert app.state.pending_summary() == "blacklist +readline, whitelist +readline"
+        sp = app.screen.subdir_plan
+        assert sp.funnel.broken == 0 and "dependencies are met" in static_text(app, "#deps")
+        assert all(d.included for r, d in zip(sp.records, sp.decisions) if r.name == "readline")
+
+
+@pytest.mark.realdata
+async def test_w_whitelists_libgcc_ng_on_real_conda_forge_under_license_blacklist_gpl(realdata, console_dir):
+    """The issue's case, on the real data: the GPL family blacklisted by license leaves most of a
+    conda-forge linux-64 with unmet dependencies; the warning names libgcc-ng, W brings it back."""
+    (console_dir / "user.yaml").write_text(
+        f"remote_url: {realdata / 'conda-subchannel-demo'}\nmirror_dir: mirror\n"
+        "platforms: [linux-64]\nlicense_blacklist: GPL\n"  # a plain string, as the FAQ writes it
+    )
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_workers(pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        sp = app.screen.subdir_plan
+        before = sp.funnel.broken
+        assert sp.subdir == "linux-64" and before > sp.funnel.kept // 2
+        deps = static_text(app, "#deps")
+        assert f"⚠ {count(before)} kept with unmet dependencies" in deps
+        assert "lack libgcc-ng (license_blacklist: GPL) · W whitelists it" in deps
+        await pilot.press("W")
+        await pilot.pause()
+        assert app.state.pending_summary() == "whitelist +libgcc-ng"
+        sp = app.screen.subdir_plan
+        lack = static_text(app, "#deps").splitlines()[1]
+        assert sp.funnel.broken < before and "libgcc-ng" not in lack
+        assert any(d.included for r, d in zip(sp.records, sp.decisions) if r.name == "libgcc-ng")
 
 
 async def test_reindex_all_leaves_the_mirrored_channel_to_the_sync(internal_channel, demo_channel):

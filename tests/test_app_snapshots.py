@@ -1,4 +1,5 @@
-"""Snapshots of every console screen at 80x24 (pytest-textual-snapshot).
+"""Snapshots of every console screen at 80x24 (what an SSH session gives) and 120x40 (a larger
+terminal, which the screens use), with pytest-textual-snapshot.
 
 `pytest tests/test_app_snapshots.py --snapshot-update` rewrites them after a deliberate change;
 look at the report (snapshot_report.html) before accepting one. The tests run in a folder of
@@ -14,7 +15,10 @@ from console_helpers import add_channel, make_app, wait_workers
 
 pytest_plugins = ["console_fixtures"]
 
-SIZE = (80, 24)
+
+@pytest.fixture(params=[(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def size(request) -> tuple[int, int]:
+    return request.param
 
 
 @pytest.fixture
@@ -36,34 +40,35 @@ def settle(*keys: str):
     return run_before
 
 
-def test_overview(snap_compare, mirror):
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle())
+def test_overview(snap_compare, size, mirror):
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle())
 
 
-def test_config(snap_compare, console_dir, monkeypatch):
+def test_config(snap_compare, size, console_dir, monkeypatch):
     (console_dir / "system.yaml").write_text("concurrency: 4\nretries: lots\n")
     monkeypatch.setenv("CAS_MIRROR_TIMEOUT", "30")
+    monkeypatch.setenv("XDG_DATA_HOME", "/home/admin/.local/share")  # the default mirror_dir, shown whole
     # the cursor goes to `retries` by itself: its problem shows in place
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("2"))
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("2"))
 
 
-def test_plan(snap_compare, console_dir):
+def test_plan(snap_compare, size, console_dir):
     # ghostscript (AGPL, dropped by license) whitelisted: the funnel, the row, the reason change
     keys = ("3", "down", "down", "w")
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle(*keys))
 
 
-def test_plan_save_shows_the_diff(snap_compare, console_dir):
+def test_plan_save_shows_the_diff(snap_compare, size, console_dir):
     keys = ("3", "down", "b", "ctrl+s")
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle(*keys))
 
 
-def test_plan_filter_dropped(snap_compare, console_dir):
+def test_plan_filter_dropped(snap_compare, size, console_dir):
     keys = ("3", "f", "f")
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle(*keys))
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle(*keys))
 
 
-def test_sync(snap_compare, console_dir, monkeypatch):
+def test_sync(snap_compare, size, console_dir, monkeypatch):
     """A sync run here, finished: clock times, durations and the rate frozen."""
     import casconsole.console.screens.sync as sync
 
@@ -77,7 +82,7 @@ def test_sync(snap_compare, console_dir, monkeypatch):
 
     async def run_before(pilot) -> None:
         await wait_workers(pilot)
-        await pilot.press("4", "s")
+        await pilot.press("4", "s", "y")  # y: the sync asks once
         deadline = time.monotonic() + 30
         while pilot.app.screen.view.state != "done" or pilot.app.sync_job is not None:
             assert time.monotonic() < deadline
@@ -86,34 +91,82 @@ def test_sync(snap_compare, console_dir, monkeypatch):
         pilot.app.clear_notifications()
         await pilot.pause()
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
 
 
-def test_channels(snap_compare, mirror):
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("5"))
+def test_channels(snap_compare, size, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("5"))
 
 
-def test_index(snap_compare, mirror):
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("6"))
+def test_index(snap_compare, size, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("6"))
 
 
-def test_clients(snap_compare, mirror):
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("7"))
+def test_clients(snap_compare, size, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("7"))
 
 
-def test_help(snap_compare, console_dir):
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=settle("question_mark"))
+def test_plan_dependencies_warning(snap_compare, size, console_dir):
+    """readline blacklisted: python is left without it; the warning names it and offers W."""
+    keys = ("3", "slash", *"readline", "enter", "b", "escape")
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle(*keys))
 
 
-def test_failure_dialog(snap_compare, console_dir):
+def test_sync_question(snap_compare, size, console_dir, monkeypatch):
+    """What the sync will do, asked before it starts (the disk's free space fixed)."""
+    import casconsole.console.screens.sync as sync
+
+    monkeypatch.setattr(sync, "free_space", lambda folder: 50 * 10**9)
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle("4", "s"))
+
+
+def test_installers(snap_compare, size, mirror, monkeypatch):
+    import casconsole.console.screens.installers as installers
+
+    monkeypatch.setattr(installers, "ago", lambda timestamp: "a moment ago")
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("8"))
+
+
+def test_airgap(snap_compare, size, mirror):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("9"))
+
+
+def test_server(snap_compare, size, mirror, monkeypatch):
+    """Not running (it would listen on the settings' address), a channel made private and not
+    saved yet: the detail says so."""
+    import casconsole.console.screens.server as server
+
+    monkeypatch.setattr(server, "clock", lambda timestamp: "12:00:00")
+
+    async def run_before(pilot) -> None:
+        await settle("0")(pilot)
+        deadline = time.monotonic() + 30
+        while not pilot.app.screen.channel_names:  # the watcher's first look
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await settle("down", "p")(pilot)
+
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=run_before)
+
+
+def test_screen_list(snap_compare, size, console_dir):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("g"))
+
+
+def test_help(snap_compare, size, console_dir):
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=settle("question_mark"))
+
+
+def test_plan_failure_at_start(snap_compare, size, console_dir):
+    """No dialog: the Overview says why the plan failed, every key works."""
     # nothing listens on the discard port: the fetch fails with "connection refused"
     (console_dir / "user.yaml").write_text(
         "remote_url: http://127.0.0.1:9\nmirror_dir: mirror\nplatforms: [linux-64]\n"
     )
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle())
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle())
 
 
-def test_airgap_import_comparison(snap_compare, mirror, console_dir):
+def test_airgap_import_comparison(snap_compare, size, mirror, console_dir):
     """An older copy of the mirror, shown what a bundle made since its manifest would change."""
     import shutil
 
@@ -136,4 +189,4 @@ def test_airgap_import_comparison(snap_compare, mirror, console_dir):
         pilot.app.screen.query_one("Input").value = "stick"
         await settle("enter", "n")(pilot)
 
-    assert snap_compare(make_app(load_plan=False), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(load_plan=False), terminal_size=size, run_before=run_before)

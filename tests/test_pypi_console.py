@@ -76,7 +76,7 @@ async def test_a_sync_from_the_console_carries_the_pypi_section(pypi_console):
         await pilot.press("4")
         await pilot.pause()
         assert isinstance(app.screen, SyncScreen)
-        await pilot.press("s")
+        await pilot.press("s", "y")
         await wait_workers(pilot)
         for _ in range(100):  # the screen follows the status log a few times a second
             await pilot.pause(0.05)

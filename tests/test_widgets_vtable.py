@@ -197,3 +197,39 @@ async def test_typing_on_narrows_the_last_search():
         assert [NAMES[i] for i in table.view] == [f"pkg-00099{d}" for d in range(10)]
         table.set_query("pkg-0001")  # not a narrowing: from every row again
         assert len(table.view) == 100
+
+
+LICENSES = ["MIT", "GPL-3.0-only WITH GCC-exception-3.1", "BSD-3-Clause"]
+PATHS = ["/srv/mirror/conda-forge/linux-64", "/srv/mirror/internal/noarch", "/x"]
+
+
+class SizedApp(App):
+    """Columns sized to content: a flex name, a measured license with a cap, a path kept by its end."""
+
+    def compose(self) -> ComposeResult:
+        columns = [
+            Column("name", 8, lambda i: NAMES[i], flex=True, auto=True, max_width=9),
+            Column("license", 7, lambda i: LICENSES[i % 3], auto=True, max_width=16),
+            Column("path", 6, lambda i: PATHS[i % 3], auto=True, max_width=20, keep="path"),
+        ]
+        yield VirtualTable(columns, 3)
+
+
+async def test_columns_take_their_content_width_and_a_wide_terminal_shows_them_whole():
+    app = SizedApp()
+    async with app.run_test(size=(48, 8)) as pilot:
+        await pilot.pause()
+        # 48 columns: each at its cap (9 + 16 + 20), the name first given the room left
+        first, second = row_text(app, 1), row_text(app, 2)
+        assert first.startswith("pkg-000000 MIT ") and first.endswith(" …onda-forge/linux-64")  # its end
+        assert "pkg-000001 GPL-3.0-only WI… " in second and second.rstrip().endswith("internal/noarch")
+        await pilot.resize_terminal(40, 8)
+        await pilot.pause()
+        # narrower: the flex name gives up room first, down to its minimum, then the widest
+        assert row_text(app, 1).startswith("pkg-000… ")
+        assert row_text(app, 1).rstrip().endswith("linux-64")
+        await pilot.resize_terminal(120, 8)
+        await pilot.pause()
+        # 120 columns: the cut texts whole before the name column widens
+        assert "GPL-3.0-only WITH GCC-exception-3.1" in row_text(app, 2)
+        assert "/srv/mirror/conda-forge/linux-64" in row_text(app, 1)

@@ -1,9 +1,14 @@
 """A two-line footer: the screens on the first line, the keys of what has focus on the second.
 
-Textual's `Footer` puts every key on one line, which at 80 columns cannot hold seven screens and
+Textual's `Footer` puts every key on one line, which at 80 columns cannot hold ten screens and
 a screen's own keys. `KeyBar` shows the app's navigation bindings (those whose `id` starts with
 `nav.`) on the first line, the current one highlighted, and the other shown bindings of the
 focused widget, the screen and the app on the second, app-wide ones last.
+
+The first line is laid out for the width it has: every screen's whole name when they fit (120
+columns hold ten), else names cut to no fewer than four letters, else the screens' keys alone
+with the current screen's name whole (80 columns). The navigation bindings that are not screens
+(a screen list, help) are always whole, at the end.
 """
 
 from __future__ import annotations
@@ -62,19 +67,31 @@ class KeyBar(Widget):
                 seen.setdefault(binding.id, binding)
         return list(seen.values())
 
-    def _name_length(self, nav: list[Binding], width: int) -> int:
-        """How much of each screen's name the first line has room for (the current one's is
-        whole): all of it while they fit, else the longest cut of three letters or more, else none."""
-        longest = max((len(b.description) for b in nav), default=0)
-        for keep in range(longest, 2, -1):
-            text = sum(
-                len(f" {self.app.get_key_display(b)}")
-                + len(f" {b.description if b.id == NAV_PREFIX + self.current else b.description[:keep]} ")
-                for b in nav
-            )
-            if text <= width:
-                return keep
-        return 0
+    @staticmethod
+    def is_screen(binding: Binding) -> bool:
+        return binding.action.startswith("show(")
+
+    def _layout(self, nav: list[Binding], width: int) -> tuple[int | None, list[Binding]]:
+        """How much of each other screen's name the first line has room for (None: whole, 0:
+        the key alone), and which of the other navigation keys (screen list, help) it shows."""
+        screens = [b for b in nav if self.is_screen(b)]
+        extras = [b for b in nav if not self.is_screen(b)]
+        current = NAV_PREFIX + self.current
+
+        def length(keep: int | None, shown: list[Binding]) -> int:
+            total = 0
+            for b in screens:
+                name = b.description if keep is None or b.id == current else b.description[:keep]
+                total += len(f" {self.app.get_key_display(b)}") + (len(f" {name} ") if name else 1)
+            return total + sum(len(f" {self.app.get_key_display(b)} {b.description} ") for b in shown)
+
+        longest = max((len(b.description) for b in screens), default=0)
+        tries: list[tuple[int | None, list[Binding]]] = [(None, extras), (None, extras[-1:])]
+        tries += [(keep, extras) for keep in range(longest - 1, 3, -1)]
+        for keep, shown in tries:
+            if length(keep, shown) <= width:
+                return keep, shown
+        return 0, extras
 
     def action_bindings(self) -> tuple[list[tuple[Binding, bool]], list[tuple[Binding, bool]]]:
         """Shown, non-navigation bindings in force now: the screen's and its widgets', the app's."""
@@ -98,13 +115,20 @@ class KeyBar(Widget):
         width = self.size.width
         top = Text(no_wrap=True, overflow="ellipsis")
         nav = self.nav_bindings()
-        keep = self._name_length(nav, width)
+        keep, extras = self._layout(nav, width)
         for binding in nav:
             is_current = binding.id == NAV_PREFIX + self.current
-            name = binding.description if is_current else binding.description[:keep]
+            if self.is_screen(binding):
+                name = binding.description if keep is None or is_current else binding.description[:keep]
+            elif binding in extras:
+                name = binding.description
+            else:
+                continue
             top.append(f" {self.app.get_key_display(binding)}", current_style if is_current else key_style)
             if name:
                 top.append(f" {name} ", current_style if is_current else description_style)
+            elif not is_current:
+                top.append(" ", description_style)
         bottom = Text(no_wrap=True, overflow="ellipsis")
         own, app_wide = self.action_bindings()
         palette = self.app.COMMAND_PALETTE_BINDING

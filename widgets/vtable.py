@@ -41,6 +41,12 @@ class Column:
     `text(i)` is called only for rows on screen; `sort(i)` (default: `text`) for every row when
     the table is sorted by this column. `style(i)` returns one of `TAGS` or None. A `flex` column
     takes the width left over when the columns are narrower than the table.
+
+    With `auto`, the column is as wide as its widest text (measured over at most `SAMPLE_ROWS`
+    rows spread over the table, and the label), no narrower than `width` and no wider than
+    `max_width`. When the columns need more than the table has, the flex columns give up their
+    room first, then the others from the right, none below `width`. A cut text loses its end,
+    or with `keep="end"` its start (a path or a URL: the end tells them apart).
     """
 
     label: str
@@ -51,24 +57,57 @@ class Column:
     align: str = "left"  # or "right"
     flex: bool = False
     key: str = ""
+    auto: bool = False
+    max_width: int = 60
+    keep: str = "start"  # or "end"; "path" keeps the end of a text holding a "/", else the start
 
     def __post_init__(self) -> None:
         self.key = self.key or self.label.lower()
 
 
-def fit(text: str, width: int, align: str = "left") -> str:
-    """`text` padded or cut (with an ellipsis) to exactly `width` cells."""
+def fit(text: str, width: int, align: str = "left", keep: str = "start") -> str:
+    """`text` padded or cut (with an ellipsis) to exactly `width` cells; `keep="end"` cuts its
+    start instead of its end, `keep="path"` does so for a text holding a `/`."""
+    if keep == "path":
+        keep = "end" if "/" in text else "start"
     if text.isascii():
         size = len(text)
         if size <= width:
             pad = " " * (width - size)
             return pad + text if align == "right" else text + pad
-        return text[: width - 1] + "…" if width > 0 else ""
+        if width <= 0:
+            return ""
+        return "…" + text[size - width + 1 :] if keep == "end" else text[: width - 1] + "…"
     size = cell_len(text)
     if size <= width:
         pad = " " * (width - size)
         return pad + text if align == "right" else text + pad
-    return set_cell_size(text, width - 1) + "…" if width > 0 else ""
+    if width <= 0:
+        return ""
+    if keep == "end":
+        return "…" + set_cell_size(text[::-1], width - 1)[::-1]
+    return set_cell_size(text, width - 1) + "…"
+
+
+SAMPLE_ROWS = 2000  # rows measured to size an `auto` column: a table of 500,000 is not read whole
+
+
+def content_widths(columns: Sequence[Column], count: int) -> tuple[list[int], list[int]]:
+    """Each column's natural width (measured for `auto` ones, within `width` and `max_width`;
+    `width` for the others), and the width its widest text wants, which a table with room gives."""
+    step = max(1, count // SAMPLE_ROWS)
+    rows = range(0, count, step)
+    widths, wanted = [], []
+    for column in columns:
+        if not column.auto:
+            widths.append(column.width)
+            wanted.append(column.width)
+            continue
+        widest = max((cell_len(column.text(i)) for i in rows), default=0)
+        widest = max(column.width, widest, cell_len(column.label) + 2)  # room for the sort mark
+        widths.append(min(widest, column.max_width))
+        wanted.append(widest)
+    return widths, wanted
 
 
 def _sorted_order(column: Column, count: int, reverse: bool) -> list[int]:
@@ -192,6 +231,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self._search_texts: list[str] | None = None  # each row's search text, lower case
         self._searched: tuple[str, Sequence[int], list[int]] | None = None  # query, order, rows
         self._widths: list[int] = []
+        # the columns' widths before fitting them to the table, and what their widest texts want
+        self._natural, self._wanted = content_widths(self.columns, count)
         self._last_index: int | None = None
 
     # ------------------------------------------------------------------ the data
@@ -201,6 +242,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if columns is not None:
             self.columns = list(columns)
         self.count = count
+        self._natural, self._wanted = content_widths(self.columns, count)
         self._generation += 1
         self._search_texts = None
         self._searched = None
@@ -351,13 +393,35 @@ class VirtualTable(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ geometry
 
     def _column_widths(self, width: int) -> list[int]:
-        widths = [c.width for c in self.columns]
+        widths = (
+            list(self._natural)
+            if len(self._natural) == len(self.columns)
+            else [c.width for c in self.columns]
+        )
         spare = width - (sum(widths) + len(widths) - 1)
         flex = [i for i, c in enumerate(self.columns) if c.flex]
+        if spare > 0 and len(self._wanted) == len(widths):
+            # room: the cut texts whole first, the flex columns' (names) before the others'
+            for i in sorted(range(len(widths)), key=lambda i: not self.columns[i].flex):
+                give = min(spare, self._wanted[i] - widths[i])
+                if give > 0:
+                    widths[i] += give
+                    spare -= give
         if spare > 0 and flex:
             share, extra = divmod(spare, len(flex))
             for n, i in enumerate(flex):
                 widths[i] += share + (1 if n < extra else 0)
+        elif spare < 0:  # too wide: flex columns give up room first, then the widest of the others
+            for i in flex:
+                give = min(-spare, widths[i] - self.columns[i].width)
+                widths[i] -= max(0, give)
+                spare += max(0, give)
+            while spare < 0:
+                room = [(widths[i], i) for i, c in enumerate(self.columns) if widths[i] > c.width]
+                if not room:
+                    break  # the minimums do not fit either: the table scrolls sideways
+                widths[max(room)[1]] -= 1
+                spare += 1
         return widths
 
     def _update_virtual_size(self) -> None:
@@ -488,7 +552,7 @@ class VirtualTable(ScrollView, can_focus=True):
             if n:
                 segments.append(space)
                 length += 1
-            text = fit(column.text(index), width, column.align)
+            text = fit(column.text(index), width, column.align, column.keep)
             style: Style | None = None
             if column.style is not None:
                 tag = column.style(index)

@@ -173,3 +173,49 @@ def entry_point(main: Callable[..., int]) -> Callable[..., int]:
             return EXIT_INTERRUPTED
 
     return run
+
+
+def start_detached(
+    command: list[str],
+    output: Path,
+    config: Path,
+    started: Callable[[int], bool],
+    *,
+    timeout: float,
+    tail: int = 5,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, int | None]:
+    """Run `command` as its own session (setsid: no controlling terminal, no SIGHUP when the SSH
+    session ends), its output appended to `output`, and wait until `started(pid)` says it is up.
+
+    (pid, None) once it is up or `timeout` passed; (pid, exit status) when it exited first, its
+    last `tail` lines printed on stderr and its settings file `config` removed (it read it, or
+    never will). `cas-sync --detach` and `cas-server --detach` start their children so.
+    """
+    import subprocess
+    import time
+
+    with open(output, "ab") as out:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+            close_fds=True,
+            env=None if env is None else dict(env),
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            with contextlib.suppress(OSError):
+                config.unlink()
+            for line in output.read_text(encoding="utf-8", errors="replace").splitlines()[-tail:]:
+                print(line, file=sys.stderr)
+            return child.pid, code
+        if started(child.pid):
+            break
+        time.sleep(0.05)
+    return child.pid, None

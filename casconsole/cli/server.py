@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
-from casconsole.cli.common import add_version_argument, entry_point
-from casconsole.layout import PYPI_DIR, channel_name_problem
+from casconsole.cli.common import add_version_argument, entry_point, start_detached
+from casconsole.layout import PYPI_DIR, channel_name_problem, state_dir
+from casconsole.serve import daemon
 from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
-from casconsole.settings import Settings, SettingsError, load_settings, parse_text_value
+from casconsole.settings import Settings, SettingsError, load_settings, parse_text_value, write_snapshot
 
 EPILOG = """\
 examples:
@@ -25,6 +28,10 @@ examples:
   cas-server token add internal-pkgs --upload
                                       a token that may also upload packages
                                       (cas-upload FILE --channel internal-pkgs ...)
+  cas-server --detach                 serve in the background (its own session: it survives
+                                      logging out); pid, output and access log under
+                                      <mirror>/.cas/ (server.pid, server.out, server-access.log)
+  cas-server --stop                   stop the server --detach started
   cas-server --nginx-config > /etc/nginx/cas.conf
   cas-server --condarc > condarc      the .condarc for the mirror's users
                                       (public_url, client_channels, ...)
@@ -121,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --nginx-config: the cas-server nginx asks about tokens "
         "(default: 127.0.0.1 and the port after --port)",
     )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="serve in the background as its own session (survives logout); print its pid and URL",
+    )
+    parser.add_argument("--stop", action="store_true", help="stop the server that --detach started")
+    parser.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", title="commands", metavar="token")
     token = sub.add_parser("token", help="manage tokens of private channels")
@@ -231,6 +245,68 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _detach(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the server as its own session (setsid) with these settings; print its pid and URL once
+    it listens (or its last lines when it could not start)."""
+    if settings.in_bucket:
+        return _fail(_NO_DETACH_IN_BUCKET, 2)
+    mirror = Path(settings.mirror_dir)
+    record = daemon.running(mirror)
+    if record is not None:
+        return _fail(f"a cas-server of this mirror runs already (pid {record.pid}, {record.url})", 2)
+    if not mirror.is_dir():
+        return _fail(f"mirror folder {mirror} does not exist", 2)
+    cas = state_dir(mirror)
+    cas.mkdir(parents=True, exist_ok=True)
+    config = write_snapshot(settings, cas.resolve() / f"server-settings.{os.getpid()}.yaml")
+    access_log = args.access_log if args.access_log != "-" else str(daemon.access_log_path(mirror))
+    if access_log != "off":
+        access_log = str(Path(access_log).resolve())
+    command = [sys.executable, "-m", "casconsole.cli.server", "--config", str(config), "--detached-child"]
+    command += ["--access-log", access_log, "--grace", str(args.grace), "--workers", str(args.workers)]
+    command += ["--client-timeout", str(args.client_timeout)]
+    if args.gzip_cache is not None:
+        command += ["--gzip-cache", str(args.gzip_cache.resolve())]
+    if args.tls_cert is not None and args.tls_key is not None:
+        command += ["--tls-cert", str(args.tls_cert.resolve()), "--tls-key", str(args.tls_key.resolve())]
+    output = daemon.output_path(mirror)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_MIRROR_")}
+    env["CAS_MIRROR_SYSTEM_CONFIG"] = env["CAS_MIRROR_USER_CONFIG"] = os.devnull  # the file says all
+
+    def listening(pid: int) -> bool:  # its record names it once its sockets listen
+        record = daemon.read_record(mirror)
+        return record is not None and record.pid == pid
+
+    pid, code = start_detached(command, output, config, listening, timeout=30, tail=3, env=env)
+    if code is not None:
+        return code or 1
+    record = daemon.read_record(mirror)
+    if record is None or record.pid != pid:
+        return _fail(f"the server (pid {pid}) did not start listening within 30 s; see {output}", 1)
+    print(f"cas-server: serving in the background at {record.url}, pid {pid}")
+    print(f"  output      {output}")
+    print(f"  access log  {access_log}")
+    print("  stop it     cas-server --stop" + (f" --root {mirror}" if args.root else ""))
+    return 0
+
+
+_NO_DETACH_IN_BUCKET = (
+    "--detach and --stop keep the server's pid and logs in the mirror's folder; a mirror in a "
+    "bucket is served in the foreground (under systemd or another service manager)"
+)
+
+
+def _stop(settings: Settings) -> int:
+    if settings.in_bucket:
+        return _fail(_NO_DETACH_IN_BUCKET, 2)
+    record = daemon.stop(Path(settings.mirror_dir))
+    if record is None:
+        print("cas-server: no server of this mirror runs in the background", file=sys.stderr)
+        return 1
+    print(f"cas-server: stopped pid {record.pid} ({record.url})")
+    return 0
+
+
 def _print_condarc(settings: Settings) -> int:
     """The clients' .condarc on stdout. On a terminal its secrets (a token in a channel URL, a
     proxy password) are hidden, as in every view; redirected to a file or a pipe, it is whole."""
@@ -265,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "token":
             return _token(args, settings)
+        if args.stop:
+            return _stop(settings)
         if args.workers < 0:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
@@ -323,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.auth_backend is not None:
             return _fail("--auth-backend goes with --nginx-config", 2)
+        if args.detach:
+            return _detach(args, settings)
         bucket = None
         if settings.in_bucket:
             from casconsole.storage.s3 import config_of
@@ -350,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         def ready(url: str, workers: int) -> None:
+            if args.detached_child:  # the console and `--stop` find it by this record
+                daemon.write_record(options.root, url, options.access_log or "")
             private = ", ".join(options.private_channels) or "none"
             print(
                 f"cas-server: serving {options.root} at {url} "
@@ -358,7 +440,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        status = serve(options, ready)
+        if args.detached_child and args.config:
+            with contextlib.suppress(OSError):
+                Path(args.config).unlink()  # the settings handed over by --detach; read already
+        try:
+            status = serve(options, ready)
+        finally:
+            if args.detached_child:
+                daemon.remove_record(options.root)
         print("cas-server: stopped", file=sys.stderr)
         return status
     except KeyboardInterrupt:

@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 import humanize
 
 from casconsole.cli import progress
-from casconsole.cli.common import fail, stdout_gone
+from casconsole.cli.common import fail, start_detached, stdout_gone
 from casconsole.cli.progress import BarsSink, transfer_bars
 from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
@@ -386,33 +385,15 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
     command += ["--quiet"] if args.quiet else []
     command += ["--force-prune"] if args.force_prune else []
     command += ["--pypi-only"] if args.pypi_only else []
-    with open(output, "ab") as out:
-        child = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # setsid: no controlling terminal, no SIGHUP when the SSH session ends
-            cwd="/",
-            close_fds=True,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # until the child holds the lock, or gave up
-        code = child.poll()
-        if code is not None:
-            with contextlib.suppress(OSError):
-                config.unlink()
-            tail = output.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
-            for line in tail:
-                print(line, file=sys.stderr)
-            return code
-        if read_status(settings.local_dir).pid == child.pid:
-            break
-        time.sleep(0.05)
+    pid, code = start_detached(  # until the child holds the lock, or gave up
+        command, output, config, lambda pid: read_status(settings.local_dir).pid == pid, timeout=15
+    )
+    if code is not None:
+        return code
     if args.quiet:
         return 0
-    print(f"cas-sync: syncing in the background, pid {child.pid}")
+    print(f"cas-sync: syncing in the background, pid {pid}")
     print(f"  status log  {log_path(settings.local_dir)}")
     print(f"  output      {output}")
-    print(f"  follow it   cas-sync --status --mirror-dir {settings.mirror_dir}   (stop it: kill {child.pid})")
+    print(f"  follow it   cas-sync --status --mirror-dir {settings.mirror_dir}   (stop it: kill {pid})")
     return 0

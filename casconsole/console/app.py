@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import Notify
 from textual.screen import Screen
 from textual.signal import Signal
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -26,11 +27,12 @@ from casconsole.console.screens.channels import ChannelsScreen
 from casconsole.console.screens.clients import ClientsScreen
 from casconsole.console.screens.config import ConfigScreen
 from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
-from casconsole.console.screens.help import HelpScreen
+from casconsole.console.screens.help import HelpScreen, ScreenList
 from casconsole.console.screens.index import IndexScreen
 from casconsole.console.screens.installers import InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
+from casconsole.console.screens.server import ServerScreen
 from casconsole.console.screens.sync import SyncScreen
 from casconsole.console.session import ConsoleState, settle_heap
 from casconsole.settings import Layer, Settings
@@ -45,10 +47,14 @@ SCREENS_BY_MODE = {
     "clients": ClientsScreen,
     "installers": InstallersScreen,
     "airgap": AirgapScreen,
+    "server": ServerScreen,
 }
 
-# worker groups whose failure opens a dialog rather than a notification
-_DIALOG_GROUPS = {"sync": "The sync failed", "index": "Indexing failed", "plan": "The plan could not be made"}
+# worker groups whose failure opens a dialog rather than a notification. Not the plan's: it is
+# made at start, and a dialog then would hold every key until dismissed; its failure shows on the
+# Overview and the Plan (with `r` to try again) and in a notification.
+_DIALOG_GROUPS = {"sync": "The sync failed", "index": "Indexing failed"}
+_FAILURE_TITLES = {"plan": "The plan could not be made"}
 
 
 class CasConsole(App):
@@ -61,13 +67,14 @@ class CasConsole(App):
     BINDINGS: ClassVar[list[BindingType]] = [
         *(
             Binding(
-                str(n),
+                str(n % 10),
                 f"show('{mode}')",
                 screen.TITLE_TEXT,
                 id=f"nav.{mode}",
             )
             for n, (mode, screen) in enumerate(SCREENS_BY_MODE.items(), 1)
         ),
+        Binding("g", "screen_list", "screens", id="nav.screens"),
         Binding("question_mark,f1", "help", "help", key_display="?", id="nav.help"),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
@@ -85,15 +92,17 @@ class CasConsole(App):
     def settings(self) -> Settings:
         return self.state.settings
 
+    TOASTS_SHOWN = 2  # at 80x24 two fit above every screen's log; more would reach down over it
+
+    def on_notify(self, event: Notify) -> None:
+        """Before Textual's own handler shows a new notification: the oldest shown make room, so
+        that the stack under the header stays off the logs."""
+        shown = list(self._notifications)
+        for old in shown[: max(0, len(shown) - self.TOASTS_SHOWN + 1)]:
+            self._unnotify(old, refresh=False)
+
     def on_mount(self) -> None:
         self.switch_mode("overview")
-        if self.state.problems:
-            self.notify(
-                f"{len(self.state.problems)} problem(s) in the settings: see Config (2)",
-                title="Settings",
-                severity="warning",
-                timeout=8,
-            )
         if self.auto_load_plan:
             self.load_plan()
 
@@ -106,6 +115,21 @@ class CasConsole(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_screen_list(self) -> None:
+        """Every screen by name, for a terminal too narrow to name them in the key bar."""
+        if isinstance(self.screen, ScreenList):
+            return
+        screens = [
+            (str(n % 10), mode, t.TITLE_TEXT, t.__doc__ or "")
+            for n, (mode, t) in enumerate(SCREENS_BY_MODE.items(), 1)
+        ]
+
+        def chosen(mode: str | None) -> None:
+            if mode:
+                self.action_show(mode)
+
+        self.push_screen(ScreenList(screens, self.current_mode), chosen)
 
     def run_on(self, mode: str, action: str) -> None:
         """Show the screen of `mode` and run one of its actions (from the command palette)."""
@@ -263,7 +287,8 @@ class CasConsole(App):
         if title is not None:
             self.push_screen(MessageDialog(title, message))
         else:
-            self.notify(message, title=f"{worker.name or worker.group} failed", severity="error", timeout=10)
+            title = _FAILURE_TITLES.get(worker.group) or f"{worker.name or worker.group} failed"
+            self.notify(message, title=title, severity="error", timeout=10)
 
 
 def run_app(

@@ -192,9 +192,10 @@ class ConsoleState:
         targets.append(("system", system_config_path(self.env)))
         return targets
 
-    def preview_save(self, layer: str, path: Path) -> SaveTarget:
-        """What saving the pending keys to `path` would do (SettingsError when it cannot)."""
-        updates = dict(self.pending())
+    def preview_save(self, layer: str, path: Path, updates: Mapping[str, Any] | None = None) -> SaveTarget:
+        """What saving `updates` (default: the pending keys) to `path` would do, with the keys a
+        higher layer sets anyway (SettingsError when it cannot)."""
+        updates = dict(self.pending() if updates is None else updates)
         old, new = preview_write(path, updates)
         overridden = [
             f"{key} is set by {self.saved.origins[key]}, which is above the {layer} file"
@@ -235,11 +236,14 @@ def probe_server(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]
     """(up, what was seen) for an HTTP server at host:port; a wildcard address is asked locally."""
     import http.client
 
+    from casconsole.serve.daemon import HEALTH_AGENT
+
     address = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     where = f"http://{address}:{port}/"
     connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        connection.request("HEAD", "/")
+        # named as the Server screen's health checks, which its traffic figures leave out
+        connection.request("HEAD", "/", headers={"User-Agent": HEALTH_AGENT})
         status = connection.getresponse().status
     except OSError as exc:
         return False, f"not reachable at {where} ({exc.strerror or exc})"

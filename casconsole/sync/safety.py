@@ -26,11 +26,9 @@ def check_space(folder: Path, download: int, repodata: int) -> None:
     room for: `download` bytes to fetch, `repodata` bytes of new repodata, and SPACE_MARGIN."""
     if not download:
         return
-    try:
-        st = os.statvfs(folder)
-    except OSError:  # a filesystem that cannot tell: the downloads will find out
+    free = free_space(folder)
+    if free is None:  # a filesystem that cannot tell: the downloads will find out
         return
-    free = st.f_bavail * st.f_frsize
     need = download + repodata + SPACE_MARGIN
     if need > free:
         size = report.size
@@ -38,6 +36,19 @@ def check_space(folder: Path, download: int, repodata: int) -> None:
             f"{folder}: not enough free space: {size(need)} needed ({size(download)} to download, "
             f"{size(repodata + SPACE_MARGIN)} for repodata and a margin), {size(free)} free"
         )
+
+
+def free_space(folder: Path) -> int | None:
+    """Bytes free for this user on the filesystem of `folder` (or of its nearest existing parent,
+    for a mirror not made yet); None when the filesystem cannot tell."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def storage_failure(folder: Path, fn: str, error: int) -> DiskError | None:

@@ -374,3 +374,68 @@ class StatusReader:
 def read_status(mirror_dir: Path) -> SyncStatus:
     """The running or last sync of the mirror at `mirror_dir` (state `none` when there was none)."""
     return StatusReader(mirror_dir).poll()
+
+
+# ---------------------------------------------------------------- history
+
+
+@dataclasses.dataclass
+class PastSync:
+    """One sync of the status log, as the history lists it."""
+
+    started: float
+    pid: int | None = None
+    verify: bool = False
+    state: str = "interrupted"  # until its `finished` line is found (none: killed, or running)
+    finished: float | None = None
+    downloaded: int = 0
+    fetched_bytes: int = 0
+    removed: int = 0
+    failed: int = 0
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.finished is None else max(0.0, self.finished - self.started)
+
+
+_STARTED = b'{"event":"started"'
+_FINISHED = b'{"event":"finished"'
+
+
+def sync_history(mirror_dir: Path, limit: int = 200) -> list[PastSync]:
+    """The syncs the status log and its rotated copy (`sync.jsonl.1`) remember, the newest first.
+
+    Only the `started` and `finished` lines are decoded (found by their first bytes), so a log of
+    32 MiB is read in a fraction of a second. The last sync shows `running` while its process
+    lives, `interrupted` when it is gone without a `finished` line.
+    """
+    path = log_path(mirror_dir)
+    syncs: list[PastSync] = []
+    for part in (path.with_name(path.name + ".1"), path):
+        try:
+            data = part.read_bytes()
+        except OSError:
+            continue
+        for line in data.split(b"\n"):
+            if not (line.startswith(_STARTED) or line.startswith(_FINISHED)):
+                continue
+            try:
+                event = _decode(line)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("time"), (int, float)):
+                continue
+            if event["event"] == "started":
+                syncs.append(PastSync(event["time"], event.get("pid"), bool(event.get("verify"))))
+            elif syncs and syncs[-1].finished is None:
+                stats = event.get("stats") if isinstance(event.get("stats"), dict) else {}
+                last = syncs[-1]
+                last.state, last.finished = str(event.get("state", "done")), event["time"]
+                last.error = event.get("error")
+                for key in ("downloaded", "fetched_bytes", "removed", "failed"):
+                    value = stats.get(key, 0)
+                    setattr(last, key, value if isinstance(value, int) else 0)
+    if syncs and syncs[-1].finished is None and syncs[-1].pid and pid_alive(syncs[-1].pid):
+        syncs[-1].state = "running"
+    return syncs[::-1][:limit]

@@ -103,6 +103,14 @@ def ago(timestamp: float | None) -> str:
     return humanize.naturaltime(datetime.datetime.now() - datetime.datetime.fromtimestamp(timestamp))
 
 
+def archive_format(fn: str) -> str:
+    """The package format of a file name, short: `conda` or `bz2` (a build comes in either; a
+    table shows which row is which)."""
+    if fn.endswith(".conda"):
+        return "conda"
+    return "bz2" if fn.endswith(".tar.bz2") else "?"
+
+
 def describe_error(error: BaseException) -> str:
     """A one-line message for the user: ours carry one; others get their type named. A URL's
     password or token is hidden."""

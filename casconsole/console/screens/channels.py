@@ -21,7 +21,7 @@ from textual.widgets import Input, Static
 
 from casconsole.conda.repodata import RepoData, decode_repodata, empty_repodata, load_local_repodata
 from casconsole.console.screens.base import ConsoleScreen, count, date, size
-from casconsole.console.screens.plan import version_key
+from casconsole.console.screens.plan import record_columns
 from casconsole.console.session import settle_heap
 from casconsole.layout import find_channels, subdir_folders
 from casconsole.widgets.vtable import Column, VirtualTable
@@ -29,11 +29,7 @@ from casconsole.widgets.vtable import Column, VirtualTable
 
 def channel_columns(records: list) -> list[Column]:
     return [
-        Column("name", 18, lambda i: records[i].name, flex=True),
-        Column("version", 10, lambda i: records[i].version, sort=lambda i: version_key(records[i].version)),
-        Column("build", 14, lambda i: records[i].build),
-        Column("size", 8, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"),
-        Column("license", 12, lambda i: records[i].license or ""),
+        *record_columns(records),
         Column("date", 10, lambda i: date(records[i].timestamp), sort=lambda i: records[i].timestamp or 0),
     ]
 
@@ -231,7 +227,8 @@ class ChannelsScreen(ConsoleScreen):
         rec = self.repodata.records[event.index]
         text = Text()
         text.append(rec.fn, "bold")
-        text.append(f"  sha256 {rec.sha256 or '-'}", "dim")
+        text.append(f" · {size(rec.size)} · {rec.license or 'no license'}")
+        text.append(f"\nsha256 {rec.sha256 or '-'}", "dim")
         text.append("\ndepends: ", "dim")
         text.append(", ".join(rec.depends or []) or "nothing", "dim")
         detail.update(text, layout=False)  # a fixed height: no layout pass per cursor key

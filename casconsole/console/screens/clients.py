@@ -24,7 +24,7 @@ from casconsole.fsutil import atomic_write_bytes
 from casconsole.redact import redact_url
 from casconsole.serve.condarc import ClientChannel, Condarc, base_url_of
 from casconsole.serve.pipconf import pip_conf
-from casconsole.settings import LAYERS, SettingsError, preview_write, write_settings
+from casconsole.settings import SettingsError, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
 # the keys a save from this screen may write
@@ -93,8 +93,10 @@ class ClientsScreen(ConsoleScreen):
                 lambda i: "[x]" if channels[i].use else "[ ]",
                 lambda i: "good" if channels[i].use else "dim",
             ),
-            Column("channel", 16, lambda i: self.label(channels[i])),
-            Column("URL", 30, lambda i: redact_url(self.condarc.url(channels[i].entry)), flex=True),
+            Column("channel", 10, lambda i: self.label(channels[i]), auto=True, max_width=30),
+            Column(
+                "URL", 20, lambda i: redact_url(self.condarc.url(channels[i].entry)), flex=True, keep="end"
+            ),
         ]
         position = self.table.cursor
         self.table.styles.height = max(2, len(channels) + 1)  # the rest is the file's
@@ -117,11 +119,11 @@ class ClientsScreen(ConsoleScreen):
     def show_preview(self) -> None:
         shown = self.condarc.text(hide_secrets=True)
         self.query_one("#clients-preview", Static).update(
-            Syntax(shown, "yaml", theme="ansi_dark", background_color="default")
+            Syntax(shown, "yaml", theme="ansi_dark", background_color="default", word_wrap=True)
         )
         pip = pip_conf(self.state.settings, self.condarc.base_url, hide_secrets=True)
         self.query_one("#clients-pip", Static).update(
-            Syntax(pip, "ini", theme="ansi_dark", background_color="default")
+            Syntax(pip, "ini", theme="ansi_dark", background_color="default", word_wrap=True)
         )
 
     # ---------------------------------------------------------------- editing
@@ -183,17 +185,7 @@ class ClientsScreen(ConsoleScreen):
         return updates
 
     def preview_save(self, layer: str, path: Path):
-        from casconsole.console.session import SaveTarget
-
-        updates = self.updates()
-        old, new = preview_write(path, updates)
-        origins = self.state.saved.origins
-        overridden = [
-            f"{key} is set by {origins[key]}, which is above the {layer} file"
-            for key in updates
-            if key in origins and LAYERS.index(origins[key].layer) > LAYERS.index(layer)
-        ]
-        return SaveTarget(layer, path, updates, old, new, overridden)
+        return self.state.preview_save(layer, path, self.updates())
 
     def action_save_settings(self) -> None:
         if not self.updates():

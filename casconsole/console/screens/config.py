@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -35,16 +34,6 @@ def show_value(value: Any, key: str = "") -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
     return str(value)
-
-
-def short(value: Any, width: int, key: str = "") -> str:
-    """A value cut to `width` cells; a path keeps its end, which tells paths apart."""
-    text = show_value(value, key)
-    if len(text) <= width:
-        return text
-    if isinstance(value, Path) or "/" in text:
-        return "…" + text[-(width - 1) :]
-    return text[: width - 1] + "…"
 
 
 class KeyRow:
@@ -114,7 +103,7 @@ class ConfigScreen(ConsoleScreen):
                 row = rows[i]
                 if layer in row.problems:
                     return "⚠ invalid"
-                return short(row.values[layer], self.CELL, row.key) if layer in row.values else ""
+                return show_value(row.values[layer], row.key) if layer in row.values else ""
 
             def style(i: int) -> str | None:
                 row = rows[i]
@@ -124,14 +113,18 @@ class ConfigScreen(ConsoleScreen):
                     return "good"
                 return "dim"
 
-            return Column(layer, self.CELL, text, style)
+            used = any(layer in row.values or layer in row.problems for row in rows)
+            minimum = self.CELL if used else len(layer)
+            return Column(layer, minimum, text, style, auto=True, max_width=48, keep="path")
 
         columns = [
             Column(
                 "key",
-                18,
+                12,
                 lambda i: ("⚠ " if rows[i].problems else "") + rows[i].key,
                 lambda i: "bad" if rows[i].problems else None,
+                auto=True,
+                max_width=26,
             ),
             *(cell(layer) for layer in LAYERS),
         ]

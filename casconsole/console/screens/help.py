@@ -12,7 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.keys import format_key
 from textual.screen import ModalScreen
-from textual.widgets import Label, Static
+from textual.widgets import Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 from casconsole.widgets.vtable import VirtualTable
 
@@ -83,6 +84,49 @@ class HelpScreen(ModalScreen[None]):
                 table.add_row(_key_text(binding), binding.tooltip or binding.description)
             table.add_row("", "")
         return table
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ScreenList(ModalScreen["str | None"]):
+    """Every screen with its key and what it shows; enter or the screen's key goes there."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,g,q", "close", "close")]
+
+    def __init__(self, screens: list[tuple[str, str, str, str]], current: str):
+        super().__init__(classes="dialog -screens")
+        self.screens = screens  # (key, mode, title, docstring)
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        options = []
+        for key, _mode, title, doc in self.screens:
+            line = Text()
+            line.append(f"{key} ", "bold")
+            line.append(f"{title:<11}", "bold")
+            line.append(doc.splitlines()[0] if doc else "", "dim")
+            options.append(Option(line, id=_mode))
+        with Vertical(classes="dialog-box"):
+            yield Label("Screens", classes="dialog-title")
+            yield OptionList(*options, id="screen-list")
+            yield Label("↑↓ enter go   0-9 go   escape close", classes="dialog-keys")
+
+    def on_mount(self) -> None:
+        option_list = self.query_one(OptionList)
+        modes = [mode for _key, mode, _title, _doc in self.screens]
+        option_list.highlighted = modes.index(self.current) if self.current in modes else 0
+        option_list.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def on_key(self, event) -> None:
+        for key, mode, _title, _doc in self.screens:
+            if event.key == key:
+                event.stop()
+                self.dismiss(mode)
+                return
 
     def action_close(self) -> None:
         self.dismiss(None)

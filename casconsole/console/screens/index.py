@@ -181,7 +181,7 @@ class IndexScreen(ConsoleScreen):
         self.rows = rows
         columns = [
             Column("channel", 11, lambda i: rows[i].channel, flex=True),
-            Column("subdir", 11, lambda i: rows[i].subdir),
+            Column("subdir", 7, lambda i: rows[i].subdir, auto=True, max_width=14),
             Column(
                 "state",
                 6,
@@ -204,7 +204,7 @@ class IndexScreen(ConsoleScreen):
                 sort=lambda i: rows[i].problems,
                 align="right",
             ),
-            Column("indexed", 14, lambda i: rows[i].note or ago(rows[i].indexed_at)),
+            Column("indexed", 14, lambda i: rows[i].note or ago(rows[i].indexed_at), auto=True, max_width=40),
         ]
         position = self.table.cursor
         self.table.empty_text = f"no channel under {self.state.settings.mirror_dir} yet"

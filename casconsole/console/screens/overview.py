@@ -65,6 +65,9 @@ def summarize_channel(path: Path, mirrored: Path) -> ChannelSummary:
     return summary
 
 
+PROBLEMS_SHOWN = 3  # settings problems listed on the overview; Config shows every one
+
+
 class OverviewScreen(ConsoleScreen):
     """Where the mirror stands: upstream, plan, last sync, server, channels."""
 
@@ -126,10 +129,16 @@ class OverviewScreen(ConsoleScreen):
         grid.add_row("Mirror", f"{s.channel_dir}")
         problems = self.state.problems
         text = (
-            Text(f"{len(problems)} problem(s): see Config (2)", "bold red")
+            Text(
+                f"{len(problems)} problem(s), the rest in force (Config, 2, shows each in place)", "bold red"
+            )
             if problems
             else Text("no problems")
         )
+        for problem in problems[:PROBLEMS_SHOWN]:
+            text.append(f"\n⚠ {problem}", "red")
+        if len(problems) > PROBLEMS_SHOWN:
+            text.append(f"\n… {len(problems) - PROBLEMS_SHOWN} more on Config (2)", "red")
         pending = self.state.pending_summary()
         if pending:
             text.append(f" · unsaved: {pending}", "bold yellow")

@@ -14,6 +14,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -24,7 +25,14 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Static
 
 from casconsole.console.screens import plan_pypi
-from casconsole.console.screens.base import ConsoleScreen, count, date, describe_error, size
+from casconsole.console.screens.base import (
+    ConsoleScreen,
+    archive_format,
+    count,
+    date,
+    describe_error,
+    size,
+)
 from casconsole.console.screens.dialogs import MessageDialog, SaveDialog
 from casconsole.settings import SettingsError
 from casconsole.widgets.vtable import Column, VirtualTable
@@ -83,22 +91,47 @@ def _broken_filter(plan: Plan, sp: SubdirPlan) -> Callable[[int], bool]:
     return broken.__contains__
 
 
-def unmet_causes(plan: Plan, subdir: str) -> list[tuple[str, int]]:
-    """(cause, unmet specs it explains) of a subdir's broken records, the biggest first.
+_SPEC_NAME = re.compile(r"^\s*([A-Za-z0-9_.\-]+)")
 
-    Counts specs rather than records, which needs one cause lookup per distinct spec instead
-    of one per broken record: fast enough to run after every toggle at 500,000 records.
+
+@dataclass
+class UnmetName:
+    """A package whose absence leaves kept records with unmet dependencies: whitelisting it (one
+    key on the Plan) is the usual fix, e.g. libgcc-ng when the GPL family is blacklisted."""
+
+    name: str
+    records: int  # broken records that lack it
+    cause: str  # why its records are not kept (the entry that dropped them)
+
+
+def unmet_names(plan: Plan, subdir: str) -> tuple[list[UnmetName], list[tuple[str, int]]]:
+    """(the dropped packages missed by a subdir's broken records, the most missed first; the
+    causes with the unmet specs each explains).
+
+    Counts the unmet specs (one pass over the broken records, as a Counter does it), then looks
+    at each distinct spec once for its cause and its package name: after every toggle, 180,000
+    broken records of 500,000 cost what a hundred distinct specs cost. A package's count is the
+    unmet specs naming it, which is its broken records as a record names a dependency once.
     """
     check = plan.check
     if check is None:
-        return []
-    specs = Counter(text for unmet in check.broken(subdir).values() for text in unmet)
+        return [], []
     decisions = plan.decisions_by_subdir()
+    specs = Counter(text for unmet in check.broken(subdir).values() for text in unmet)
+    by_name: Counter[str] = Counter()
+    name_cause: dict[str, str] = {}
     causes: Counter[str] = Counter()
     for text, n in specs.items():
-        for cause in check.causes(subdir, text, decisions):
+        found = check.causes(subdir, text, decisions)
+        for cause in found:
             causes[cause] += n
-    return causes.most_common()
+        match = _SPEC_NAME.match(text)
+        dropped = [c for c in found if not c.startswith("upstream")]
+        if match and dropped:
+            by_name[match.group(1)] += n
+            name_cause.setdefault(match.group(1), dropped[0])
+    named = [UnmetName(name, n, name_cause[name]) for name, n in by_name.most_common()]
+    return named, causes.most_common()
 
 
 def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
@@ -120,11 +153,29 @@ def plan_columns(plan: Plan, sp: SubdirPlan) -> list[Column]:
 
     return [
         Column("decision", 9, label, tag),
-        Column("name", 16, lambda i: records[i].name, flex=True),
-        Column("version", 9, lambda i: records[i].version, sort=lambda i: version_key(records[i].version)),
-        Column("build", 16, lambda i: records[i].build),
-        Column("size", 9, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"),
-        Column("license", 12, lambda i: records[i].license or ""),
+        *record_columns(records, size_width=9),
+    ]
+
+
+def record_columns(records: list, size_width: int = 8) -> list[Column]:
+    """A package record's columns, as the Plan and Channels tables show them: the name whole
+    first, version, build, the format (`.conda` or `.tar.bz2` of one build), size, license."""
+    return [
+        Column("name", 14, lambda i: records[i].name, flex=True, auto=True, max_width=30),
+        Column(
+            "version",
+            7,
+            lambda i: records[i].version,
+            sort=lambda i: version_key(records[i].version),
+            auto=True,
+            max_width=16,
+        ),
+        Column("build", 8, lambda i: records[i].build, auto=True, max_width=28),
+        Column("fmt", 5, lambda i: archive_format(records[i].fn)),
+        Column(
+            "size", size_width, lambda i: size(records[i].size), sort=lambda i: records[i].size, align="right"
+        ),
+        Column("license", 7, lambda i: records[i].license or "", auto=True, max_width=24),
     ]
 
 
@@ -142,6 +193,7 @@ class PlanScreen(ConsoleScreen):
         Binding("left_square_bracket", "subdir(-1)", "previous subdir", key_display="[", show=False),
         Binding("ctrl+s", "save", "save"),
         Binding("d", "discard", "discard"),
+        Binding("W", "whitelist_cause", "whitelist the cause", show=False),  # shown on the warning
         Binding("r", "reload", "refetch", show=False),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
@@ -306,9 +358,11 @@ class PlanScreen(ConsoleScreen):
         self.call_after_refresh(self.show_deps)  # grouping the causes may take a moment: frame first
 
     def show_deps(self) -> None:
-        """The dependency check of the subdir: all met, or the causes of what is not."""
+        """The dependency check of the subdir: all met, or what is missing most and why (two
+        lines, whole: the package to whitelist, then the causes)."""
         sp, plan = self.subdir_plan, self.state.plan
         deps = self.query_one("#deps", Static)
+        self.unmet_top: UnmetName | None = None
         if sp is None or plan is None or plan.check is None:
             deps.update("", layout=False)
             return
@@ -316,13 +370,21 @@ class PlanScreen(ConsoleScreen):
         if not broken:
             deps.update(Text("✓ every kept record's dependencies are met", "green"), layout=False)
             return
-        causes = unmet_causes(plan, sp.subdir)
+        names, causes = unmet_names(plan, sp.subdir)
         text = Text(f"⚠ {count(broken)} kept with unmet dependencies", "bold yellow")
-        text.append(" (f lists them)", "dim")
-        if causes:
-            text.append(f": mostly {causes[0][0]}", "yellow")
-            if len(causes) > 1:
-                text.append(f" (+{len(causes) - 1} cause{'s' * (len(causes) > 2)})", "yellow")
+        text.append(" · f lists them", "dim")
+        if names:
+            top = self.unmet_top = names[0]
+            text.append(f"\n{min(top.records, broken) / broken:.0%} lack ", "yellow")
+            text.append(top.name, "bold yellow")
+            text.append(f" ({top.cause}) · ", "yellow")
+            text.append("W", "bold reverse")
+            text.append(" whitelists it", "bold")
+            others = [f"{n.name} {count(n.records)}" for n in names[1:3]]
+            if others:
+                text.append(f" · then {', '.join(others)}", "dim")
+        elif causes:
+            text.append(f"\n{causes[0][0]}", "yellow")
         deps.update(text, layout=False)
 
     def show_filter(self, shown: int | None = None, total: int | None = None) -> None:
@@ -350,6 +412,12 @@ class PlanScreen(ConsoleScreen):
             reason.update(plan_pypi.reason(pypi, rows[index]) if ok else "", layout=False)  # type: ignore[arg-type,index]
             return
         sp = self.subdir_plan
+        if sp is None and self.state.plan_error:
+            text = Text("✗ The plan could not be made: ", "bold red")
+            text.append(self.state.plan_error, "red")
+            text.append("\nr fetches the upstream repodata again", "dim")
+            reason.update(text, layout=False)
+            return
         if sp is None or index is None or index >= len(sp.records):
             reason.update("", layout=False)
             return
@@ -398,6 +466,10 @@ class PlanScreen(ConsoleScreen):
         except SettingsError as exc:
             self.app.push_screen(MessageDialog("Cannot change the settings", describe_error(exc)))
             return
+        self.after_toggle()
+
+    def after_toggle(self) -> None:
+        """Repaint what a toggle changed: the rows, the funnel, the dependency check, the reason."""
         if FILTERS[self.filter_index][0] == "unmet dependencies":
             self.apply_filter()
         else:
@@ -407,6 +479,19 @@ class PlanScreen(ConsoleScreen):
         self.show_funnel()
         self.show_reason(self.table.cursor_index)
         self.refresh_bindings()
+
+    def action_whitelist_cause(self) -> None:
+        """Whitelist the package the most broken records lack (the warning names it)."""
+        top = getattr(self, "unmet_top", None)
+        if top is None or self.on_pypi:
+            self.notify("No unmet dependency to whitelist here", timeout=3)
+            return
+        if top.name in self.state.settings.whitelist:
+            self.notify(f"{top.name} is whitelisted already", timeout=3)
+            return
+        self.state.toggle("whitelist", top.name)
+        self.notify(f"{top.name} whitelisted (unsaved: ctrl+s saves)", title="Plan", timeout=4)
+        self.after_toggle()
 
     def action_search(self) -> None:
         self.query_one("#plan-search", Input).focus()

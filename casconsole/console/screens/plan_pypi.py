@@ -34,7 +34,7 @@ def columns(plan: PypiPlan, rows: list[Row]) -> list[Column]:
         Column("decision", 9, lambda i: label(rows[i]), lambda i: tag(rows[i])),
         Column("project", 16, lambda i: rows[i].dist.project),
         Column("version", 9, lambda i: str(rows[i].dist.version), sort=lambda i: rows[i].dist.version),
-        Column("file", 24, lambda i: rows[i].dist.filename, flex=True),
+        Column("file", 24, lambda i: rows[i].dist.filename, flex=True, auto=True, max_width=60),
         Column(
             "size", 9, lambda i: size(rows[i].dist.size), sort=lambda i: rows[i].dist.size or 0, align="right"
         ),

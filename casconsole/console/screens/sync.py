@@ -37,10 +37,12 @@ from casconsole.console.screens.base import ConsoleScreen, count, size
 from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog
 from casconsole.errors import SyncError
 from casconsole.layout import state_dir
+from casconsole.redact import redact_url
 from casconsole.settings import Settings, write_snapshot
 from casconsole.sync import report
 from casconsole.sync.lock import lock_holder
-from casconsole.sync.status import StatusReader, SyncStatus, read_status
+from casconsole.sync.safety import SPACE_MARGIN, free_space
+from casconsole.sync.status import PastSync, StatusReader, SyncStatus, read_status, sync_history
 
 ACTIVE_SHOWN = 6  # transfers listed
 FAILURES_SHOWN = 20
@@ -182,6 +184,7 @@ class SyncScreen(ConsoleScreen):
         Binding("s", "start", "start sync"),
         Binding("b", "start_background", "start in background"),
         Binding("c", "cancel_sync", "cancel"),
+        Binding("h", "history", "history"),
         Binding("v", "start_verify", "verify all", show=False),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
@@ -193,6 +196,7 @@ class SyncScreen(ConsoleScreen):
         ),
         ("Verify the mirror", "Sync, re-hashing every mirrored file and repairing bad ones", "start_verify"),
         ("Cancel sync", "Stop the running sync; partial files are kept for the next run", "cancel_sync"),
+        ("Sync history", "The past syncs of the mirror: date, outcome, files, bytes, duration", "history"),
     ]
     POLL_RUNNING = 0.25
     POLL_IDLE = 1.0
@@ -209,6 +213,7 @@ class SyncScreen(ConsoleScreen):
         self.view = SyncView()
         self._seen = False
         self._finished: float | None = None  # when the last sync seen ended
+        self.history: list[PastSync] | None = None  # shown instead of the detail while not None
         self.follow(self.state.settings.mirror_dir)
 
     def refresh_state(self) -> None:
@@ -246,6 +251,8 @@ class SyncScreen(ConsoleScreen):
         elif view.finished is not None and view.finished != self._finished:
             self._finished = view.finished
             self.console.sync_finished(view.state, view.error)
+            if self.history is not None:
+                self.load_history()
         self.refresh_bindings()
 
     # ---------------------------------------------------------------- drawing
@@ -283,7 +290,8 @@ class SyncScreen(ConsoleScreen):
             bar.update(total=None)
         else:
             bar.update(total=1, progress=1 if v.state == "done" else 0)
-        self.query_one("#sync-detail", Static).update(self.detail(v))
+        if self.history is None:
+            self.query_one("#sync-detail", Static).update(self.detail(v))
 
     def detail(self, v: SyncView) -> Table:
         grid = Table.grid(padding=(0, 1))
@@ -332,22 +340,59 @@ class SyncScreen(ConsoleScreen):
             return False
         return True
 
-    def _confirm_pending(self, then) -> None:
+    def start_question(self, verify: bool, background: bool) -> str:
+        """What the sync will do, asked once before it starts: what it downloads and deletes by
+        the plan on screen, the free space against the sync's own rule, unsaved changes."""
+        settings = self.state.settings
+        plan = self.state.plan
+        lines = []
+        where = "in the background (cas-sync --detach: it survives the console)" if background else "here"
+        what = "Sync and re-hash every mirrored file" if verify else "Sync"
+        lines.append(f"{what} {where}: {redact_url(settings.remote_url)} into {settings.channel_dir}")
+        need = 0
+        if plan is not None:
+            t = plan.total
+            need = t.download_bytes
+            lines.append(
+                f"\ndownload  {count(t.download)} file(s), {size(t.download_bytes)}"
+                f"\ndelete    {count(t.delete)} file(s) that left the plan"
+                + ("" if settings.prune else " (prune is off: kept)")
+                + f"\nkeep      {count(t.present)} file(s) on disk"
+            )
+            if len(plan.subdirs) > 1:
+                per = ", ".join(f"{n} {count(sp.funnel.download)}" for n, sp in plan.subdirs.items())
+                lines.append(f"          by subdir: {per}")
+        else:
+            why = f" ({self.state.plan_error})" if self.state.plan_error else ""
+            lines.append(f"\nThe plan is not made yet{why}: the sync decides what to fetch itself.")
+        free = free_space(settings.mirror_dir)
+        if free is None:
+            lines.append("free      unknown (the filesystem does not tell)")
+        else:
+            lines.append(f"free      {size(free)} on the mirror's disk")
+            wanted = need + SPACE_MARGIN
+            if need and wanted > free:
+                lines.append(
+                    f"\n⚠ not enough room: {size(wanted)} needed with the margin; the sync will refuse"
+                )
         pending = self.state.pending_summary()
-        if not pending:
-            then()
-            return
-        question = (
-            f"The plan has changes that are not saved: {pending}.\n\n"
-            "Sync with them? (A sync started from the files, by cron or cas-sync, will not have them.)"
-        )
+        if pending:
+            lines.append(
+                f"\nUnsaved changes go with it: {pending}. (A sync started from the files, by cron "
+                "or cas-sync, will not have them.)"
+            )
+        return "\n".join(lines)
+
+    def _confirm(self, then, verify: bool = False, background: bool = False) -> None:
+        """Ask once, showing the sync's size and the room for it; `then()` on yes."""
+        title = "Start the sync?" if not verify else "Start the sync and re-hash every file?"
         self.app.push_screen(
-            ConfirmDialog("Sync with unsaved changes?", question), lambda yes: yes and then()
+            ConfirmDialog(title, self.start_question(verify, background)), lambda yes: yes and then()
         )
 
     def action_start(self, verify: bool = False) -> None:
         if self._can_start():
-            self._confirm_pending(lambda: self.console.start_sync(verify=verify))
+            self._confirm(lambda: self.console.start_sync(verify=verify), verify=verify)
             self.refresh_bindings()
 
     def action_start_verify(self) -> None:
@@ -355,7 +400,30 @@ class SyncScreen(ConsoleScreen):
 
     def action_start_background(self) -> None:
         if self._can_start():
-            self._confirm_pending(lambda: self.start_detached(self.state.settings))
+            self._confirm(lambda: self.start_detached(self.state.settings), background=True)
+
+    # ---------------------------------------------------------------- history
+
+    def action_history(self) -> None:
+        """Show the past syncs in place of the detail, or the detail again."""
+        if self.history is not None:
+            self.history = None
+            self.show(self.view)
+            return
+        self.history = []
+        self.query_one("#sync-detail", Static).update(Text("reading the status log…", "italic"))
+        self.load_history()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sync-history", name="reading the history")
+    def load_history(self) -> None:
+        past = sync_history(self.state.settings.mirror_dir)
+        self.app.call_from_thread(self.show_history, past)
+
+    def show_history(self, past: list[PastSync]) -> None:
+        if self.history is None:
+            return
+        self.history = past
+        self.query_one("#sync-detail", Static).update(history_table(past))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="sync-detach", name="starting the sync")
     def start_detached(self, settings: Settings) -> None:
@@ -405,3 +473,36 @@ class SyncScreen(ConsoleScreen):
 
         question = f"Cancel {who}? Files done stay; partial downloads resume on the next run."
         self.app.push_screen(ConfirmDialog("Cancel the sync?", question), answer)
+
+
+def history_table(past: list[PastSync]) -> Table | Text:
+    """The past syncs, the newest first: when, how it ended, files, bytes, how long."""
+    if not past:
+        return Text("No sync in the status log yet (h goes back).", "italic")
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", title_justify="left")
+    table.title = Text(f"{len(past)} past sync(s), newest first (h goes back)", "bold")
+    for name, justify in (
+        ("started", "left"),
+        ("outcome", "left"),
+        ("files", "right"),
+        ("bytes", "right"),
+        ("deleted", "right"),
+        ("took", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    styles = {"done": "green", "running": "bold green", "cancelled": "yellow"}
+    for sync in past:
+        when = datetime.datetime.fromtimestamp(sync.started).strftime("%Y-%m-%d %H:%M")
+        outcome = sync.state + (" (verify)" if sync.verify else "")
+        if sync.failed:
+            outcome += f", {sync.failed} failed"
+        took = report.duration(sync.seconds) if sync.seconds is not None else "-"
+        table.add_row(
+            when,
+            Text(outcome, styles.get(sync.state, "red")),
+            count(sync.downloaded),
+            size(sync.fetched_bytes),
+            count(sync.removed),
+            took,
+        )
+    return table
