@@ -219,10 +219,8 @@ class ServerScreen(ConsoleScreen):
         rps, bps = v.rate
         head.append("\ntraffic ", "bold")
         head.append(f"{rps:.1f} req/s · {size(bps)}/s", "bold" if rps else "dim")
-        head.append(
-            f" · {count(v.requests)} requests, {size(v.bytes)} since {clock(v.since)[:5]}",
-            "dim",
-        )
+        requests = f"{count(v.requests)} request{'' if v.requests == 1 else 's'}"
+        head.append(f" · {requests}, {size(v.bytes)} since {clock(v.since)[:5]}", "dim")
         if v.errors:
             head.append(f" · {count(v.errors)} answered 5xx", "bold red")
         self.query_one("#server-head", Static).update(head)
