@@ -91,7 +91,7 @@ def unmet_causes(plan: Plan, subdir: str) -> list[tuple[str, int]]:
     check = plan.check
     if check is None:
         return []
-    specs = Counter(text for unmet in check.broken(subdir).values() for text in unmet)
+    specs = check.spec_counts(subdir)
     decisions = plan.decisions_by_subdir()
     causes: Counter[str] = Counter()
     for text, n in specs.items():
