@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain, compress, repeat
 from operator import attrgetter, gt, not_
-
-from rattler import Version
+from typing import TYPE_CHECKING
 
 from casconsole.conda.repodata import Record
 from casconsole.selection.deps import PARSED_SPECS, DepSpec, SubdirIndex, contexts, parse_dep
 from casconsole.selection.filters import Decision
+
+if TYPE_CHECKING:
+    from rattler import Version
 
 UPSTREAM_CAUSE = "upstream (no record matches)"
 UNREADABLE_CAUSE = "upstream (not a readable match spec)"

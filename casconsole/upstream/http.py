@@ -84,13 +84,16 @@ class _Message:
     """llhttp's callbacks for one response: its headers, whether they are complete, the body
     bytes the parser handed over and not read yet, and whether the message is complete."""
 
-    __slots__ = ("body", "complete", "headers", "headers_done")
+    __slots__ = ("body", "complete", "headers", "headers_done", "keep_alive", "parser", "status")
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.complete = False
         self.body: list[bytes] = []
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
@@ -98,12 +101,16 @@ class _Message:
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
+        # asked here: once the message is complete the parser is reset for the next one
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.keep_alive = self.keep_alive and self.parser.should_keep_alive()
         self.complete = True
 
 
@@ -117,13 +124,12 @@ class Response:
         self._conn = conn
         self._sock: socket.socket = conn.sock
         self._message = message = _Message()
-        self._parser = httptools.HttpResponseParser(message)
+        self._parser = message.parser
         self._buffer = pool.buffer
         self._pending = memoryview(b"")  # body bytes received, not handed over yet
         while not message.headers_done:
             self._feed()
-        self.status: int = self._parser.get_status_code()
-        self._keep_alive = self._parser.should_keep_alive()
+        self.status: int = message.status
         length = message.headers.get("content-length")
         # a Content-Length body (not chunked) is read from the socket itself: `_left` bytes
         self._left: int | None = None
@@ -192,7 +198,7 @@ class Response:
             except OSError as exc:
                 raise TransferError(describe(exc)) from None
             if not n:
-                self._keep_alive = False
+                self._message.keep_alive = False
                 return 0
             self._left -= n
             return n
@@ -200,7 +206,7 @@ class Response:
             if self._message.complete:
                 return 0
             if not self._feed():  # the end, if its length was that of the connection
-                self._keep_alive = False
+                self._message.keep_alive = False
                 return 0
             self._take_body()
         return self.readinto(view)
@@ -226,12 +232,13 @@ class Response:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
                 out += scratch[:n]
-        if not self._message.complete and self._parser.should_keep_alive():
+        if not self._message.complete and "transfer-encoding" in self._message.headers:
             raise TransferError("truncated: the connection closed before the end of the body")
         return out
 
     def close(self) -> None:
-        if not self._pending and self._done() and self._keep_alive:
+        self._message.parser = None  # it and the parser refer to each other: no cycle left behind
+        if not self._pending and self._done() and self._message.keep_alive:
             self._pool.keep_alive(self._key, self._conn)
         else:
             self._conn.close()
