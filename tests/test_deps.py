@@ -227,6 +227,19 @@ def test_toggles_match_a_fresh_plan(demo_url, tmp_path):
             assert [g.summary for g in sp.broken_groups()] == [g.summary for g in want.broken_groups()]
 
 
+def test_a_toggle_that_changes_only_why_a_record_is_dropped_changes_the_cause(base, tmp_path):
+    s = settings_for(base, tmp_path / "m", blacklist=["openssl 3.*", "openssl 3.2.*"])
+    upstream = fetch_upstream(s)
+    plan = Plan.build(s, upstream)
+    linux = plan.subdirs["linux-64"]
+    assert "blacklist: openssl 3.*" in {g.cause for g in linux.broken_groups()}
+    narrower = s.replace(blacklist=["openssl 3.2.*"])  # openssl 3.2.1 stays dropped, by the other entry
+    plan.update(narrower, {"openssl"})
+    want = Plan.build(narrower, upstream).subdirs["linux-64"]
+    assert [g.summary for g in linux.broken_groups()] == [g.summary for g in want.broken_groups()]
+    assert "blacklist: openssl 3.2.* leaves 2 records" in linux.broken_groups()[0].summary
+
+
 def run_sync(*args):
     return subprocess.run(
         [sys.executable, "-m", "casconsole.cli.sync", *args],

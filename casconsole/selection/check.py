@@ -146,9 +146,9 @@ class DependencyCheck:
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
         self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
         self._causes: dict[tuple[str, str], list[str]] = {}
-        # per subdir, spec -> how many kept records name it, from `run`'s pass (None after an
-        # update): for an unmet spec, how many broken records name it
-        self._named: dict[str, Counter[str] | None] = {s: None for s in self.indexes}
+        # per subdir, spec -> how many kept records name it (counted by `run`, kept current by
+        # `update`): for an unmet spec, how many broken records name it
+        self._named: dict[str, Counter[str]] = {s: Counter() for s in self.indexes}
 
     # ---- the answers
 
@@ -164,12 +164,8 @@ class DependencyCheck:
     def spec_counts(self, subdir: str) -> Counter[str]:
         """Unmet spec -> how many broken records of `subdir` name it (one pass in C)."""
         unmet = self._ctx[self._key[subdir]].unmet
-        counted = self._named[subdir]
-        if counted is not None:  # an unmet spec's kept dependents are all broken
-            return Counter({t: n for t, n in counted.items() if t in unmet})
-        depends = self.indexes[subdir].depends
-        named = chain.from_iterable(map(depends.__getitem__, self._broken[subdir]))
-        return Counter(filter(unmet.__contains__, named))
+        # an unmet spec's kept dependents are all broken: no pass over them
+        return Counter({t: n for t, n in self._named[subdir].items() if n > 0 and t in unmet})
 
     # ---- computing them
 
@@ -192,14 +188,21 @@ class DependencyCheck:
             if unmet:
                 broken.update(self._scan(subdir, unmet, decisions))
 
-    def update(self, decisions: Decisions, flipped: Mapping[str, Iterable[int]]) -> None:
-        """Re-check after the records at `flipped` (subdir -> indices) went from kept to dropped or back."""
+    def update(
+        self, decisions: Decisions, flipped: Mapping[str, Iterable[int]], redecided: Iterable[str] = ()
+    ) -> None:
+        """Re-check after the records at `flipped` (subdir -> indices) went from kept to dropped
+        or back; `redecided` names the records whose decision may have changed otherwise (a
+        dropped record's cause), whose specs' causes are asked again."""
         flipped = {s: list(v) for s, v in flipped.items() if v}
+        names = {self.indexes[s].records[i].name for s, indices in flipped.items() for i in indices}
+        self._forget_causes(names.union(redecided))
         if not flipped:
             return
-        self._causes.clear()
-        self._named = dict.fromkeys(self.indexes)
-        names = {self.indexes[s].records[i].name for s, indices in flipped.items() for i in indices}
+        for subdir, indices in flipped.items():  # the specs kept records name, counted
+            own, depends, counted = decisions[subdir], self.indexes[subdir].depends, self._named[subdir]
+            counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
+            counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
         for subdir, indices in flipped.items():  # keep the names-with-drops current
             records, own, dropped = self.indexes[subdir].records, decisions[subdir], self._dropped[subdir]
             for name in {records[i].name for i in indices}:
@@ -352,6 +355,15 @@ class DependencyCheck:
             self._dependents[subdir] = dependents
 
     # ---- why: grouped by the entry (or step) that dropped what a spec needs
+
+    def _forget_causes(self, names: set[str]) -> None:
+        """Drop the causes found for specs of `names` (the records a cause comes from are
+        records of the spec's name): the others stay, so a toggle re-asks only its own."""
+        if not names:
+            return
+        stale = [key for key in self._causes if (spec := parse_dep(key[1])) is None or spec.name in names]
+        for key in stale:
+            del self._causes[key]
 
     def causes(self, subdir: str, spec_text: str, decisions: Decisions) -> list[str]:
         """The causes of an unmet spec: the drops of every record it matches, or that none exists."""

@@ -548,6 +548,7 @@ class Plan:
         )
         maps = self._closure_maps(settings) if closure_changed else None
         flipped: dict[str, list[int]] = {}
+        redecided = set(names or ())
         for subdir, sp in self.subdirs.items():
             sp.prune, sp.max_prune = settings.prune, settings.max_prune
             sp.newest, sp.curated = settings.newest_versions, settings.curated
@@ -561,10 +562,11 @@ class Plan:
                 sp.decide_all(self.selector)
             else:
                 flipped[subdir] = sp.redecide(self.selector, names or (), moved)
+                redecided.update(sp.records[i].name for i in moved)
         if full:
             self._check_all()
         elif self.check is not None:
-            self.check.update(self.decisions_by_subdir(), flipped)
+            self.check.update(self.decisions_by_subdir(), flipped, redecided)
             self._count_broken()
 
     def rescan(self) -> None:
