@@ -146,9 +146,9 @@ class DependencyCheck:
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
         self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
         self._causes: dict[tuple[str, str], list[str]] = {}
-        # per subdir, spec -> how many kept records name it (counted by `run`, kept current by
-        # `update`): for an unmet spec, how many broken records name it
-        self._named: dict[str, Counter[str]] = {s: Counter() for s in self.indexes}
+        # per subdir, spec -> how many kept records name it, once `index_dependents` counted them
+        # (kept current by `update`): for an unmet spec, how many broken records name it
+        self._named: dict[str, Counter[str] | None] = dict.fromkeys(self.indexes)
 
     # ---- the answers
 
@@ -164,8 +164,12 @@ class DependencyCheck:
     def spec_counts(self, subdir: str) -> Counter[str]:
         """Unmet spec -> how many broken records of `subdir` name it (one pass in C)."""
         unmet = self._ctx[self._key[subdir]].unmet
-        # an unmet spec's kept dependents are all broken: no pass over them
-        return Counter({t: n for t, n in self._named[subdir].items() if n > 0 and t in unmet})
+        counted = self._named[subdir]
+        if counted is not None:  # an unmet spec's kept dependents are all broken: no pass
+            return Counter({t: n for t, n in counted.items() if n > 0 and t in unmet})
+        depends = self.indexes[subdir].depends
+        named = chain.from_iterable(map(depends.__getitem__, self._broken[subdir]))
+        return Counter(filter(unmet.__contains__, named))
 
     # ---- computing them
 
@@ -173,10 +177,11 @@ class DependencyCheck:
         self._causes.clear()
         self._dropped = self._dropped_names(decisions)
         needed: dict[frozenset[str], set[str]] = {key: set() for key in self._ctx}
-        for subdir, index in self.indexes.items():  # the specs kept records name, counted
+        for subdir, index in self.indexes.items():  # the specs kept records name
             kept = map(_INCLUDED, decisions[subdir])
-            counted = self._named[subdir] = Counter(chain.from_iterable(compress(index.depends, kept)))
-            needed[self._key[subdir]].update(counted)
+            needed[self._key[subdir]].update(chain.from_iterable(compress(index.depends, kept)))
+            if self._named[subdir] is not None:
+                self._named[subdir] = self._count_named(subdir, decisions)
         for key, ctx in self._ctx.items():
             ctx.sat, ctx.by_name = {}, {}
             ctx.unmet.clear()  # the same set object: BrokenRecords views read it
@@ -201,8 +206,9 @@ class DependencyCheck:
             return
         for subdir, indices in flipped.items():  # the specs kept records name, counted
             own, depends, counted = decisions[subdir], self.indexes[subdir].depends, self._named[subdir]
-            counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
-            counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
+            if counted is not None:
+                counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
+                counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
         for subdir, indices in flipped.items():  # keep the names-with-drops current
             records, own, dropped = self.indexes[subdir].records, decisions[subdir], self._dropped[subdir]
             for name in {records[i].name for i in indices}:
@@ -337,10 +343,19 @@ class DependencyCheck:
         named = map(gt, map(_INCLUDED, own), map(specs.isdisjoint, depends))
         return list(compress(range(len(depends)), named))
 
-    def index_dependents(self) -> None:
+    def _count_named(self, subdir: str, decisions: Decisions) -> Counter[str]:
+        kept = map(_INCLUDED, decisions[subdir])
+        return Counter(chain.from_iterable(compress(self.indexes[subdir].depends, kept)))
+
+    def index_dependents(self, decisions: Decisions) -> None:
         """Index which records name each spec, so that `update` finds a newly unmet spec's
-        dependents without a pass over every record (0.1 s at 500,000 records). Building it
-        costs a few tenths of a second: for a console, worth doing once in the background."""
+        dependents without a pass over every record (0.1 s at 500,000 records), and count the
+        kept records naming each, so that `spec_counts` needs no pass over the broken ones.
+        Building them costs a few tenths of a second: for a console, worth doing once in the
+        background; `update` keeps them current."""
+        for subdir in self.indexes:
+            if self._named[subdir] is None:
+                self._named[subdir] = self._count_named(subdir, decisions)
         for subdir, index in self.indexes.items():
             if subdir in self._dependents:
                 continue

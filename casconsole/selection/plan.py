@@ -474,7 +474,7 @@ class Plan:
         tenths of a second at 500,000 records; run it once, e.g. in a worker, after `build`)."""
         if self.check is not None:
             with gc_paused():
-                self.check.index_dependents()
+                self.check.index_dependents(self.decisions_by_subdir())
 
     def _check_all(self) -> None:
         if self.check is not None:
