@@ -97,12 +97,12 @@ def tree_rss_mb(root: int) -> float:
     return total / 1024
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
+def measure(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
     """Run `command`; its wall time (s), peak memory (MB, the process and its children), and the
     machine's load average (1 minute) when it started."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     peak = [0.0]
     done = threading.Event()
 
@@ -129,9 +129,11 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def measure_all(commands: list[list[str]], env: dict[str, str] | None = None) -> dict:
+def measure_all(
+    commands: list[list[str]], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> dict:
     """`measure` of commands run one after the other: the seconds added, the larger peak."""
-    rows = [measure(command, env) for command in commands]
+    rows = [measure(command, env, cwd) for command in commands]
     seconds = round(sum(r["seconds"] for r in rows), 3)
     return {"seconds": seconds, "peak_mb": max(r["peak_mb"] for r in rows), "load": rows[0]["load"]}
 
@@ -204,17 +206,21 @@ def main() -> int:
                  "--platform", subdir, "--no-progress"]
                 for subdir in subdirs
             ]  # fmt: skip
-            order = [("casconsole", [cas_sync], env), ("conda-mirror", conda_mirror, env)]
-            if args.baseline:  # the same cas-sync command, run from another copy of the code
+            order: list[tuple[str, list[list[str]], Path | None]] = [
+                ("casconsole", [cas_sync], None),
+                ("conda-mirror", conda_mirror, None),
+            ]
+            if args.baseline:  # the same cas-sync command, run from another copy of the code:
+                # `python -m` in that folder puts it first on sys.path, its workers too
                 base = work / f"round{round_}" / "baseline"
                 before = [sys.executable, "-m", "casconsole.cli.sync", *cas_sync[1:]]
                 before[before.index(str(ours))] = str(base)
-                order.append(("baseline", [before], {**env, "PYTHONPATH": str(args.baseline.resolve())}))
+                order.append(("baseline", [before], args.baseline.resolve()))
             # each goes first in turn: the first of a round creates its files in fresher inodes
             shift = round_ % len(order)
-            for name, commands, tool_env in order[shift:] + order[:shift]:
-                runs.setdefault(f"{name} cold", []).append(measure_all(commands, tool_env))
-                runs.setdefault(f"{name} no-op", []).append(measure_all(commands, tool_env))
+            for name, commands, cwd in order[shift:] + order[:shift]:
+                runs.setdefault(f"{name} cold", []).append(measure_all(commands, env, cwd))
+                runs.setdefault(f"{name} no-op", []).append(measure_all(commands, env, cwd))
             mirrored = [("casconsole", ours / "pkgs"), ("conda-mirror", cm / "mirror")]
             if args.baseline:
                 mirrored.append(("baseline", work / f"round{round_}" / "baseline" / "pkgs"))
