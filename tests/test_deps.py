@@ -240,6 +240,28 @@ def test_a_toggle_that_changes_only_why_a_record_is_dropped_changes_the_cause(ba
     assert "blacklist: openssl 3.2.* leaves 2 records" in linux.broken_groups()[0].summary
 
 
+def test_the_streamed_json_is_the_plan_as_one_object(base, tmp_path, monkeypatch):
+    import io
+
+    from casconsole.selection import planjson
+
+    monkeypatch.setattr(planjson, "CHUNK", 2)  # several chunks to every list
+    s = settings_for(base, tmp_path / "m", blacklist=["readline"])
+    for present in (False, True):
+        if present:  # one file on disk: what to download is no longer what is included
+            folder = tmp_path / "m" / "pkgs" / "linux-64"
+            folder.mkdir(parents=True)
+            (folder / "ncurses-6.4-0.tar.bz2").write_bytes(b"x" * 1000)
+        plan = make_plan(s)
+        out = io.BytesIO()
+        planjson.write_json(plan, out)
+        data = json.loads(out.getvalue())
+        assert data == plan.to_json()
+        linux = data["subdirs"]["linux-64"]
+        assert len(linux["included"]) == 10 and len(linux["broken"]) == 3
+        assert ("ncurses-6.4-0.tar.bz2" in linux["download"]) is not present
+
+
 def run_sync(*args):
     return subprocess.run(
         [sys.executable, "-m", "casconsole.cli.sync", *args],

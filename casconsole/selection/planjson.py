@@ -10,7 +10,7 @@ msgspec), and the lists themselves come from iterators over the plan's own lists
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, islice
 from operator import attrgetter, not_
 from typing import IO, Any
@@ -30,13 +30,16 @@ _INCLUDED, _FN, _SIZE = attrgetter("included"), attrgetter("fn"), attrgetter("si
 
 
 class _Items:
-    """A JSON array (`pairs` false) or object (`pairs` true) whose entries come from an iterator."""
+    """A JSON array (`pairs` false) or object (`pairs` true) whose entries `make()` iterates.
+    `again`: the same entries are written again later (to download = included, on a first
+    sync), and the encoded chunks are kept for that."""
 
-    def __init__(self, entries: Iterable[Any], pairs: bool = False):
-        self.entries, self.pairs = entries, pairs
+    def __init__(self, make: Callable[[], Iterable[Any]], pairs: bool = False, again: bool = False):
+        self.make, self.pairs, self.again = make, pairs, again
+        self.encoded: list[bytes] | None = None
 
     def value(self) -> list | dict:
-        return dict(self.entries) if self.pairs else list(self.entries)
+        return dict(self.make()) if self.pairs else list(self.make())
 
 
 def excluded_items(records: Sequence[Record], decisions: Sequence[Decision]) -> Iterator[tuple[str, str]]:
@@ -56,13 +59,14 @@ def subdir_parts(sp: SubdirPlan) -> Iterator[tuple[str, Any]]:
     yield "source", redact_url(sp.repodata.source)
     yield "funnel", dataclasses.asdict(sp.funnel)
     yield "prune_withheld", sp.prune_withheld
-    yield "included", _Items(map(_FN, kept))
-    yield "excluded", _Items(excluded_items(sp.records, sp.decisions), pairs=True)
-    yield "download", _Items(map(_FN, download))
+    included = _Items(lambda: map(_FN, kept), again=download is kept)
+    yield "included", included
+    yield "excluded", _Items(lambda: excluded_items(sp.records, sp.decisions), pairs=True)
+    yield "download", included if download is kept else _Items(lambda: map(_FN, download))
     yield "delete", sp.delete()
     yield "download_bytes", sum(map(_SIZE, download))
-    broken = check.broken(sp.subdir).by_record(sp.records) if check is not None else ()
-    yield "broken", _Items(broken, pairs=True)
+    broken = check.broken(sp.subdir) if check is not None else None
+    yield "broken", _Items(lambda: broken.by_record(sp.records) if broken is not None else (), pairs=True)
     yield (
         "broken_by",
         [{"cause": g.cause, "records": g.records, "specs": g.specs} for g in sp.broken_groups()],
@@ -118,11 +122,19 @@ def write_json(plan: Plan, out: IO[bytes]) -> None:
 
 def _write_items(out: IO[bytes], encode, items: _Items) -> None:
     out.write(b"{" if items.pairs else b"[")
-    entries = iter(items.entries)
-    first = True
-    while chunk := list(islice(entries, CHUNK)):
-        if not first:
-            out.write(b",")
-        first = False
-        out.write(encode(dict(chunk) if items.pairs else chunk)[1:-1])
+    if items.encoded is not None:  # written once already
+        out.write(b",".join(items.encoded))
+    else:
+        kept: list[bytes] | None = [] if items.again else None
+        entries = iter(items.make())
+        first = True
+        while chunk := list(islice(entries, CHUNK)):
+            if not first:
+                out.write(b",")
+            first = False
+            encoded = encode(dict(chunk) if items.pairs else chunk)[1:-1]
+            out.write(encoded)
+            if kept is not None:
+                kept.append(encoded)
+        items.encoded = kept
     out.write(b"}" if items.pairs else b"]")
