@@ -23,7 +23,7 @@ def make_plan(settings: Settings, check: bool = True) -> Plan:
     loading = threading.Thread(target=_import_selection, daemon=True, name="import-selection")
     loading.start()
     missing: dict[str, str] = {}
-    upstream = fetch_upstream(settings, missing=missing)
+    upstream = fetch_upstream(settings, missing=missing, plan_only=True)  # no hashes: never shown
     loading.join()
     from casconsole.selection.plan import Plan
 

@@ -190,8 +190,8 @@ class Upstream:
         return self.decode(self.fetch(subdir))
 
     @staticmethod
-    def decode(fetched: Fetched) -> RepoData:
-        return decode_repodata(fetched.data, fetched.subdir, fetched.url)
+    def decode(fetched: Fetched, plan_only: bool = False) -> RepoData:
+        return decode_repodata(fetched.data, fetched.subdir, fetched.url, plan_only)
 
     def _fetch_local(self, subdir: str) -> Fetched:
         assert self.local is not None
@@ -337,6 +337,7 @@ def fetch_upstream(
     cancel: threading.Event | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     missing: MutableMapping[str, str] | None = None,
+    plan_only: bool = False,
 ) -> dict[str, RepoData]:
     """The upstream repodata of each subdir the settings name, fetched through their cache.
 
@@ -346,6 +347,7 @@ def fetch_upstream(
     With `missing`, a subdir that upstream does not carry (no repodata of any name) is left out
     of the result and put there with the reason, instead of raising RepoDataNotFound.
     A Ctrl-C (or any exception) on the way stops the fetch running ahead at once.
+    With `plan_only`, the records hold only what a plan reads (conda/repodata.py's PlanRecord).
     """
     subdirs = list(subdirs or settings.subdirs)
     out: dict[str, RepoData] = {}
@@ -364,7 +366,7 @@ def fetch_upstream(
                     fetched = None
                 ahead = _Ahead(upstream.fetch, subdirs[n + 1]) if n + 1 < len(subdirs) else None
                 if fetched is not None:
-                    out[subdir] = upstream.decode(fetched)
+                    out[subdir] = upstream.decode(fetched, plan_only)
                     del fetched
         except BaseException:
             upstream.abort()  # the fetch ahead stops now, not after its timeout
