@@ -43,12 +43,14 @@ SUBDIRS = ("linux-64", "noarch")
 LOADS: list[float] = []  # the machine's load average (1 minute) as each timed command started
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def measure(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, str]:
     """(seconds, peak RSS in MB, stdout) of one run of `cmd`; raises when it fails."""
     LOADS.append(os.getloadavg()[0])
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         code = os.waitstatus_to_exitcode(status)
@@ -101,7 +103,12 @@ def ours_plan(
 
 
 def cas_sync(
-    url: str, blacklist: list[str], work: Path, license_blacklist: str = "", as_json: bool = False
+    url: str,
+    blacklist: list[str],
+    work: Path,
+    license_blacklist: str = "",
+    as_json: bool = False,
+    baseline: Path | None = None,
 ) -> tuple[float, float]:
     """`cas-sync --dry-run` as a user runs it: settings file, plan, check, the printed report
     (or the JSON, checked to be whole)."""
@@ -114,7 +121,9 @@ def cas_sync(
         lines.append(f"license_blacklist: {license_blacklist}")  # a plain string, as the FAQ writes it
     config.write_text("\n".join(lines) + "\n")
     cmd = [str(BIN / "cas-sync"), "--dry-run", "--config", str(config)] + (["--json"] if as_json else [])
-    seconds, rss, text = measure(cmd, clean_env(work))
+    if baseline is not None:  # another copy of the package: `python -m` in its folder runs it
+        cmd = [sys.executable, "-m", "casconsole.cli.sync", *cmd[1:]]
+    seconds, rss, text = measure(cmd, clean_env(work), baseline)
     if as_json:
         data = json.loads(text)
         broken = sum(sd["funnel"]["broken"] for sd in data["subdirs"].values())
@@ -163,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-conda-mirror", action="store_true")
     parser.add_argument("--cases", default="none,blacklist,gpl", help="which of none, blacklist, gpl to run")
+    parser.add_argument(
+        "--baseline", type=Path, help="another copy of the package, its dry runs timed alike (gpl)"
+    )
     args = parser.parse_args(argv)
     wanted = set(args.cases.split(","))
     sys.path.insert(0, str(HERE))
@@ -196,10 +208,20 @@ def main(argv: list[str] | None = None) -> int:
                     row["plan_check"] = median_run(
                         lambda: ours_plan(json_url, None, True, work, license_blacklist=["GPL"]), args.repeat
                     )
-                    for _ in range(args.repeat):  # the two forms of the dry run take turns
+                    names = ["cas_sync", "cas_sync_json"]
+                    for _ in range(args.repeat):  # the forms of the dry run take turns
                         row.setdefault("cas_sync", []).append(cas_sync(full_url, [], work, "GPL"))
                         row.setdefault("cas_sync_json", []).append(cas_sync(full_url, [], work, "GPL", True))
-                    for name in ("cas_sync", "cas_sync_json"):
+                        if args.baseline:
+                            base = args.baseline.resolve()
+                            row.setdefault("baseline", []).append(
+                                cas_sync(full_url, [], work, "GPL", False, base)
+                            )
+                            row.setdefault("baseline_json", []).append(
+                                cas_sync(full_url, [], work, "GPL", True, base)
+                            )
+                            names[2:] = ["baseline", "baseline_json"]
+                    for name in names:
                         runs = row[name]
                         times = [t for t, _ in runs]
                         row[name] = (statistics.median(times), max(r for _, r in runs), times)
@@ -244,8 +266,11 @@ def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
         ("plan_check_closure", "ours: + check + closure"),
         ("cas_sync", "`cas-sync --dry-run`"),
         ("cas_sync_json", "`cas-sync --dry-run --json`"),
+        ("baseline", "baseline: `--dry-run`"),
+        ("baseline_json", "baseline: `--dry-run --json`"),
         ("conda_mirror", "`conda-mirror --dry-run`"),
     ]
+    columns = [(key, title) for key, title in columns if any(key in row for row in rows)]
     print("| case | " + " | ".join(title for _, title in columns) + " | conda-mirror / ours (dry run) |")
     print("|---|" + "---|" * (len(columns) + 1))
     for row in rows:
