@@ -343,3 +343,19 @@ def test_real_dependency_specs_match_what_rattler_matches(realdata):
             want = sorted(i for i in index.indices(spec.name) if ms.matches(prec[i]))
             assert sorted(index.matching(spec)) == want, text
     assert checked > 400
+
+
+@pytest.mark.realdata
+def test_the_faqs_gpl_blacklist_drops_libgcc_ng_and_breaks_much_of_real_conda_forge(realdata, tmp_path):
+    # the cas-mirror FAQ's own example, on real conda-forge records: libgcc-ng is GPL (with the
+    # GCC exception), and compiled packages need it: a third or more of what is kept breaks
+    settings = settings_for(realdata / "conda-subchannel-demo", tmp_path / "m", license_blacklist="GPL")
+    for platform in ("linux-64", "linux-aarch64"):
+        plan = make_plan(settings.replace(platforms=[platform]))
+        sp = plan.subdirs[platform]
+        runtime = [d for r, d in zip(sp.records, sp.decisions) if r.name == "libgcc-ng"]
+        assert runtime and all(d.cause == "license_blacklist: GPL" for d in runtime)
+        gpl = next(g for g in sp.broken_groups() if g.cause == "license_blacklist: GPL")
+        assert gpl.records >= 0.3 * sp.funnel.kept, (platform, gpl.records, sp.funnel.kept)
+        assert any(spec.startswith("libgcc-ng ") for spec in gpl.specs[:4])
+
