@@ -358,4 +358,3 @@ def test_the_faqs_gpl_blacklist_drops_libgcc_ng_and_breaks_much_of_real_conda_fo
         gpl = next(g for g in sp.broken_groups() if g.cause == "license_blacklist: GPL")
         assert gpl.records >= 0.3 * sp.funnel.kept, (platform, gpl.records, sp.funnel.kept)
         assert any(spec.startswith("libgcc-ng ") for spec in gpl.specs[:4])
-
