@@ -241,7 +241,7 @@ class DependencyCheck:
                         broken.discard(i)
             met = newly_met.get(key)
             if met and broken:  # broken records that named one of them may be whole again
-                broken.difference_update(self._fixed(subdir, self._suspects(subdir, met, broken), ctx.unmet))
+                self._drop_whole(subdir, met, broken, ctx.unmet)
             unmet = newly_unmet.get(key)
             if unmet:
                 broken.update(self._scan(subdir, unmet, decisions))
@@ -253,18 +253,24 @@ class DependencyCheck:
             return list(broken)
         return list(broken.intersection(chain.from_iterable(map(dependents.get, specs, repeat(())))))
 
-    def _fixed(self, subdir: str, suspects: list[int], unmet: set[str]) -> Iterable[int]:
-        """The records of `suspects` that name no spec of `unmet`: a set test per suspect, or,
-        where the unmet specs have fewer dependents than the suspects have specs, the suspects
-        less those dependents (un-blacklisting python under license_blacklist: GPL makes
-        200,000 noarch records suspects, and the unmet specs have 50,000 noarch dependents)."""
+    def _drop_whole(self, subdir: str, met: set[str], broken: set[int], unmet: set[str]) -> None:
+        """Take out of `broken` the records whole again now that the specs of `met` are met.
+
+        Through the dependents index, whichever walks fewer entries: keep only the records that
+        name a spec still unmet (un-blacklisting python under license_blacklist: GPL: 200,000
+        suspects, 50,000 dependents of unmet specs), or test each broken record naming one of
+        `met` (a leaf's toggle: a few). Without the index, a set test per broken record."""
         depends = self.indexes[subdir].depends
         dependents = self._dependents.get(subdir)
         if dependents is not None:
+            suspects = sum(map(len, map(dependents.get, met, repeat(()))))
             named = sum(map(len, map(dependents.get, unmet, repeat(()))))
-            if named < 4 * len(suspects):
-                return set(suspects).difference(chain.from_iterable(map(dependents.get, unmet, repeat(()))))
-        return list(compress(suspects, map(unmet.isdisjoint, map(depends.__getitem__, suspects))))
+            if named < 2 * suspects:
+                broken.intersection_update(chain.from_iterable(map(dependents.get, unmet, repeat(()))))
+                return
+        candidates = self._suspects(subdir, met, broken)
+        whole = compress(candidates, map(unmet.isdisjoint, map(depends.__getitem__, candidates)))
+        broken.difference_update(list(whole))
 
     def _evaluate(
         self, ctx: _Context, texts: Iterable[str], decisions: Decisions, dropped: Mapping[str, set[str]]

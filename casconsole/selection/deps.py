@@ -17,7 +17,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from casconsole.conda.repodata import Record
@@ -185,21 +185,6 @@ class SubdirIndex:
         if self._depends is None:
             self._depends = [rec.depends or [] for rec in self.records]
         return self._depends
-
-    def share_specs(self) -> None:
-        """Make equal `depends` entries one string object, in the records and here. Decoding
-        makes a string per entry (2.5 million at 500,000 records, 200 MB); shared, they take a
-        few thousand, and a pass testing records' specs against a set runs three to four times
-        faster (their hashes are in fewer cache lines): a console's toggle that changes 300,000
-        records stays within its 200 ms. About 0.2 s a subdir: for a console, in the background."""
-        depends = self.depends
-        canonical: dict[str, str] = {}
-        shared = map(canonical.setdefault, chain.from_iterable(depends), chain.from_iterable(depends))
-        lists = list(map(list, map(islice, repeat(shared), map(len, depends))))
-        for rec, entries in zip(self.records, lists):
-            if rec.depends:
-                rec.depends = entries
-        self._depends = lists
 
     def groups(self, name: str) -> list[tuple[Version | None, list[int]]]:
         """(version, record indices) of `name`, in reverse upstream order: mostly newest first.
