@@ -179,7 +179,7 @@ class DependencyCheck:
         needed: dict[frozenset[str], set[str]] = {key: set() for key in self._ctx}
         for subdir, index in self.indexes.items():  # the specs kept records name
             kept = map(_INCLUDED, decisions[subdir])
-            needed[self._key[subdir]].update(chain.from_iterable(compress(index.depends, kept)))
+            needed[self._key[subdir]].update(*compress(index.depends, kept))  # faster than a chain
             if self._named[subdir] is not None:
                 self._named[subdir] = self._count_named(subdir, decisions)
         for key, ctx in self._ctx.items():
