@@ -35,6 +35,16 @@ GZIP_CACHE = "cache/gzip"
 # a channel's own index cache, under <channel>/.cache/
 INDEX_CACHE_DIR = ".cache"
 
+# the PyPI mirror, beside the channels (docs/pypi.md): <mirror_dir>/pypi/simple/<project>/ holds
+# the project's pages (index.html, PEP 503; index.json, PEP 691), <mirror_dir>/pypi/files/<project>/
+# its files and their PEP 658 `.metadata`; the verified files are .cas/verified/pypi/files.tsv
+PYPI_DIR = "pypi"
+PYPI_SIMPLE = "simple"
+PYPI_FILES = "files"
+PYPI_PAGE_HTML = "index.html"
+PYPI_PAGE_JSON = "index.json"
+PYPI_METADATA_SUFFIX = ".metadata"
+
 
 def state_dir(mirror_dir: Path | str) -> Path:
     """Where the mirror keeps its state: lock, status log, verified-file records, caches, tokens."""

@@ -122,6 +122,7 @@ def test_an_empty_then_a_half_upstream_leaves_every_mirrored_file_in_place(confi
     assert log[-1]["stats"]["withheld"] == ["linux-64", "noarch"] and log[-1]["state"] == "done"
     status = cas_sync(config, "--status")
     assert "  withheld  linux-64: prune guard kept 3 files that left the plan" in status.stdout
+    assert status.returncode == 3  # a monitor sees the held-back prune, as the sync's own exit said
 
     # the administrator has looked: upstream really dropped them
     result = cas_sync(config, "--force-prune")

@@ -62,7 +62,7 @@ from casconsole.bundle.volumes import (
     is_fat,
     volumes_needed,
 )
-from casconsole.errors import Cancelled, StorageError, os_error_message
+from casconsole.errors import Cancelled, DiskError, StorageError, os_error_message
 from casconsole.events import Sink, null_sink
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.sync.lock import SyncLock
@@ -161,6 +161,10 @@ class ExportPlan:
                 f"{self.target} is on a FAT filesystem ({self.fstype}), which holds files of at most "
                 f"4 GiB - 1 byte: use a --volume-size below 4G (the default is 4 GiB - 1 MiB)"
             )
+        return None
+
+    def space_problem(self) -> str | None:
+        """The target's lack of room, if it lacks it: a disk refusal (exit 4), told before writing."""
         if self.size + RESERVE > self.free + self.reclaimable:
             return (
                 f"{self.target}: the bundle needs {size_text(self.size)}, and only "
@@ -241,6 +245,9 @@ def run_export(
     problem = plan.problem()
     if problem:
         raise StorageError(problem)
+    problem = plan.space_problem()
+    if problem:
+        raise DiskError(problem)
     if sign_key is not None:
         load_private_key(sign_key)  # a bad key is told before hours of writing
     target = plan.target
@@ -248,7 +255,7 @@ def run_export(
         target.mkdir(parents=True, exist_ok=True)
         _remove_former_bundle(target)
     except OSError as exc:
-        raise StorageError(f"cannot prepare the target: {os_error_message(exc)}") from None
+        raise DiskError(f"cannot prepare the target: {os_error_message(exc)}") from None
     writer = VolumeWriter(target, plan.volume_size)
     files: list[Carried] = []
     offset = 0
@@ -280,7 +287,7 @@ def run_export(
         fsync_folder(target)
     except OSError as exc:
         writer.abort()
-        raise StorageError(f"cannot write the bundle: {_disk_message(exc)}") from None
+        raise DiskError(f"cannot write the bundle: {_disk_message(exc)}") from None
     except BaseException:
         writer.abort()
         raise

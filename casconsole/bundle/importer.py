@@ -61,7 +61,7 @@ from casconsole.bundle.state import (
     scan_mirror,
 )
 from casconsole.bundle.volumes import VolumeProblem, VolumeReader, free_space, fsync_folder
-from casconsole.errors import Cancelled, StorageError, os_error_message
+from casconsole.errors import Cancelled, DiskError, os_error_message
 from casconsole.events import Sink, null_sink
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.layout import state_dir, verified_path
@@ -266,7 +266,7 @@ def run_import(
         raise BundleError(problem)
     problem = plan.space_problem()
     if problem:
-        raise StorageError(problem)
+        raise DiskError(problem)
     stats = ImportStats(plan.counts, already=plan.already, resumed=plan.resuming)
     try:
         if not plan.already:
@@ -277,7 +277,7 @@ def run_import(
             journal_path(plan.mirror_dir).unlink()
         shutil.rmtree(state_dir(plan.mirror_dir) / STAGING, ignore_errors=True)
     except OSError as exc:
-        raise StorageError(f"the import stopped: {_disk_message(exc)}; run it again to complete it") from None
+        raise DiskError(f"the import stopped: {_disk_message(exc)}; run it again to complete it") from None
     after, _ = scan_mirror(plan.mirror_dir, finish=False)
     stats.digest = after.digest
     stats.identical = after.digest == plan.bundle.manifest.target

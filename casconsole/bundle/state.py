@@ -49,7 +49,16 @@ from casconsole.bundle.paths import (
 from casconsole.errors import Cancelled, CasError, os_error_message
 from casconsole.events import Sink, null_sink
 from casconsole.fsutil import atomic_write_bytes
-from casconsole.layout import find_channels, subdir_folders, verified_path
+from casconsole.layout import (
+    PYPI_DIR,
+    PYPI_FILES,
+    PYPI_PAGE_HTML,
+    PYPI_PAGE_JSON,
+    PYPI_SIMPLE,
+    find_channels,
+    subdir_folders,
+    verified_path,
+)
 from casconsole.sync.store import Verified, VerifiedStore
 
 STATE_FORMAT = "casconsole-mirror-state"
@@ -217,6 +226,10 @@ class _Found:
     kind: str
     st: os.stat_result
     store: VerifiedStore | None = None
+    key: str = ""  # its name in the store: the file name, `<project>/<file>` for PyPI files
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.full.name
 
 
 @dataclass
@@ -248,7 +261,7 @@ def scan_mirror(
     state.channel_names = {c.name for c in find_channels(mirror_dir)}
     todo: list[_Found] = []
     for f in found:
-        entry = f.store.get(f.full.name) if (f.store is not None and not rehash) else None
+        entry = f.store.get(f.key) if (f.store is not None and not rehash) else None
         if entry is not None and entry.matches_stat(f.st):
             state.files[f.path] = Entry(f.path, entry.size, entry.sha256, f.kind)
         else:
@@ -270,7 +283,7 @@ def scan_mirror(
             stats.hashed += 1
             stats.hashed_bytes += size
             if f.store is not None and st.st_size == size:
-                f.store.add(f.full.name, Verified(size, st.st_mtime_ns, sha))
+                f.store.add(f.key, Verified(size, st.st_mtime_ns, sha))
                 touched.add(f.store)
             state.files[f.path] = Entry(f.path, size, sha, f.kind)
             sink(FileDone(HASHING, f.path, size - reported.bytes))
@@ -292,7 +305,7 @@ def scan_mirror(
 
 
 def _names_present(store: VerifiedStore, found: list[_Found]) -> set[str]:
-    return {f.full.name for f in found if f.store is store}
+    return {f.key for f in found if f.store is store}
 
 
 def _list_files(mirror_dir: Path, stats: ScanStats, sink: Sink) -> list[_Found]:
@@ -311,32 +324,62 @@ def _list_files(mirror_dir: Path, stats: ScanStats, sink: Sink) -> list[_Found]:
                 continue
             if _is_regular(st):
                 _add(found, f"{channel.name}/{name}", channel / name, st, None, stats, sink)
+    _list_pypi(mirror_dir, found, stats, sink)
     return found
 
 
-def _add(found, path, full, st, store, stats, sink) -> None:
+def _list_pypi(mirror_dir: Path, found: list[_Found], stats: ScanStats, sink: Sink) -> None:
+    """The PyPI mirror's files (`pypi/files/<project>/<file>`, their `.metadata` too: the sync's
+    verified-file store vouches for them) and its project pages (`pypi/simple/<project>/`, index
+    files: placed after every file, as the sync writes them last)."""
+    root = mirror_dir / PYPI_DIR
+    store = VerifiedStore(verified_path(mirror_dir, PYPI_DIR, "files"))
+    for part, kind in ((PYPI_FILES, FILE), (PYPI_SIMPLE, INDEX)):
+        for project in _folders(root / part):
+            for name, st in _regular_files(root / part / project, any_name=True):
+                if kind == INDEX and name not in (PYPI_PAGE_HTML, PYPI_PAGE_JSON):
+                    continue
+                path = f"{PYPI_DIR}/{part}/{project}/{name}"
+                key = f"{project}/{name}"
+                _add(found, path, root / part / project / name, st, store, stats, sink, kind, key)
+
+
+def _folders(folder: Path) -> list[str]:
     try:
-        kind = check_path(path)
+        with os.scandir(folder) as entries:
+            return sorted(
+                e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BundleError(f"cannot read {os_error_message(exc)}") from None
+
+
+def _add(found, path, full, st, store, stats, sink, kind: str | None = None, key: str = "") -> None:
+    try:
+        kind = check_path(path, kind)
     except PathProblem as exc:
         stats.skipped.append(str(exc))
         sink(BundleWarning(f"left out {exc}"))
         return
-    found.append(_Found(path, full, kind, st, store if kind == FILE else None))
+    found.append(_Found(path, full, kind, st, store if kind == FILE else None, key))
 
 
 def _is_regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _regular_files(folder: Path) -> list[tuple[str, os.stat_result]]:
-    """Package and index files of a subdir folder: regular files (no symlinks), no dot-names."""
+def _regular_files(folder: Path, any_name: bool = False) -> list[tuple[str, os.stat_result]]:
+    """Package and index files of a subdir folder (`any_name`: every file): regular files (no
+    symlinks), no dot-names."""
     out = []
     try:
         with os.scandir(folder) as entries:
             for e in entries:
                 if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
                     continue
-                if e.name in SUBDIR_INDEX_NAMES or e.name.endswith((".conda", ".tar.bz2")):
+                if any_name or e.name in SUBDIR_INDEX_NAMES or e.name.endswith((".conda", ".tar.bz2")):
                     out.append((e.name, e.stat(follow_symlinks=False)))
     except OSError as exc:
         raise BundleError(f"cannot read {os_error_message(exc)}") from None

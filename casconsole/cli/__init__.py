@@ -11,7 +11,8 @@ import os
 import sys
 
 _COMMANDS = {"sync.py": "cas-sync", "index.py": "cas-index", "server.py": "cas-server",
-             "installer.py": "cas-installer", "console.py": "casconsole"}  # fmt: skip
+             "installer.py": "cas-installer", "console.py": "casconsole",
+             "upload.py": "cas-upload"}  # fmt: skip
 
 
 def prog_name() -> str:

@@ -61,12 +61,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             dest=f"set_{key}",
             metavar=key.upper() if not is_list else "ITEM",
             action="append" if is_list else "store",
-            help=SCHEMA[key].help + (" (repeat, or comma-separate)" if is_list else ""),
+            help=_escaped(SCHEMA[key].help) + (" (repeat, or comma-separate)" if is_list else ""),
         )
     group.add_argument("--no-prune", dest="set_prune", action="store_const", const="false",
                        help="keep mirrored files that left the plan")  # fmt: skip
+    keys = _escaped(describe_keys())
     group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                       help="set any key (lists comma-separated); keys:\n" + describe_keys())  # fmt: skip
+                       help="set any key (lists comma-separated); keys:\n" + keys)  # fmt: skip
+
+
+def _escaped(text: str) -> str:
+    """Help text for argparse, which reads % as a format (`max_prune`'s 10% broke --help)."""
+    return text.replace("%", "%%")
 
 
 def cli_layer(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from casconsole.cli.common import add_version_argument, entry_point
-from casconsole.layout import channel_name_problem
+from casconsole.layout import PYPI_DIR, channel_name_problem
 from casconsole.serve.condarc import Condarc, is_loopback
 from casconsole.serve.nginx import nginx_config
 from casconsole.serve.supervisor import ServerOptions, private_channel_problems, serve
 from casconsole.serve.tokens import add_token, read_tokens, revoke_tokens
-from casconsole.settings import Settings, SettingsError, load_settings
+from casconsole.settings import Settings, SettingsError, load_settings, parse_text_value
 
 EPILOG = """\
 examples:
@@ -22,9 +22,13 @@ examples:
                                       serve HTTPS
   cas-server token add internal-pkgs  create a token; clients use
                                       http://HOST:8080/t/<token>/internal-pkgs
+  cas-server token add internal-pkgs --upload
+                                      a token that may also upload packages
+                                      (cas-upload FILE --channel internal-pkgs ...)
   cas-server --nginx-config > /etc/nginx/cas.conf
   cas-server --condarc > condarc      the .condarc for the mirror's users
                                       (public_url, client_channels, ...)
+  cas-server --pip-conf > pip.conf    the pip.conf for its PyPI side (/pypi/simple/)
 """
 
 
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve every channel folder of the mirror over HTTP.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `token add C --upload` is not an abbreviation of --upload-timeout
     )
     _common(parser, None)
     parser.add_argument("--host", help="address to listen on (default: server_host)")
@@ -77,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         "a request must arrive within half of it (default: 60)",
     )
     parser.add_argument(
+        "--upload-max-size",
+        metavar="SIZE",
+        help="the largest package taken in an upload: bytes, or 4G, 500M (default: upload_max_size, 4G)",
+    )
+    parser.add_argument(
+        "--upload-timeout",
+        metavar="SECONDS",
+        help="drop an upload that sends nothing for this long, however long it takes in all "
+        "(default: upload_timeout, 120)",
+    )
+    parser.add_argument(
         "--tls-cert", metavar="FILE", type=Path, help="serve HTTPS with this certificate (PEM, chain first)"
     )
     parser.add_argument("--tls-key", metavar="FILE", type=Path, help="the certificate's private key (PEM)")
@@ -91,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the .condarc the mirror's users need (settings public_url and client_*), and exit",
     )
     parser.add_argument(
+        "--pip-conf",
+        action="store_true",
+        help="print the pip.conf for the mirror's PyPI side (/pypi/simple/), and exit",
+    )
+    parser.add_argument(
         "--auth-backend",
         default=None,
         metavar="HOST:PORT",
@@ -103,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="action", metavar="add|list|revoke", required=True)
     add = tsub.add_parser("add", help="create a token for CHANNEL and print it (shown once)")
     add.add_argument("channel", metavar="CHANNEL")
+    add.add_argument(
+        "--upload",
+        action="store_true",
+        help="the token may also upload packages into CHANNEL (PUT, cas-upload); indexed at once",
+    )
     lst = tsub.add_parser("list", help="list tokens (ids, never the tokens)")
     lst.add_argument("channel", metavar="CHANNEL", nargs="?")
     rev = tsub.add_parser("revoke", help="revoke tokens of CHANNEL by id, or all of them")
@@ -122,6 +148,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         cli["server_host"] = (args.host, "--host")
     if getattr(args, "port", None) is not None:
         cli["server_port"] = (args.port, "--port")
+    for key in ("upload_max_size", "upload_timeout"):
+        if getattr(args, key, None) is not None:
+            cli[key] = (parse_text_value(key, getattr(args, key)), f"--{key.replace('_', '-')}")
     return load_settings(args.config, cli=cli)
 
 
@@ -139,14 +168,34 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         problem = channel_name_problem(args.channel)
         if problem:
             return _fail(f"token add: {problem}", 2)
-        token, record = add_token(mirror, args.channel)
+        if args.upload and args.channel == settings.channel_name:
+            return _fail(
+                f"token add --upload: {args.channel} is the mirrored channel (channel_name), written by "
+                "cas-sync from upstream; upload into a channel of your own, e.g. internal-pkgs",
+                2,
+            )
+        token, record = add_token(mirror, args.channel, upload=args.upload)
         print(token)
         print(
             f"token {record.id} for {args.channel}: clients use "
             f"http://HOST:{settings.server_port}/t/{token}/{args.channel}",
             file=sys.stderr,
         )
-        if args.channel not in private:
+        opens_pypi = args.channel == PYPI_DIR and bool(settings.pypi.private_projects)
+        if opens_pypi:
+            print(
+                f"cas-server: note: the token opens the private PyPI projects "
+                f"({', '.join(settings.pypi.private_projects)}): pip uses "
+                f"http://HOST:{settings.server_port}/t/<token>/pypi/simple/",
+                file=sys.stderr,
+            )
+        if args.upload:
+            print(
+                f"it may upload: cas-upload FILE... --channel {args.channel} "
+                f"--server http://HOST:{settings.server_port} --token <token>",
+                file=sys.stderr,
+            )
+        elif args.channel not in private and not opens_pypi:
             print(
                 f"cas-server: note: {args.channel} is not in private_channels, so it is public; "
                 "the token is only needed once it is listed there",
@@ -158,10 +207,10 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         if not records:
             print("no tokens", file=sys.stderr)
             return 0
-        width = max(len(r.channel) for r in records)
-        print(f"{'ID':8}  {'CHANNEL':{width}}  CREATED")
+        width = max(len("CHANNEL"), *(len(r.channel) for r in records))
+        print(f"{'ID':8}  {'CHANNEL':{width}}  {'RIGHTS':12}  CREATED")
         for r in records:
-            print(f"{r.id:8}  {r.channel:{width}}  {r.created}")
+            print(f"{r.id:8}  {r.channel:{width}}  {r.rights:12}  {r.created}")
         return 0
     # revoke
     if bool(args.ids) == bool(args.all):
@@ -212,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--workers: expected a number >= 0", 2)
         if args.grace < 0:
             return _fail("--grace: expected a number of seconds >= 0", 2)
+        if args.pip_conf:
+            from casconsole.serve.pipconf import pip_conf
+
+            sys.stdout.write(pip_conf(settings, hide_secrets=sys.stdout.isatty()))
+            return 0
         if args.condarc:
             if args.nginx_config:
                 return _fail("--condarc and --nginx-config: one at a time", 2)
@@ -240,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                     channel=settings.channel_name,
                     tls_cert=args.tls_cert,
                     tls_key=args.tls_key,
+                    upload_max_size=settings.upload_max_size,
+                    upload_timeout=settings.upload_timeout,
                 ),
                 end="",
             )
@@ -252,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.server_port,
             private_channels=list(settings.private_channels),
             channel=settings.channel_name,
+            pypi_private=list(settings.pypi.private_projects),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             workers=args.workers,
@@ -259,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             grace=args.grace,
             gzip_cache=args.gzip_cache,
             client_timeout=args.client_timeout,
+            upload_max_size=settings.upload_max_size,
+            upload_timeout=settings.upload_timeout,
         )
 
         def ready(url: str, workers: int) -> None:

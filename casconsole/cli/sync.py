@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         return show(settings, args.json)
     if args.dry_run:
-        return dry_run(settings, args.json, exit_when_done=argv is None)
+        return dry_run(settings, args.json, exit_when_done=argv is None, pypi_only=args.pypi_only)
     return run_sync(settings, args)
 
 
@@ -80,11 +80,12 @@ def show(settings: Settings, as_json: bool) -> int:
     return 0
 
 
-def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> int:
-    """Print the plan; exit status 1 when upstream carries none of the platforms (a sync would
-    not run). With `exit_when_done` (cas-sync run as a program) the process ends here: freeing a
-    500,000-record plan object by object at interpreter exit takes half a second (measured), and
-    a dry run has nothing left to clean up."""
+def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False, pypi_only: bool = False) -> int:
+    """Print the plan (the channel's, then the pypi section's); exit status 1 when upstream carries
+    none of the platforms (a sync would not run). With `exit_when_done` (cas-sync run as a program)
+    the process ends here: freeing a 500,000-record plan object by object at interpreter exit takes
+    half a second (measured), and a dry run has nothing left to clean up."""
+    from casconsole.cli import sync_pypi
     from casconsole.conda.repodata import gc_paused
     from casconsole.selection.planjson import write_json
     from casconsole.sync.dryrun import make_plan
@@ -93,14 +94,22 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False) -> 
     # objects again (measured: a third of the time of writing its JSON at 500,000 records, and
     # 0.2 s for the one that re-enabling the collector would start at the end)
     with gc_paused():
-        plan = make_plan(settings)
-        if as_json:  # streamed: at 500,000 records the document is tens of megabytes
-            sys.stdout.flush()
-            write_json(plan, sys.stdout.buffer)
+        pypi = sync_pypi.make_plan(settings, pypi_only)
+        plan = None if pypi_only else make_plan(settings)
+        if as_json:
+            extra = {"pypi": pypi.to_json()} if pypi is not None else {}
+            if plan is None:
+                print(json.dumps(extra, indent=1))
+            else:  # streamed: at 500,000 records the document is tens of megabytes
+                sys.stdout.flush()
+                write_json(plan, sys.stdout.buffer, extra)
         else:
-            print_plan(plan)
+            if plan is not None:
+                print_plan(plan)
+            if pypi is not None:
+                sync_pypi.print_plan(pypi, blank=plan is not None)
         status = 0
-        if plan.nothing_left:
+        if plan is not None and plan.nothing_left:
             report_error(plan.nothing_left_message())
             status = EXIT_FAILED
         if exit_when_done:

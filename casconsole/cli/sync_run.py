@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import humanize
 
 from casconsole.cli.common import fail, stdout_gone
-from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
@@ -64,6 +64,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser, mode: argparse._Mutually
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="errors only: nothing when all went well (cron, timers)"
     )
+    parser.add_argument(
+        "--pypi-only", action="store_true", help="sync (or --dry-run) the pypi section only, not the channel"
+    )
     parser.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -90,7 +93,14 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         sink = RichSink()
     else:
         sink = PlainSink(sys.stdout)
-    sync = Sync(settings, sink, verify=args.verify, force_prune=args.force_prune)
+    sync = Sync(
+        settings,
+        sink,
+        verify=args.verify,
+        force_prune=args.force_prune,
+        sections=sections(settings, args.pypi_only),
+        conda=not args.pypi_only,
+    )
     sink.on_gone = sync.cancel  # the reader of the output went away: stop, as SIGPIPE would
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -113,8 +123,10 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         print("cas-sync: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        # once stopping, the process only has its last lines to print: a further Ctrl-C from an
+        # impatient user must not land in them (or in the interpreter's exit) as a second death
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if sync.cancelled else handler)
     if sink.gone:
         return EXIT_BROKEN_PIPE
     if not args.json and not (args.quiet and stats.exit_status == 0):
@@ -122,6 +134,17 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
     elif stats.exit_status != 0:  # stdout is the events' JSON; a person reads stderr
         summary(stats, args.verify, sys.stderr)
     return stats.exit_status
+
+
+def sections(settings: Settings, pypi_only: bool) -> list:
+    """What the sync carries besides the channel: the PyPI mirror when the settings name projects
+    (with --pypi-only, only it; an error when there is none to sync)."""
+    from casconsole.pypi.sync import pypi_sections
+
+    found = pypi_sections(settings)
+    if pypi_only and not found:
+        fail("--pypi-only: the pypi section names no projects (pypi.projects or pypi.requirements)")
+    return found
 
 
 def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
@@ -300,14 +323,17 @@ STATUS_OK = ("done", "running")
 
 
 def print_status(settings: Settings, as_json: bool) -> int:
-    """Print the running or last sync; exit 0 when it is running or ended done, else 1 (it
+    """Print the running or last sync; exit 0 when it is running or ended done, 3 when it ended
+    done with the prune guard holding a subdir back (as the sync itself exited), else 1 (it
     failed, stopped, was killed, or no sync has run)."""
     status = read_status(settings.mirror_dir)
     if as_json:
         print(json.dumps(status.to_json(), indent=1, default=str))
     else:
         print(format_status(status, settings.mirror_dir))
-    return 0 if status.state in STATUS_OK else 1
+    if status.state not in STATUS_OK:
+        return EXIT_FAILED
+    return EXIT_PRUNE_WITHHELD if status.withheld and status.state != "running" else 0
 
 
 def format_status(status: SyncStatus, mirror_dir: Path) -> str:
@@ -377,6 +403,7 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
     command += ["--no-progress"] + (["--verify"] if args.verify else []) + (["--json"] if args.json else [])
     command += ["--quiet"] if args.quiet else []
     command += ["--force-prune"] if args.force_prune else []
+    command += ["--pypi-only"] if args.pypi_only else []
     with open(output, "ab") as out:
         child = subprocess.Popen(
             command,

@@ -177,9 +177,11 @@ class CasConsole(App):
 
     def start_sync(self, verify: bool = False) -> None:
         """Run a sync of the working settings in this process (the Sync screen follows its log)."""
+        from casconsole.pypi.sync import pypi_sections
         from casconsole.sync.engine import Sync
 
-        self.sync_job = Sync(self.state.settings, verify=verify)
+        settings = self.state.settings
+        self.sync_job = Sync(settings, verify=verify, sections=pypi_sections(settings))
         self.run_sync(self.sync_job)
         self.refresh_bindings()
 
@@ -218,6 +220,8 @@ class CasConsole(App):
         plan = self.state.plan
         if plan is not None:
             plan.rescan()
+            if self.state.pypi_plan is not None:
+                self.state.pypi_plan.rescan()
             self.call_from_thread(self.plan_changed.publish, None)
 
     async def action_quit(self) -> None:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casconsole.selection.plan import Plan
 from casconsole.settings import (
@@ -29,6 +29,9 @@ from casconsole.settings import (
     user_config_path,
     write_settings,
 )
+
+if TYPE_CHECKING:
+    from casconsole.pypi.plan import PypiPlan
 
 # the keys the console changes by itself; saving writes those that differ from the files
 TOGGLED_KEYS = ("blacklist", "whitelist")
@@ -79,6 +82,8 @@ class ConsoleState:
         self.settings: Settings = self.saved
         self.plan: Plan | None = None
         self.plan_error: str | None = None
+        self.pypi_plan: PypiPlan | None = None  # the pypi section's, when it names projects
+        self.pypi_error: str | None = None
 
     def build_plan(
         self, progress: Callable[[str], None] | None = None, cancelled: Callable[[], bool] = bool
@@ -99,7 +104,23 @@ class ConsoleState:
         say("deciding every record")
         plan = Plan.build(settings, upstream, missing=missing)
         plan.prepare_updates()  # the toggles' re-plans stay fast
+        if settings.pypi.enabled:
+            say("reading the PyPI index")
+            self.build_pypi_plan(settings)
         return plan
+
+    def build_pypi_plan(self, settings: Settings) -> None:
+        """The pypi section's plan, or why there is none (kept apart from the channel's: an
+        unreachable index does not hide the channel's plan)."""
+        from casconsole.errors import CasError
+        from casconsole.pypi.client import IndexClient
+        from casconsole.pypi.plan import PypiPlan
+
+        try:
+            with IndexClient(settings) as client:
+                self.pypi_plan, self.pypi_error = PypiPlan.build(settings, client), None
+        except CasError as exc:
+            self.pypi_plan, self.pypi_error = None, str(exc)
 
     def _read(self) -> list[Layer]:
         return read_layers(self.config_file, env=self.env, cli=self.cli)
@@ -192,7 +213,7 @@ class ConsoleState:
         differs = [key for key, value in wanted.items() if getattr(self.saved, key) != value]
         working = self.settings
         self.settings = self.saved
-        if self.plan is not None and any(getattr(working, k) != getattr(self.saved, k) for k in SCHEMA):
+        if self.plan is not None and any(working.get(k) != self.saved.get(k) for k in SCHEMA):
             self.plan.update(self.settings)
         return differs
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ CACHE_DIR = INDEX_CACHE_DIR
 CACHE_FILE = "index.msgpack"
 LOCK_FILE = "index.lock"
 CACHE_VERSION = 1
+_LOCK_POLL = 0.02  # seconds between tries of a lock that is waited for
 OUTPUTS = ("repodata.json", "repodata.json.zst")
 # files a channel tool may leave in a subdir: not packages, not stray either
 CHANNEL_FILES = frozenset(
@@ -87,22 +89,32 @@ def save_cache(channel: Path, cache: Cache) -> None:
 
 
 @contextlib.contextmanager
-def channel_lock(channel: Path) -> Iterator[None]:
-    """One index run per channel at a time; readers (status, servers) need no lock."""
+def channel_lock(channel: Path, wait: float = 0.0) -> Iterator[None]:
+    """One index run per channel at a time; readers (status, servers) need no lock.
+
+    Taken at once or refused, unless `wait` > 0: then it is waited for up to `wait` seconds
+    (an upload waits for the upload before it, or for a cas-index run, to finish).
+    """
     try:
         import fcntl
     except ImportError:  # no flock (Windows): concurrent runs are the caller's business
         yield
         return
+    deadline = time.monotonic() + wait
     with open(channel / CACHE_DIR / LOCK_FILE, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise ChannelError(
-                f"{channel}: another index run holds it (pid {holder}); try again later"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(_LOCK_POLL)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise ChannelError(
+                    f"{channel}: another index run holds it (pid {holder}); try again later"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))

@@ -242,86 +242,118 @@ def index_channel(
     Raises `ChannelError` for a folder that is not a channel or is being indexed already.
     """
     started = time.perf_counter()
-    channel = check_channel(Path(channel_dir))
-    workers = workers or os.cpu_count() or 1
+    channel = prepare_channel(Path(channel_dir))
+    with channel_lock(channel):
+        return index_locked(channel, started, sink=sink, strict=strict, workers=workers, subdirs=subdirs)
+
+
+def prepare_channel(path: Path) -> Path:
+    """The channel folder checked, with its `noarch/` and cache folder made (before its lock,
+    which lives in the cache folder)."""
+    channel = check_channel(path)
     try:
         (channel / "noarch").mkdir(exist_ok=True)
         (channel / CACHE_DIR).mkdir(exist_ok=True)
     except OSError as exc:
         raise ChannelError(f"{channel}: cannot write into it ({exc.strerror or exc})") from exc
+    return channel
+
+
+def index_locked(
+    channel: Path,
+    started: float,
+    *,
+    sink: Sink = null_sink,
+    strict: bool = False,
+    workers: int | None = None,
+    subdirs: Iterable[str] | None = None,
+    known: dict[tuple[str, str], ReadResult] | None = None,
+) -> IndexStats:
+    """`index_channel`'s work, for a caller holding the channel's lock (an upload holds it
+    from placing its file to the end of this run). `known` gives files already read, keyed by
+    (subdir, file name): taken as read while their size and mtime are those of the result."""
+    workers = workers or os.cpu_count() or 1
     stats = IndexStats(channel=channel)
-    with channel_lock(channel):
-        cache = load_cache(channel)
-        names = subdir_names(channel)
-        if subdirs is not None:
-            only = set(subdirs)
-            if not (channel / "noarch" / "repodata.json").exists():
-                only.add("noarch")
-            names = [name for name in names if name in only]
-        scans = {s: scan_subdir(channel, s) for s in names}
-        if subdirs is None:  # subdir folders gone since the last run leave the cache
-            dirty = set(cache.subdirs) != set(scans)
-            cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
-        else:
-            dirty = any(s not in cache.subdirs for s in scans)
-            cache.subdirs.update({s: cache.subdirs.get(s, SubdirCache()) for s in scans})
-        per_subdir = {s: SubdirStats(s) for s in scans}
-        todo, forgot = _plan_reads(cache, scans, per_subdir)
-        problems: list[Problem] = []
+    cache = load_cache(channel)
+    names = subdir_names(channel)
+    if subdirs is not None:
+        only = set(subdirs)
+        if not (channel / "noarch" / "repodata.json").exists():
+            only.add("noarch")
+        names = [name for name in names if name in only]
+    scans = {s: scan_subdir(channel, s) for s in names}
+    if subdirs is None:  # subdir folders gone since the last run leave the cache
+        dirty = set(cache.subdirs) != set(scans)
+        cache.subdirs = {s: cache.subdirs.get(s, SubdirCache()) for s in scans}
+    else:
+        dirty = any(s not in cache.subdirs for s in scans)
+        cache.subdirs.update({s: cache.subdirs.get(s, SubdirCache()) for s in scans})
+    per_subdir = {s: SubdirStats(s) for s in scans}
+    todo, forgot = _plan_reads(cache, scans, per_subdir)
+    problems: list[Problem] = []
 
-        def report(problem: Problem) -> None:
-            problems.append(problem)
-            sink(ProblemFound(problem.subdir, problem.fn, problem.reason))
+    def report(problem: Problem) -> None:
+        problems.append(problem)
+        sink(ProblemFound(problem.subdir, problem.fn, problem.reason))
 
-        sink(
-            IndexStarted(
-                channel=str(channel),
-                subdirs=tuple(scans),
-                packages=sum(len(s.files) for s in scans.values()),
-                to_read=len(todo),
-                to_read_bytes=sum(t[2] for t in todo),
-            )
+    sink(
+        IndexStarted(
+            channel=str(channel),
+            subdirs=tuple(scans),
+            packages=sum(len(s.files) for s in scans.values()),
+            to_read=len(todo),
+            to_read_bytes=sum(t[2] for t in todo),
         )
+    )
+    for scan in scans.values():
+        for stray in scan.strays:
+            report(stray)
+        files = cache.subdirs[scan.subdir].files
+        for fn, key in sorted(scan.files.items()):
+            entry = files.get(fn)
+            if entry and entry.problem and (entry.size, entry.mtime_ns) == key:
+                report(Problem(scan.subdir, fn, entry.problem))  # remembered, not re-read
+
+    def on_result(item: _Todo, result: ReadResult | None) -> None:
+        subdir, fn, _ = item
+        if result is None:  # deleted since the scan: it simply is not there
+            scans[subdir].files.pop(fn, None)
+            cache.subdirs[subdir].files.pop(fn, None)
+            return
+        cache.subdirs[subdir].files[fn] = Entry(
+            result.size, result.mtime_ns, result.record, result.extra, result.problem
+        )
+        per_subdir[subdir].read += 1
+        sink(PackageRead(subdir, fn, result.size, result.problem))
+        if result.problem:
+            report(Problem(subdir, fn, result.problem))
+
+    if known:
+        unread = []
+        for item in todo:
+            result = known.get(item[:2])
+            if result is not None and (result.size, result.mtime_ns) == scans[item[0]].files.get(item[1]):
+                on_result(item, result)
+            else:
+                unread.append(item)
+        todo = unread
+    try:
+        _read_all(channel, todo, workers, on_result)
+    finally:
+        if todo or forgot or dirty or known:
+            save_cache(channel, cache)  # what was read is kept, even on Ctrl-C
+
+    stats.problems = sorted(problems)
+    stats.withheld = strict and bool(problems)
+    if not stats.withheld:
         for scan in scans.values():
-            for stray in scan.strays:
-                report(stray)
-            files = cache.subdirs[scan.subdir].files
-            for fn, key in sorted(scan.files.items()):
-                entry = files.get(fn)
-                if entry and entry.problem and (entry.size, entry.mtime_ns) == key:
-                    report(Problem(scan.subdir, fn, entry.problem))  # remembered, not re-read
-
-        def on_result(item: _Todo, result: ReadResult | None) -> None:
-            subdir, fn, _ = item
-            if result is None:  # deleted since the scan: it simply is not there
-                scans[subdir].files.pop(fn, None)
-                cache.subdirs[subdir].files.pop(fn, None)
-                return
-            cache.subdirs[subdir].files[fn] = Entry(
-                result.size, result.mtime_ns, result.record, result.extra, result.problem
-            )
-            per_subdir[subdir].read += 1
-            sink(PackageRead(subdir, fn, result.size, result.problem))
-            if result.problem:
-                report(Problem(subdir, fn, result.problem))
-
-        try:
-            _read_all(channel, todo, workers, on_result)
-        finally:
-            if todo or forgot or dirty:
-                save_cache(channel, cache)  # what was read is kept, even on Ctrl-C
-
-        stats.problems = sorted(problems)
-        stats.withheld = strict and bool(problems)
-        if not stats.withheld:
-            for scan in scans.values():
-                per_subdir[scan.subdir].written = _publish_subdir(scan, cache.subdirs[scan.subdir])
-            stats.channeldata_written = _publish_channeldata(channel, cache)
-            if stats.written:
-                save_cache(channel, cache)
-        for subdir, sub_stats in per_subdir.items():
-            sub_stats.packages = _record_count(cache.subdirs[subdir])
-            sink(SubdirIndexed(subdir, sub_stats.packages, sub_stats.written))
+            per_subdir[scan.subdir].written = _publish_subdir(scan, cache.subdirs[scan.subdir])
+        stats.channeldata_written = _publish_channeldata(channel, cache)
+        if stats.written:
+            save_cache(channel, cache)
+    for subdir, sub_stats in per_subdir.items():
+        sub_stats.packages = _record_count(cache.subdirs[subdir])
+        sink(SubdirIndexed(subdir, sub_stats.packages, sub_stats.written))
 
     stats.subdirs = list(per_subdir.values())
     stats.seconds = time.perf_counter() - started

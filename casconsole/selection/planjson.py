@@ -98,9 +98,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def write_json(plan: Plan, out: IO[bytes]) -> None:
+def write_json(plan: Plan, out: IO[bytes], extra: dict[str, Any] | None = None) -> None:
     """Write `plan_json(plan)` to `out`, a piece at a time: a line per key of the plan and of
-    each subdir, the long lists CHUNK entries at a time."""
+    each subdir, the long lists CHUNK entries at a time; then the keys of `extra` (the pypi
+    section's plan)."""
     encode = msgspec.json.Encoder().encode
     out.write(b"{")
     for key, value in plan_parts(plan):
@@ -117,7 +118,10 @@ def write_json(plan: Plan, out: IO[bytes]) -> None:
             else:
                 out.write(encode(value))
         out.write(b"}")
-    out.write(b"}}\n")
+    out.write(b"}")
+    for key, value in (extra or {}).items():
+        out.write(b",\n" + encode(key) + b": " + encode(value))
+    out.write(b"}\n")
 
 
 def _write_items(out: IO[bytes], encode, items: _Items) -> None:

@@ -11,6 +11,7 @@ per request. With TLS (`tls.py`), the same loop runs over an SSL socket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -18,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -25,14 +27,18 @@ from casconsole.serve.logs import describe, log_text
 from casconsole.serve.redact import redact
 from casconsole.serve.site import Response, error
 
+if TYPE_CHECKING:
+    from casconsole.serve.upload import Upload
+
 MAX_HEAD = 16 * 1024  # request line + headers
 MAX_HEADERS = 100
-MAX_BODY = 1 << 20  # a request body is read only to be refused: nothing here takes one
+MAX_BODY = 1 << 20  # a body other than an upload's is read only to be refused
 MAX_PIPELINE = 32  # parsed requests waiting for their turn; beyond, the socket is not read
 RECV_SIZE = 64 * 1024
 # the client timeout (--client-timeout, 60 s by default): a client that accepts no bytes for
 # this long is dropped, so is a keep-alive connection without a request; a request's head
-# must arrive within half of it, and a body must not stall longer than that
+# must arrive within half of it, and a body must not stall longer than that (an upload's body:
+# not longer than upload_timeout, however long the whole takes)
 CLIENT_TIMEOUT = 60.0
 LINGER = 2.0  # after a 400, input is read and dropped this long so the client sees the answer
 
@@ -47,11 +53,17 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
     413: "Content Too Large",
     416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 
@@ -59,9 +71,20 @@ _VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 class Request:
     """One parsed request, waiting for its turn on its connection."""
 
-    __slots__ = ("body", "headers", "keep", "method", "start", "status", "target", "version")
+    __slots__ = (
+        "answer",
+        "body",
+        "headers",
+        "keep",
+        "method",
+        "start",
+        "status",
+        "target",
+        "upload",
+        "version",
+    )
 
-    def __init__(self, method, target, version, headers, keep, start, body=b"", status=0):
+    def __init__(self, method, target, version, headers, keep, start, body=b"", status=0, answer=None):
         self.method: bytes = method
         self.target: bytes = target
         self.version: bytes = version
@@ -70,15 +93,18 @@ class Request:
         self.start: float = start
         self.body: bytes = body
         self.status: int = status  # non-zero: answer with this error, then close
+        self.answer: Response | None = answer  # the error's own answer, when it has one
+        self.upload: Upload | None = None  # a PUT's body, complete in its staging file
 
 
 class _Refuse(Exception):
     """Raised in a parser callback: the request is answered with `status` and the connection
     closed (what follows it on the connection cannot be trusted)."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, answer: Response | None = None):
         super().__init__(status)
         self.status = status
+        self.answer = answer
 
 
 class Connection:
@@ -105,6 +131,7 @@ class Connection:
         "m_request",
         "m_size",
         "m_start",
+        "m_upload",
         "m_url",
         "out",
         "parser",
@@ -152,6 +179,7 @@ class Connection:
         self.m_headers: dict[bytes, bytes] = {}
         self.m_body: list[bytes] | None = None
         self.m_request: Request | None = None  # made once its head is complete
+        self.m_upload: Upload | None = None  # an accepted upload whose body is arriving
         self.reading = False
         self.writing = False
         self._read_on()
@@ -187,12 +215,17 @@ class Connection:
         if self.file_fd >= 0:
             os.close(self.file_fd)
             self.file_fd = -1
+        self._drop_upload()
+        for req in self.pending:  # complete uploads never answered: never published either
+            if req.upload is not None:
+                req.upload.abort()
         self.sock.close()
         self.worker.closed(self)
 
     def shutdown(self) -> None:
-        """Graceful stop: finish the response in progress, then close."""
-        if self.busy:
+        """Graceful stop: finish the response in progress (or the upload arriving, which is
+        then published and answered), then close."""
+        if self.busy or self.m_upload is not None:
             self.close_after = True
         else:
             self.close()
@@ -219,7 +252,10 @@ class Connection:
                 self._finish_log()
                 self.close()
         elif self.m_open:
-            if (now - self.m_start if self.m_head else now - self.last) > self.worker.timeout / 2:
+            if self.m_upload is not None:  # a large upload over a slow link: only a stall counts
+                if now - self.last > self.worker.uploads.timeout:
+                    self._refuse(408)
+            elif (now - self.m_start if self.m_head else now - self.last) > self.worker.timeout / 2:
                 self._refuse(408)
         elif not self.pending and now - self.last > self.worker.timeout:
             self.close()
@@ -270,11 +306,38 @@ class Connection:
             if method in (b"GET", b"HEAD"):
                 raise _Refuse(400)  # a body where none belongs: refused, not skipped
             self.m_body = []
+        if method == b"PUT":
+            self._begin_upload(headers)
         self.m_request = Request(
             method, self.m_url, version, headers, parser.should_keep_alive(), self.m_start
         )
 
+    def _begin_upload(self, headers: dict[bytes, bytes]) -> None:
+        """Judge an upload by its head: refused before its body is read (and the connection
+        closed after the answer), or its body goes to a staging file as it arrives."""
+        uploads = self.worker.uploads
+        if uploads is None:
+            raise _Refuse(405)
+        try:
+            got = uploads.begin(self.m_url, headers)
+        except Exception as exc:  # a bug must not take the worker down
+            print(f"cas-server: upload: {describe(exc)}", file=sys.stderr)
+            raise _Refuse(500) from None
+        if isinstance(got, Response):
+            raise _Refuse(got.status, got)
+        self.m_upload, self.m_body = got, None
+        if headers.get(b"expect", b"").lower() == b"100-continue" and not self.busy and not self.pending:
+            with contextlib.suppress(OSError):  # 14 bytes on an idle socket; if not, the client goes on
+                self._send(_CONTINUE, False)
+
     def on_body(self, data: bytes) -> None:
+        upload = self.m_upload
+        if upload is not None:
+            refused = upload.write(data)
+            if refused is not None:  # too large, or the disk refused: already removed
+                self.m_upload = None
+                raise _Refuse(refused.status, refused)
+            return
         body = self.m_body
         if body is None:
             return
@@ -286,8 +349,15 @@ class Connection:
         req = self.m_request
         if self.m_body:
             req.body = b"".join(self.m_body)
+        req.upload, self.m_upload = self.m_upload, None
         self.pending.append(req)
         self.m_open = False
+
+    def _drop_upload(self) -> None:
+        """An upload whose body will not be complete: nothing of it is kept."""
+        upload, self.m_upload = self.m_upload, None
+        if upload is not None:
+            upload.abort()
 
     # ---------------------------------------------------------------- reading
 
@@ -333,7 +403,10 @@ class Connection:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._stop_parsing(cause.status if isinstance(cause, _Refuse) else 400, data)
+            if isinstance(cause, _Refuse):
+                self._stop_parsing(cause.status, data, cause.answer)
+            else:
+                self._stop_parsing(400, data)
             return
         except httptools.HttpParserUpgrade:  # unreachable: upgrades are refused in a callback
             self._stop_parsing(400, data)
@@ -350,17 +423,19 @@ class Connection:
             if self.m_bytes > MAX_HEAD:
                 self._stop_parsing(431, data)
 
-    def _stop_parsing(self, status: int, data: bytes) -> None:
+    def _stop_parsing(self, status: int, data: bytes, answer: Response | None = None) -> None:
         """The parser refused the request being parsed: nothing after it is read as HTTP."""
         self.stopped_parsing = True
+        self._drop_upload()
         headers = self.m_headers if self.m_open else {}
         line = _request_line(data, self.m_url if self.m_open else b"")
-        self.failed = Request(b"-", line, b"", headers, False, time.monotonic(), b"", status)
+        self.failed = Request(b"-", line, b"", headers, False, time.monotonic(), b"", status, answer)
         self.m_open = False
 
     def _refuse(self, status: int) -> None:
         """Answer `status` now, close after it (a timeout while a request arrives)."""
         self.stopped_parsing = True
+        self._drop_upload()
         now = time.monotonic()
         self.failed = Request(b"-", self.m_url or b"-", b"", self.m_headers, False, now, b"", status)
         self.m_open = False
@@ -380,7 +455,8 @@ class Connection:
             if self.failed is not None:
                 req, self.failed = self.failed, None
                 self.req = req
-                self._respond(error(req.status, text=_REASONS.get(req.status, "Error")), keep=False)
+                answer = req.answer or error(req.status, text=_REASONS.get(req.status, "Error"))
+                self._respond(answer, keep=False)
                 return
             if self.eof or self.stopped_parsing:
                 self.close()
@@ -392,6 +468,12 @@ class Connection:
     def _request(self, req: Request) -> None:
         self.req = req
         method, target, keep = req.method, req.target, req.keep
+        if req.upload is not None:  # published in a thread: the loop serves on meanwhile
+            self.busy = True
+            fut = self.worker.uploads.finish(req.upload)
+            req.upload = None
+            fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._deferred, f, _same, keep))
+            return
         if method not in (b"GET", b"HEAD"):
             resp = error(405, text="Method Not Allowed")
             resp.headers.append("Allow: GET, HEAD")
@@ -547,6 +629,10 @@ class Connection:
             f'"{redact(log_text(agent), is_token) if agent else "-"}" '
             f"{time.monotonic() - req.start:.4f}\n"
         )
+
+
+def _same(resp: Response) -> Response:
+    return resp
 
 
 def _request_line(data: bytes, url: bytes) -> bytes:

@@ -5,10 +5,15 @@ variable, and the plain tokens are never stored), so private channels go through
 `auth_request`: nginx asks a cas-server on loopback whether `/t/<token>/<channel>/` may be
 served (cas-server answers `/.cas/auth` with 204 or 403), and answers 404 otherwise. Tokens
 added or revoked with `cas-server token` apply to nginx at once, with no reload.
+
+Uploads (`PUT`) are passed whole to that cas-server, streamed as they arrive (no buffering in
+nginx), with nginx's own limits set to the settings' `upload_max_size` and `upload_timeout`:
+cas-server checks the token's rights, writes, checks and indexes, as when it serves alone.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +50,8 @@ def nginx_config(
     channel: str | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    upload_max_size: int = 4 << 30,
+    upload_timeout: float = 120.0,
 ) -> str:
     """A complete nginx.conf (usable with `nginx -c`); its `server` block can be lifted out.
 
@@ -63,6 +70,7 @@ def nginx_config(
         if not _SAFE_CHANNEL.match(ch):
             raise NginxConfigError(f"channel name {ch!r} cannot go in an nginx location")
     root_s = root_s.rstrip("/") or "/"
+    timeout = max(1, math.ceil(upload_timeout))
     types = {}
     for ext, ctype in CONTENT_TYPES.items():
         types.setdefault(ctype.split(";")[0], []).append(ext[1:])
@@ -71,6 +79,9 @@ def nginx_config(
     out = [
         "# nginx configuration serving the casconsole mirror, as `cas-server` does.\n",
         "# Use it whole (nginx -c FILE) or copy the server block into an http block.\n",
+        "#\n# Uploads (PUT /t/<token>/<channel>/<subdir>/<file>) are passed to the cas-server on\n"
+        f"# {auth_backend}, which checks the token, stores, checks and indexes the package: keep\n"
+        "# it running with the same mirror and settings (if it is down, uploads get 502).\n",
     ]
     if private_channels:
         out.append(
@@ -149,13 +160,30 @@ def nginx_config(
         "        autoindex_exact_size on;\n"
         "        # the error log would name the request, token and all, for every missing file\n"
         "        log_not_found off;\n"
-        "        # GET and HEAD only, as cas-server (return logs no error line, deny would)\n"
-        "        if ($request_method !~ ^(GET|HEAD)$) {\n            return 405;\n        }\n"
+        "        # GET and HEAD, and PUT for uploads, as cas-server (return logs no error line, deny\n"
+        "        # would); every PUT goes to the cas-server on loopback, which judges it\n"
+        "        if ($request_method !~ ^(GET|HEAD|PUT)$) {\n            return 405;\n        }\n"
+        "        if ($request_method = PUT) {\n            rewrite ^ /.cas-upload last;\n        }\n"
         "        # a page's links must not carry a /t/<token>/ URL to another site\n"
         "        add_header Referrer-Policy no-referrer always;\n"
         "        # no symlink below the mirror folder is followed: nginx cannot tell whether one\n"
         "        # leads into a private channel (cas-server follows those that stay public)\n"
         f'        disable_symlinks on from="{root_s}";\n\n'
+        "        # uploads: streamed to cas-server as they arrive, the same URL, nginx's limits set to\n"
+        "        # upload_max_size and upload_timeout (a stall, not the whole upload); the answer\n"
+        "        # comes once the package is indexed\n"
+        "        location = /.cas-upload {\n"
+        "            internal;\n"
+        f"            client_max_body_size {upload_max_size};\n"
+        f"            client_body_timeout {timeout}s;\n"
+        "            proxy_request_buffering off;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "            proxy_set_header Host $host;\n"
+        f"            proxy_send_timeout {timeout}s;\n"
+        f"            proxy_read_timeout {max(timeout, 300)}s;\n"
+        f"            proxy_pass http://{auth_backend}$request_uri;\n"
+        "        }\n"
         "        # the health URL is answered by the cas-server on loopback (as for tokens)\n"
         f"        location = {HEALTH_PATH} {{\n"
         f"            proxy_pass http://{auth_backend}{HEALTH_PATH};\n"

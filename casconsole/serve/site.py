@@ -19,9 +19,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.layout import KNOWN_SUBDIRS, PYPI_DIR
 from casconsole.serve.gzipcache import GzipCache
 from casconsole.serve.health import HEALTH_PATH, Health
+from casconsole.serve.pypi import PypiRoutes
 from casconsole.serve.tokens import TokenChecker
 
 SMALL_BODY = 64 * 1024  # up to this size a body is read and sent with its headers in one write
@@ -246,6 +247,7 @@ class Site:
         executor: Executor,
         channel: str | None = None,
         health: Health | None = None,
+        pypi_private: Iterable[str] = (),
     ):
         self.root = os.path.realpath(root)
         self.prefix = self.root.rstrip("/") + "/"
@@ -258,6 +260,8 @@ class Site:
         self.executor = executor
         self.channel = channel
         self.health = health
+        # the PyPI mirror under /pypi/ (serve/pypi.py); `pypi` in private_channels makes all of it private
+        self.pypi = PypiRoutes(self.root, pypi_private, PYPI_DIR in self.private)
         self._dates: dict[int, str] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
 
@@ -288,6 +292,8 @@ class Site:
             log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
             segs = [self.channel, *segs]  # the root URL as the mirrored channel
+        elif segs and segs[0] == PYPI_DIR:
+            return self._pypi(method, segs, trailing, token, headers, log_path)
         granted: frozenset[str] = frozenset()
         if self._private_folded and segs and segs[0].casefold() in self._private_folded:
             if token is None or segs[0] not in self.private:
@@ -320,6 +326,38 @@ class Site:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
+
+    def _pypi(self, method, segs, trailing, token, headers, log_path) -> Response:
+        """The simple index under /pypi/ (serve/pypi.py decides; files are served as files)."""
+
+        def granted() -> bool:
+            return token is not None and PYPI_DIR in self.tokens.channels(token)
+
+        kind, detail = self.pypi.route(segs, trailing, headers, granted)
+        if kind == "redirect":
+            return _redirect([*([TOKEN_PREFIX, token] if token is not None else []), *detail], log_path)
+        if kind == "root":
+            body, ctype = detail
+            headers_out = [f"Content-Type: {ctype}", f"Content-Length: {len(body)}", "Vary: Accept"]
+            return Response(200, headers_out, body if method != b"HEAD" else b"", log_path)
+        if kind == "406":
+            return error(406, log_path, "Not Acceptable")
+        if kind not in ("page", "file"):
+            return error(404, log_path)
+        path, ctype = detail if kind == "page" else (detail, None)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return error(404, log_path)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not self._contained(fd, path, token, frozenset()):
+            os.close(fd)
+            return error(404, log_path)
+        resp = self._file(method, fd, st, path[len(self.prefix) :].split("/"), headers, log_path)
+        if ctype is not None:  # the page's type as negotiated, not its file name's
+            resp.headers = [h for h in resp.headers if not h.startswith("Content-Type:")]
+            resp.headers += [f"Content-Type: {ctype}", "Vary: Accept"]
+        return resp
 
     def _health(self) -> Response:
         assert self.health is not None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casconsole.errors import EXIT_FAILED, ServerError
+from casconsole.index.publish import stale_staging
 from casconsole.layout import GZIP_CACHE, state_dir
 from casconsole.serve.gzipcache import GzipCache
 from casconsole.serve.health import Health
@@ -31,6 +32,7 @@ from casconsole.serve.logs import AccessLog, loop_exception_handler
 from casconsole.serve.site import Site
 from casconsole.serve.tls import server_context, wrapper
 from casconsole.serve.tokens import TokenChecker
+from casconsole.serve.upload import UploadOptions, Uploads
 from casconsole.serve.worker import Worker
 
 
@@ -41,12 +43,15 @@ class ServerOptions:
     port: int = 8080
     private_channels: Sequence[str] = ()
     channel: str | None = None  # the mirrored channel, also served at the root URL
+    pypi_private: Sequence[str] = ()  # PyPI projects served only under /t/<token>/pypi/
     tls_cert: Path | None = None  # with tls_key: serve HTTPS
     tls_key: Path | None = None
     workers: int = 0  # 0: one per CPU
     access_log: str | None = "-"  # "-": standard output, None: no access log, else a file
     grace: float = 10.0  # seconds responses in flight get to finish on SIGTERM
     client_timeout: float = 60.0  # seconds a client may accept no data (see serve/http.py)
+    upload_max_size: int = 4 << 30  # the largest upload taken (settings' upload_max_size)
+    upload_timeout: float = 120.0  # seconds an upload's body may stall (settings' upload_timeout)
     gzip_cache: Path | None = None  # default: <root>/.cas/cache/gzip, or a temporary folder
     on_error: Callable[[str], None] = field(default=lambda m: print(f"cas-server: {m}", file=sys.stderr))
 
@@ -179,6 +184,8 @@ def run_worker(
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(loop_exception_handler)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cas-server")
+    # uploads are published (checked, placed, indexed) apart from pages and gzip: never behind them
+    publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cas-upload")
     stop = loop.create_future()
 
     def request_stop() -> None:
@@ -200,8 +207,10 @@ def run_worker(
         executor,
         channel=options.channel,
         health=Health(Path(options.root)),
+        pypi_private=options.pypi_private,
     )
-    worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout)
+    uploads = Uploads(site, UploadOptions(options.upload_max_size, options.upload_timeout), publisher)
+    worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout, uploads)
     try:
         worker.start()
         loop.run_until_complete(stop)
@@ -209,6 +218,7 @@ def run_worker(
         loop.run_until_complete(worker.drain(options.grace))
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        publisher.shutdown(wait=True)  # an upload whose body is in is published, not cut off
         loop.close()
     return 0
 
@@ -232,6 +242,7 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     log_fd = _open_log(options.access_log)
     gzip_dir, temporary = _gzip_dir(options)
     _raise_fd_limit()
+    _remove_stale_uploads(root, options)
     try:
         if ready is not None:
             ready(url_of(socks[0], wrap is not None), len(socks))
@@ -244,6 +255,14 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
             s.close()
         if temporary:
             shutil.rmtree(gzip_dir, ignore_errors=True)
+
+
+def _remove_stale_uploads(root: Path, options: ServerOptions) -> None:
+    """Staging folders of uploads cut off by a server killed mid-upload (a running server's own
+    are written to at least every upload_timeout, so they are never this old)."""
+    for folder in stale_staging(root, older_than=max(3600.0, 4 * options.upload_timeout)):
+        shutil.rmtree(folder, ignore_errors=True)
+        options.on_error(f"warning: removed {folder}: an upload cut off when a server stopped")
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,9 +1,14 @@
-"""Access tokens for private channels, stored hashed under the mirror.
+"""Access tokens for private channels and uploads, stored hashed under the mirror.
 
 A token is a random URL-safe string shown once, when it is added; the store keeps only its
 SHA-256 (a fast hash is enough for 192 random bits: there is nothing to brute-force). The
 file is `<mirror_dir>/.cas/tokens.json`, replaced atomically, so a running server picks up
 additions and revocations on its next request without a restart.
+
+A token opens its channel for reading; one added with upload rights (`"upload": true` in its
+record) may also PUT packages into it. The key is optional, so files written before uploads
+existed read as they are, and a server that predates uploads reads the new file and simply
+grants no uploads.
 """
 
 from __future__ import annotations
@@ -36,6 +41,17 @@ class TokenRecord:
     channel: str
     sha256: str
     created: str  # ISO 8601, UTC
+    upload: bool = False  # may PUT packages into the channel (and read it)
+
+    def as_json(self) -> dict:
+        doc = {"id": self.id, "channel": self.channel, "sha256": self.sha256, "created": self.created}
+        if self.upload:  # written only when set: a read token's record is as it always was
+            doc["upload"] = True
+        return doc
+
+    @property
+    def rights(self) -> str:
+        return "read, upload" if self.upload else "read"
 
 
 def hash_token(token: str) -> str:
@@ -51,10 +67,15 @@ def _parse(data: bytes, path: Path) -> list[TokenRecord]:
         doc = json.loads(data)
         if doc.get("version") != _VERSION:
             raise ValueError(f"unsupported version {doc.get('version')!r}")
-        return [
-            TokenRecord(str(t["id"]), str(t["channel"]), str(t["sha256"]), str(t["created"]))
-            for t in doc["tokens"]
-        ]
+        records = []
+        for t in doc["tokens"]:
+            upload = t.get("upload", False)
+            if not isinstance(upload, bool):
+                raise ValueError(f"token {t.get('id')!r}: upload is {upload!r}, not true or false")
+            records.append(
+                TokenRecord(str(t["id"]), str(t["channel"]), str(t["sha256"]), str(t["created"]), upload)
+            )
+        return records
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TokenStoreError(f"{path}: not a valid token file ({exc})") from None
 
@@ -88,7 +109,7 @@ def _locked(mirror_dir: Path) -> Iterator[None]:
 
 
 def _write(mirror_dir: Path, records: list[TokenRecord]) -> None:
-    doc = {"version": _VERSION, "tokens": [r.__dict__ for r in records]}
+    doc = {"version": _VERSION, "tokens": [r.as_json() for r in records]}
     path = store_path(mirror_dir)
     try:
         atomic_write_bytes(path, json.dumps(doc, indent=1).encode() + b"\n")
@@ -97,8 +118,9 @@ def _write(mirror_dir: Path, records: list[TokenRecord]) -> None:
         raise TokenStoreError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def add_token(mirror_dir: Path, channel: str) -> tuple[str, TokenRecord]:
-    """Create a token for `channel`; returns the plain token (shown once) and its record."""
+def add_token(mirror_dir: Path, channel: str, upload: bool = False) -> tuple[str, TokenRecord]:
+    """Create a token for `channel` (with `upload`, one that may also upload packages into it);
+    returns the plain token (shown once) and its record."""
     token = secrets.token_urlsafe(24)
     with _locked(mirror_dir):
         records = read_tokens(mirror_dir)
@@ -107,7 +129,7 @@ def add_token(mirror_dir: Path, channel: str) -> tuple[str, TokenRecord]:
         while tid in ids:
             tid = secrets.token_hex(4)
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-        record = TokenRecord(tid, channel, hash_token(token), now.replace("+00:00", "Z"))
+        record = TokenRecord(tid, channel, hash_token(token), now.replace("+00:00", "Z"), upload)
         _write(mirror_dir, [*records, record])
     return token, record
 
@@ -148,6 +170,7 @@ class TokenChecker:
         self.path = store_path(mirror_dir)
         self._key: tuple[int, int, int] | None = None
         self._grants: dict[str, frozenset[str]] = {}
+        self._uploads: dict[str, frozenset[str]] = {}
         self._on_error = on_error
         self._reported: str | None = None
 
@@ -155,7 +178,7 @@ class TokenChecker:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._key, self._grants = None, {}
+            self._key, self._grants, self._uploads = None, {}, {}
             return
         except OSError as exc:
             self._fail(f"{self.path}: cannot stat ({exc.strerror})")
@@ -166,20 +189,24 @@ class TokenChecker:
         try:
             records = _parse(self.path.read_bytes(), self.path)
         except FileNotFoundError:
-            self._key, self._grants = None, {}
+            self._key, self._grants, self._uploads = None, {}, {}
             return
         except (OSError, TokenStoreError) as exc:
             self._fail(str(exc) if isinstance(exc, TokenStoreError) else f"{self.path}: {exc}")
             return
         grants: dict[str, set[str]] = {}
+        uploads: dict[str, set[str]] = {}
         for r in records:
             grants.setdefault(r.sha256, set()).add(r.channel)
+            if r.upload:
+                uploads.setdefault(r.sha256, set()).add(r.channel)
         self._grants = {h: frozenset(c) for h, c in grants.items()}
+        self._uploads = {h: frozenset(c) for h, c in uploads.items()}
         self._key = key
         self._reported = None
 
     def _fail(self, message: str) -> None:
-        self._key, self._grants = None, {}
+        self._key, self._grants, self._uploads = None, {}, {}
         if self._on_error is not None and message != self._reported:
             self._reported = message
             self._on_error(message)
@@ -191,6 +218,11 @@ class TokenChecker:
 
     def allows(self, token: str, channel: str) -> bool:
         return channel in self.channels(token)
+
+    def may_upload(self, token: str, channel: str) -> bool:
+        """May this token PUT packages into `channel`? (Upload rights, not just read.)"""
+        self._refresh()
+        return channel in self._uploads.get(hash_token(token), frozenset())
 
     def is_token(self, candidate: str) -> bool:
         """Is `candidate` one of the stored tokens? (To hide tokens in log lines.)"""

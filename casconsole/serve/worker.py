@@ -1,6 +1,6 @@
 """One cas-server worker's accepting side: a listening socket on the event loop, its
-connections (`http.Connection`, or TLS ones), the once-a-second timeout sweep, the drain on
-SIGTERM."""
+connections (`http.Connection`, or TLS ones), its uploads, the once-a-second timeout sweep, the
+drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from casconsole.serve.http import CLIENT_TIMEOUT, Connection
 from casconsole.serve.logs import AccessLog
 from casconsole.serve.redact import redact
 from casconsole.serve.site import Site
+from casconsole.serve.upload import Uploads
 
 MAX_CONNECTIONS = 10000  # per worker; beyond it new connections wait in the kernel's backlog
 
@@ -24,10 +25,13 @@ class Worker:
     (TLS); by default connections are plain.
     """
 
-    def __init__(self, sock: socket.socket, site: Site, log: AccessLog, loop, wrap=None, timeout=None):
+    def __init__(
+        self, sock: socket.socket, site: Site, log: AccessLog, loop, wrap=None, timeout=None, uploads=None
+    ):
         self.sock = sock
         self.timeout: float = timeout or CLIENT_TIMEOUT
         self.site = site
+        self.uploads: Uploads | None = uploads  # None: a PUT gets 405
         self.log = log
         self.loop = loop
         self.wrap = wrap

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         Layer,
         Origin,
         Problem,
+        PypiSettings,
         Settings,
         load_settings,
         parse_text_value,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "casconsole.errors": ["SettingsError"],
     "casconsole.settings.layers": [
-        "ENV_PREFIX", "LAYERS", "Layer", "Origin", "Problem", "Settings", "load_settings",
+        "ENV_PREFIX", "LAYERS", "Layer", "Origin", "Problem", "PypiSettings", "Settings", "load_settings",
         "parse_text_value", "problems_of", "read_layers", "resolve", "system_config_path",
         "user_config_path",
     ],
@@ -56,6 +57,7 @@ __all__ = [
     "Layer",
     "Origin",
     "Problem",
+    "PypiSettings",
     "Settings",
     "SettingsError",
     "default_mirror_dir",

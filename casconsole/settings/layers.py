@@ -20,7 +20,7 @@ import yaml
 
 from casconsole.errors import SettingsError
 from casconsole.redact import redact_value
-from casconsole.settings.schema import SCHEMA, Invalid
+from casconsole.settings.schema import SCHEMA, SECTIONS, Invalid, key_name
 
 LAYERS = ("default", "system", "user", "file", "env", "cli")
 ENV_PREFIX = "CAS_MIRROR_"
@@ -60,6 +60,7 @@ class Layer:
     problems: list[Problem] = field(default_factory=list)
 
     def set(self, key: str, raw: Any, where: str, relative_to: Path | None = None) -> None:
+        key = key_name(key)
         spec = SCHEMA.get(key)
         if spec is None:
             hint = difflib.get_close_matches(key, list(SCHEMA), n=1)
@@ -75,6 +76,50 @@ class Layer:
             value = relative_to / value
         self.values[key] = value
         self.origins[key] = Origin(self.name, where)
+
+
+@dataclass(frozen=True)
+class PypiSettings:
+    """The `pypi` section: the PyPI subset mirror (docs/pypi.md). Each key is `pypi.<field>`."""
+
+    index_url: str | None = None
+    projects: list[str] = field(default_factory=list)
+    requirements: Path | None = None
+    python_versions: list[str] = field(default_factory=list)
+    platforms: list[str] = field(default_factory=list)
+    prereleases: bool = False
+    yanked: bool = False
+    newest: int = 0
+    sdists: bool = True
+    closure: bool = False
+    proxy: str | None = None
+    ssl_verify: bool | str = True
+    private_projects: list[str] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the section names anything to mirror."""
+        return bool(self.projects) or self.requirements is not None
+
+
+_SECTION_TYPES = {"pypi": PypiSettings}
+
+
+def _nest(values: Mapping[str, Any], base: Settings | None = None) -> dict[str, Any]:
+    """Flat key values (`pypi.closure`) as Settings fields (`pypi=PypiSettings(...)`); a
+    section's keys not in `values` keep `base`'s value (or the section's default)."""
+    fields: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        section, dot, sub = key.partition(".")
+        if dot:
+            sections.setdefault(section, {})[sub] = value
+        else:
+            fields[key] = value
+    for section, changes in sections.items():
+        current = getattr(base, section) if base is not None else _SECTION_TYPES[section]()
+        fields[section] = dataclasses.replace(current, **changes)
+    return fields
 
 
 @dataclass(frozen=True)
@@ -101,6 +146,8 @@ class Settings:
     server_host: str
     server_port: int
     private_channels: list[str]
+    upload_max_size: int
+    upload_timeout: float
     public_url: str | None
     client_channels: list[str]
     client_default_channels: list[str]
@@ -109,6 +156,7 @@ class Settings:
     client_proxy_servers: dict[str, str] | None
     bundle_trusted_key: Path | None
     base_url_origins: list[str]
+    pypi: PypiSettings = field(default_factory=PypiSettings)
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
 
@@ -129,10 +177,15 @@ class Settings:
         if layer.problems:
             raise SettingsError(layer.problems)
         origins = {**self.origins, **layer.origins}
-        return dataclasses.replace(self, **layer.values, origins=origins)
+        return dataclasses.replace(self, **_nest(layer.values, self), origins=origins)
+
+    def get(self, key: str) -> Any:
+        """The value of a schema key, a section's (`pypi.closure`) included."""
+        section, dot, sub = key.partition(".")
+        return getattr(getattr(self, section), sub) if dot else getattr(self, key)
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in SCHEMA}
+        return {key: self.get(key) for key in SCHEMA}
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """`{key: {"value", "layer", "source"}}`, as `cas-sync --show --json` prints it; URL
@@ -181,16 +234,55 @@ def _read_file_layer(name: str, path: Path, required: bool) -> Layer:
             Problem(f"{path}:{root.start_mark.line + 1}", "expected a mapping of key: value")
         )
         return layer
+    _read_mapping(layer, root, path, "")
+    return layer
+
+
+def _read_mapping(layer: Layer, node: yaml.MappingNode, path: Path, prefix: str) -> None:
+    """Set each key of a mapping node (`prefix` + key) with its file:line; a section's mapping
+    (`pypi:`) is read the same way, its keys as `pypi.<key>`, each with its own line."""
     constructor = yaml.SafeLoader("")
-    for key_node, value_node in root.value:
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
         where = f"{path}:{key_node.start_mark.line + 1}"
+        if not prefix and key in SECTIONS:
+            if isinstance(value_node, yaml.MappingNode):
+                _read_mapping(layer, value_node, path, f"{key}.")
+            elif not (isinstance(value_node, yaml.ScalarNode) and value_node.tag.endswith(":null")):
+                layer.problems.append(Problem(where, f"{key}: expected a mapping of key: value"))
+            continue
         try:
             value = constructor.construct_object(value_node, deep=True)
         except yaml.YAMLError as exc:
             layer.problems.append(Problem(where, f"cannot read value: {exc}"))
             continue
-        layer.set(str(key_node.value), value, where, relative_to=path.parent)
-    return layer
+        if key == FAQ_GUNICORN:
+            _gunicorn(layer, value, where)
+            continue
+        if key == "upload_timeout" and "upload_timeout" in layer.values:
+            layer.problems.append(Problem(where, "gunicorn.timeout and upload_timeout: give one of them"))
+            continue
+        layer.set(key, value, where, relative_to=path.parent)
+
+
+# The cas-mirror FAQ raises the upload timeout of Anaconda Repository with `gunicorn: timeout:
+# 120` (in its /etc/binstar/config.yaml); written in a settings file it sets upload_timeout.
+FAQ_GUNICORN = "gunicorn"
+
+
+def _gunicorn(layer: Layer, value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        layer.problems.append(Problem(where, "gunicorn: expected a mapping (gunicorn: {timeout: 120})"))
+        return
+    for name, item in value.items():
+        if name == "timeout":
+            if "upload_timeout" in layer.values:
+                layer.problems.append(Problem(where, "gunicorn.timeout and upload_timeout: give one of them"))
+            else:
+                layer.set("upload_timeout", item, f"{where} (gunicorn.timeout)")
+        else:
+            only = "only gunicorn.timeout, the upload timeout, is read"
+            layer.problems.append(Problem(where, f"gunicorn.{name}: unknown key ({only})"))
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -199,6 +291,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 def parse_text_value(key: str, text: str) -> Any:
     """Read a setting from text (environment variables, `--set`): lists are comma-separated."""
+    key = key_name(key)
     kind = SCHEMA[key].kind if key in SCHEMA else "str"
     t = text.strip()
     if kind == "list":
@@ -280,7 +373,7 @@ def resolve(layers: list[Layer]) -> Settings:
     for layer in layers:
         values.update(layer.values)
         origins.update(layer.origins)
-    return Settings(**values, origins=origins, layers=tuple(layers))
+    return Settings(**_nest(values), origins=origins, layers=tuple(layers))
 
 
 def problems_of(layers: list[Layer]) -> list[Problem]:

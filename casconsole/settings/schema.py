@@ -126,6 +126,27 @@ def _pos_float(v: Any) -> float:
     return float(v)
 
 
+_SIZE_UNITS = {None: 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+
+
+def _size(v: Any) -> int:
+    """A size in bytes: a whole number, or a number with k, M, G or T (powers of 1024, as nginx's
+    `client_max_body_size`; `MB`, `MiB` and `M` alike): `2G`, `500 MB`, `1.5GiB`."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise Invalid(f"expected a size > 0 (bytes, or e.g. 4G, 500M), got {_show(v)}")
+        return v
+    match = _SIZE.match(v) if isinstance(v, str) else None
+    if match is None:
+        raise Invalid(f"expected a size (bytes, or e.g. 4G, 500M, 2 GiB), got {_show(v)}")
+    unit = match.group(2)
+    number = float(match.group(1)) * _SIZE_UNITS[unit.lower() if unit else None]
+    if number < 1:
+        raise Invalid(f"expected a size > 0 (bytes, or e.g. 4G, 500M), got {_show(v)}")
+    return int(number)
+
+
 def _fraction(v: Any) -> float:
     """A share of a subdir's files: a fraction (0.1) or a percentage ("10%")."""
     text = v.strip() if isinstance(v, str) else None
@@ -304,6 +325,64 @@ def _proxy_url(v: Any) -> str:
     return _url(v, PROXY_SCHEMES, "proxy")
 
 
+# ---------------------------------------------------------------- the pypi section
+
+
+def _index_url(v: Any) -> str | None:
+    return None if _opt_str(v) is None else _url(v, ("http", "https"), "index")
+
+
+def _requirement_list(v: Any) -> list[str]:
+    """PEP 508 requirements: a project name, optionally with extras and PEP 440 specifiers
+    (`requests`, `attrs >=23`, `requests[socks] ==2.32.3`); markers and URLs are not mirrored."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    entries = _str_list(v)
+    for text in entries:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise Invalid(f"{text!r} is not a PEP 508 requirement ({str(exc).splitlines()[0]})") from None
+        if req.url or req.marker is not None:
+            raise Invalid(f"{text!r}: give a project name and specifiers, without a URL or a marker")
+    return entries
+
+
+def _project_names(v: Any) -> list[str]:
+    """Project names, normalized as PEP 503 says (`Foo_Bar` -> `foo-bar`)."""
+    from packaging.utils import canonicalize_name
+
+    names = _str_list(v)
+    for name in names:
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii():
+            raise Invalid(f"{name!r} is not a project name")
+    return [canonicalize_name(name) for name in names]
+
+
+def _python_versions(v: Any) -> list[str]:
+    """Python versions as major.minor (`3.11`): wheels and Requires-Python are checked against them."""
+    versions = [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in _as_list(v)]
+    versions = _str_list(versions)
+    for text in versions:
+        parts = text.split(".")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise Invalid(f"{text!r}: expected a Python version as major.minor, e.g. 3.12")
+    return versions
+
+
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _platform_tags(v: Any) -> list[str]:
+    """Wheel platform tags (PEP 425): `manylinux_2_17_x86_64`, `win_amd64`, `macosx_11_0_arm64`."""
+    tags = _str_list(v)
+    for tag in tags:
+        if not tag.isascii() or not tag.replace("_", "").replace(".", "").isalnum() or tag != tag.lower():
+            raise Invalid(f"{tag!r} is not a wheel platform tag (e.g. manylinux_2_17_x86_64, win_amd64)")
+    return tags
+
+
 def _show(v: Any) -> str:
     kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "a mapping", type(None): "nothing"}  # fmt: skip
@@ -351,6 +430,11 @@ SCHEMA: dict[str, Key] = {
         Key("server_host", _str, lambda: "127.0.0.1", "address cas-server listens on", "str"),
         Key("server_port", _port, lambda: 8080, "port cas-server listens on", "int"),
         Key("private_channels", _channel_list, list, "channels served only under /t/<token>/", "list"),
+        Key("upload_max_size", _size, lambda: 4 << 30,
+            "the largest package cas-server takes in an upload (bytes, or 4G, 500M)", "str"),
+        Key("upload_timeout", _pos_float, lambda: 120.0,
+            "seconds an upload may send no bytes before cas-server drops it (however long it takes)",
+            "float"),
         Key("base_url_origins", _origin_list, list,
             "other origins (http(s)://host[:port]) upstream's info.base_url may send downloads to",
             "list"),
@@ -370,8 +454,43 @@ SCHEMA: dict[str, Key] = {
             "the clients' proxy_servers: {http: URL, https: URL}, KEY=URL items, or one URL", "list"),
         Key("bundle_trusted_key", _opt_path, lambda: None,
             "Ed25519 public key: cas-sync --import refuses bundles it did not sign (none: unchecked)", "str"),
+        # the pypi section (`pypi:` in a file, a mapping): docs/pypi.md
+        Key("pypi.index_url", _index_url, lambda: None,
+            "the simple index mirrored from (PEP 691/503), e.g. the public PyPI's", "str"),
+        Key("pypi.projects", _requirement_list, list,
+            "projects to mirror, each with optional PEP 440 specifiers (requests, attrs >=23)", "list"),
+        Key("pypi.requirements", _opt_path, lambda: None,
+            "a requirements file naming more projects to mirror (one requirement a line)", "str"),
+        Key("pypi.python_versions", _python_versions, list,
+            "Python versions the files must serve (3.11, 3.12; none: all)", "list"),
+        Key("pypi.platforms", _platform_tags, list,
+            "wheel platform tags to keep (manylinux_2_17_x86_64, win_amd64; none: all)", "list"),
+        Key("pypi.prereleases", _bool, lambda: False, "keep pre-release versions", "bool"),
+        Key("pypi.yanked", _bool, lambda: False, "keep yanked files (PEP 592)", "bool"),
+        Key("pypi.newest", _nonneg_int, lambda: 0, "keep only the newest N versions of each project (0: all)",
+            "int"),
+        Key("pypi.sdists", _bool, lambda: True, "keep source distributions (.tar.gz, .zip)", "bool"),
+        Key("pypi.closure", _bool, lambda: False,
+            "add the dependencies of the kept files, for the configured Pythons and platforms", "bool"),
+        Key("pypi.proxy", _proxy, lambda: None,
+            "proxy for the PyPI index only: http://[user:pass@]host:port (not the conda upstream's)", "str"),
+        Key("pypi.ssl_verify", _ssl_verify, lambda: True,
+            "verify the PyPI index's TLS: true, false or a CA bundle path", "ssl"),
+        Key("pypi.private_projects", _project_names, list,
+            "projects served only under /t/<token>/pypi/simple/ (a token for 'pypi')", "list"),
     ]
 }  # fmt: skip
+
+
+# sections: `pypi:` in a file is a mapping whose keys are read as `pypi.<key>`
+SECTIONS = ("pypi",)
+# `CAS_MIRROR_PYPI_CLOSURE` names `pypi.closure`: a variable's name cannot hold a dot
+ALIASES = {key.replace(".", "_"): key for key in SCHEMA if "." in key}
+
+
+def key_name(name: str) -> str:
+    """The schema key `name` stands for: itself, or the dotted key of its underscore form."""
+    return ALIASES.get(name, name)
 
 
 def describe_keys() -> str:

@@ -130,7 +130,14 @@ def write_snapshot(settings: Settings, path: Path) -> Path:
     remote = values["remote_url"]
     if "://" not in remote:
         values["remote_url"] = str(Path(remote).expanduser().resolve())
+    for key in ("pypi.ssl_verify", "pypi.requirements"):  # files: absolute, as above
+        value = values[key]
+        if isinstance(value, (str, Path)) and Path(value).exists():
+            values[key] = str(Path(value).resolve())
     values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    for key in [k for k in values if "." in k]:  # a section's keys as its mapping, as a person writes them
+        section, _, sub = key.partition(".")
+        values.setdefault(section, {})[sub] = values.pop(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,7 @@ from casconsole.sync.events import (
 from casconsole.sync.fetch import FileJob, Outcome
 from casconsole.sync.lock import SyncLock, SyncLocked, lock_holder
 from casconsole.sync.safety import check_space, count_records, redacted, storage_failure
+from casconsole.sync.section import Section
 from casconsole.sync.status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from casconsole.sync.store import VerifiedStore
 from casconsole.sync.workers import WorkerConfig, WorkerPool, plan_processes
@@ -82,6 +84,7 @@ _MAY_HOLD_URLS = (
 )  # fmt: skip
 
 __all__ = [
+    "Section",
     "StatusReader",
     "Sync",
     "SyncError",
@@ -120,14 +123,24 @@ class Sync:
     `sink` receives the events, in the thread that runs `run()` (the download workers' events
     are relayed there). `verify=True` re-hashes every file on disk and repairs those that do
     not match. `force_prune=True` prunes even where more than `max_prune` of a subdir would go.
+    `sections` run after the channel (`conda=False`: instead of it), in the same sync.
     """
 
     def __init__(
-        self, settings: Settings, sink: Sink | None = None, *, verify: bool = False, force_prune: bool = False
+        self,
+        settings: Settings,
+        sink: Sink | None = None,
+        *,
+        verify: bool = False,
+        force_prune: bool = False,
+        sections: Sequence[Section] = (),
+        conda: bool = True,
     ):
         self.settings = settings
         self.verify = verify
         self.force_prune = force_prune
+        self.sections = tuple(sections)
+        self.conda = conda
         self._sink = sink or null_sink
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
@@ -146,10 +159,16 @@ class Sync:
         upstream = self._upstream
         if upstream is not None:  # a repodata transfer, stalled maybe: its socket is shut now
             upstream.abort()
+        for section in self.sections:
+            section.cancel()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._cancel
 
     def emit(self, event: Event) -> None:
         if isinstance(event, _MAY_HOLD_URLS):
@@ -196,10 +215,10 @@ class Sync:
             self.emit(
                 SyncStarted(
                     os.getpid(),
-                    settings.remote_url,
+                    settings.remote_url if self.conda else ", ".join(s.source for s in self.sections),
                     str(settings.mirror_dir),
-                    settings.channel_name,
-                    settings.subdirs,
+                    settings.channel_name if self.conda else ", ".join(s.name for s in self.sections),
+                    [*(settings.subdirs if self.conda else []), *(s.name for s in self.sections)],
                     self.verify,
                 )
             )
@@ -208,7 +227,7 @@ class Sync:
                     SyncWarning("", f"took over the lock left by pid {lock.stale_pid}, no longer running")
                 )
             try:
-                self._run()
+                self._run_all()
                 stats.state = "cancelled" if self.cancelled else ("failed" if stats.failed else "done")
             except Cancelled:
                 stats.state = "cancelled"
@@ -235,6 +254,14 @@ class Sync:
                 self._log = None
             lock.release()
         return stats
+
+    def _run_all(self) -> None:
+        if self.conda:
+            self._run()
+        for section in self.sections:
+            if self.cancelled:
+                raise Cancelled
+            section.run(self)
 
     def _run(self) -> None:
         settings = self.settings
@@ -271,11 +298,17 @@ class Sync:
             if pool is not None:
                 pool.close()  # stops the workers first if the sync ends early
 
-    def _pool(self, jobs: int | None) -> WorkerPool:
-        """Download workers, started: `concurrency` downloads at a time in all."""
+    def worker_pool(self, jobs: int | None, policy: NetworkPolicy) -> WorkerPool:
+        """Started download workers for a section, through its own network policy."""
+        return self._pool(jobs, policy)
+
+    def _pool(self, jobs: int | None, policy: NetworkPolicy | None = None) -> WorkerPool:
+        """Download workers, started: `concurrency` downloads at a time in all, through `policy`
+        (the settings' network policy unless a section has its own)."""
         s = self.settings
         processes, threads = plan_processes(s.concurrency, jobs)
-        config = WorkerConfig(NetworkPolicy.of(s), threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK))
+        policy = policy or NetworkPolicy.of(s)
+        config = WorkerConfig(policy, threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK))
         return WorkerPool(config, processes, self.emit, self._cancel).start()
 
     def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData], dict[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 import humanize
 
 from casconsole.events import Event
+from casconsole.layout import PYPI_DIR
 from casconsole.sync.events import SyncStats
 
 INFO, WARNING, ERROR = "info", "warning", "error"
@@ -84,9 +85,10 @@ def describe(event: Mapping[str, Any]) -> Line | None:
         unchanged = "" if event.get("repodata_written", True) else " (unchanged)"
         if event.get("withheld"):
             unchanged = f" (kept as it was: prune withheld for {event.get('withheld'):,} files)"
+        listed = "files in its pages" if sub == PYPI_DIR else "packages in repodata.json"
         return Line(
             INFO,
-            f"{sub}: done, {event.get('packages', 0):,} packages in repodata.json{unchanged}; "
+            f"{sub}: done, {event.get('packages', 0):,} {listed}{unchanged}; "
             f"{event.get('downloaded', 0):,} new, {event.get('failed', 0):,} failed, "
             f"{event.get('removed', 0):,} removed",
         )

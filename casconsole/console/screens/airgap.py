@@ -376,7 +376,7 @@ class AirgapScreen(ConsoleScreen):
     def confirm_export(self, plan: Any, values: dict[str, str]) -> None:
         room = f"{plan.target}: {size(plan.free + plan.reclaimable)} free, {size(plan.size)} needed"
         self.show_plan(plan.summary(), plan.changes(), room)
-        problem = plan.problem()
+        problem = plan.problem() or plan.space_problem()
         if problem:
             self.end(Text(problem, "red"))
             self.app.push_screen(MessageDialog("The export cannot be written", problem))

@@ -1,7 +1,14 @@
-"""Channels: every channel under mirror_dir, a package table per subdir (from its repodata.json)."""
+"""Channels: every channel under mirror_dir, a package table per subdir (from its repodata.json).
+
+The screen follows the disk while it is shown: once a second it looks at the channel folders
+and at the shown subdir's repodata.json (a stat, nothing read), so a package uploaded to a
+cas-server, a `cas-index` run or a sync appears without a key pressed.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,6 +40,18 @@ def channel_columns(records: list) -> list[Column]:
 
 def subdirs_of(channel: Path) -> list[str]:
     return subdir_folders(channel)
+
+
+POLL_SECONDS = 1.0  # how often the shown channel is looked at for changes (uploads, indexing)
+
+
+def repodata_key(channel: Path, subdir: str) -> tuple[int, int, int] | None:
+    """What changes when a subdir's repodata.json is replaced (each writer renames a new file in)."""
+    try:
+        st = os.stat(channel / subdir / "repodata.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class ChannelsScreen(ConsoleScreen):
@@ -70,6 +89,38 @@ class ChannelsScreen(ConsoleScreen):
         self.total_size = 0
         self.table = self.query_one("#channels-table", VirtualTable)
         self.table.focus()
+        self.shown_key: tuple[Path, str, tuple | None] | None = None  # what the table was read from
+        self.layout_key: tuple = ()  # the channels and subdirs the head shows
+        self.live_note = ""  # what the last change brought, e.g. "2 new at 12:03:04"
+        self.live = False  # the read under way follows a change on disk (not a key)
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    def poll(self) -> None:
+        """Show what changed on disk since the last look: new channels or subdirs in the head,
+        a replaced repodata.json read again (the cursor staying on its package)."""
+        if self.app.screen is not self or not self.is_mounted:
+            return
+        channels = find_channels(self.state.settings.mirror_dir)
+        channel = self.channel
+        if [c.name for c in channels] != [c.name for c in self.channels]:
+            if channel is None or channel not in channels:
+                self.refresh_state()  # the one shown is gone, or there was none
+                return
+            self.channels, self.channel_index = channels, channels.index(channel)
+        if channel is None:
+            return
+        if self._layout() != self.layout_key:
+            subdirs = subdirs_of(channel)
+            shown = self.shown_key[1] if self.shown_key else None
+            if shown in subdirs:  # a subdir made by an upload does not move the one shown
+                self.subdir_index = subdirs.index(shown)
+            self.show_head()
+        subdir = self.subdir
+        if subdir is None:
+            return
+        if self.shown_key != (channel, subdir, repodata_key(channel, subdir)):
+            self.live = True
+            self.load()
 
     def refresh_state(self) -> None:
         self.channels = find_channels(self.state.settings.mirror_dir)
@@ -92,7 +143,13 @@ class ChannelsScreen(ConsoleScreen):
         subdirs = subdirs_of(channel) if channel else []
         return subdirs[min(self.subdir_index, len(subdirs) - 1)] if subdirs else None
 
+    def _layout(self) -> tuple:
+        channel = self.channel
+        return tuple(c.name for c in self.channels), tuple(subdirs_of(channel)) if channel else ()
+
     def show_head(self, note: str = "") -> None:
+        self.layout_key = self._layout()
+        note = note or self.live_note
         text = Text()
         text.append("channel ", "bold")
         for n, channel in enumerate(self.channels):
@@ -109,9 +166,13 @@ class ChannelsScreen(ConsoleScreen):
 
     def load(self) -> None:
         channel, subdir = self.channel, self.subdir
-        self.show_head("reading…")
+        if not self.live:
+            self.live_note = ""
+            self.show_head("reading…")
         if channel is None or subdir is None:
+            self.shown_key = None
             return
+        self.shown_key = (channel, subdir, repodata_key(channel, subdir))  # before reading: no change missed
         self.read_subdir(channel, subdir)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="channels", name="reading the channel")
@@ -125,6 +186,11 @@ class ChannelsScreen(ConsoleScreen):
         self.app.call_from_thread(self.show_repodata, repodata, problem)
 
     def show_repodata(self, repodata: RepoData | None, problem: str) -> None:
+        live, self.live = self.live, False
+        before = self.repodata
+        under_cursor = None
+        if live and before is not None and self.table.cursor_index is not None:
+            under_cursor = before.records[self.table.cursor_index].fn
         self.repodata = repodata
         settle_heap()  # (its records hold no cycles: they go with the next subdir shown)
         self.total_size = sum(r.size for r in repodata.records) if repodata else 0
@@ -136,6 +202,12 @@ class ChannelsScreen(ConsoleScreen):
             self.table.empty_text = "no package matches" if records else "no packages in this subdir"
             self.table.search = lambda i: records[i].name
             self.table.set_data(channel_columns(records), len(records), keep_sort=True)
+            if under_cursor is not None:
+                index = next((i for i, r in enumerate(records) if r.fn == under_cursor), None)
+                if index is not None:
+                    self.table.move_to_index(index)
+        if live:
+            self.live_note = _what_changed(before, repodata)
         self.show_head()
         self.show_count()
 
@@ -194,3 +266,12 @@ class ChannelsScreen(ConsoleScreen):
 
     def action_rescan(self) -> None:
         self.refresh_state()
+
+
+def _what_changed(before: RepoData | None, after: RepoData | None) -> str:
+    """The note of a live reload: how many packages came and went, and when."""
+    old = {r.fn for r in before.records} if before is not None else set()
+    new = {r.fn for r in after.records} if after is not None else set()
+    parts = [f"{len(new - old)} new" if new - old else "", f"{len(old - new)} gone" if old - new else ""]
+    what = ", ".join(p for p in parts if p) or "reindexed"
+    return f"{what} at {time.strftime('%H:%M:%S')}"

@@ -1,8 +1,9 @@
-"""Clients: the `.condarc` the mirror's users should use, as `cas-server --condarc` prints it.
+"""Clients: the `.condarc` the mirror's users should use, as `cas-server --condarc` prints it,
+and below it the `pip.conf` for the PyPI side, as `cas-server --pip-conf` prints it.
 
 It starts from the settings (`public_url`, `client_channels` and the other `client_*` keys); the
 channel order, the URL and `ssl_verify` can be changed here, saved back to a settings file (so
-`cas-server --condarc` says the same), and the file written for the clients.
+`cas-server --condarc` says the same), and the files written for the clients.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDi
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.redact import redact_url
 from casconsole.serve.condarc import ClientChannel, Condarc, base_url_of
+from casconsole.serve.pipconf import pip_conf
 from casconsole.settings import LAYERS, SettingsError, preview_write, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
@@ -42,9 +44,11 @@ class ClientsScreen(ConsoleScreen):
         Binding("e", "edit_url", "edit URL"),
         Binding("s", "save_settings", "save"),
         Binding("ctrl+s", "write", "write file"),
+        Binding("p", "write_pip", "write pip.conf"),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
         ("Write .condarc", "Write the clients' .condarc to a file", "write"),
+        ("Write pip.conf", "Write the pip.conf for the mirror's PyPI side to a file", "write_pip"),
         ("Save the clients' settings", "Save the channel order, URL and ssl_verify", "save_settings"),
     ]
 
@@ -55,6 +59,7 @@ class ClientsScreen(ConsoleScreen):
         yield VirtualTable(id="clients-table", empty_text="no channel under mirror_dir yet", sortable=False)
         with VerticalScroll(id="clients-preview-box"):  # a long file scrolls (tab to it)
             yield Static(id="clients-preview")
+            yield Static(id="clients-pip")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -113,6 +118,10 @@ class ClientsScreen(ConsoleScreen):
         shown = self.condarc.text(hide_secrets=True)
         self.query_one("#clients-preview", Static).update(
             Syntax(shown, "yaml", theme="ansi_dark", background_color="default")
+        )
+        pip = pip_conf(self.state.settings, self.condarc.base_url, hide_secrets=True)
+        self.query_one("#clients-pip", Static).update(
+            Syntax(pip, "ini", theme="ansi_dark", background_color="default")
         )
 
     # ---------------------------------------------------------------- editing
@@ -229,6 +238,21 @@ class ClientsScreen(ConsoleScreen):
             default = mirror / "condarc"
             note = "Copy it to ~/.condarc on each client (or <conda root>/.condarc for every user)."
         self.app.push_screen(PathDialog("Write the clients' .condarc to", default, note), self.write_to)
+
+    def action_write_pip(self) -> None:
+        default = self.state.settings.mirror_dir / "pip.conf"
+        note = "Copy it to ~/.config/pip/pip.conf on each client (or /etc/pip.conf for every user)."
+        self.app.push_screen(PathDialog("Write the clients' pip.conf to", default, note), self.write_pip_to)
+
+    def write_pip_to(self, path: Path | None) -> None:
+        if path is None:
+            return
+        try:
+            atomic_write_bytes(path, pip_conf(self.state.settings, self.condarc.base_url).encode("utf-8"))
+        except OSError as exc:
+            self.app.push_screen(MessageDialog("The pip.conf was not written", describe_error(exc)))
+            return
+        self.notify(f"Written to {path}", title="pip.conf", timeout=5)
 
     def has_secrets(self) -> bool:
         return self.condarc.text(hide_secrets=True) != self.text()

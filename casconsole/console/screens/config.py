@@ -17,7 +17,7 @@ from casconsole.redact import redact_value
 from casconsole.settings import LAYERS, SCHEMA, Layer, Problem
 from casconsole.widgets.vtable import Column, VirtualTable
 
-_KEY_PROBLEM = re.compile(r"^(\w+): ")
+_KEY_PROBLEM = re.compile(r"^([\w.]+): ")  # a section's keys hold a dot: pypi.closure
 _UNKNOWN_KEY = re.compile(r"^unknown key '([^']+)'")
 
 

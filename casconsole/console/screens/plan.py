@@ -5,7 +5,7 @@ plan re-decides that name's records only (`Plan.update(..., names={name})`) and 
 funnel repaint at once. `ctrl+s` shows the change to the settings file before writing it;
 `d` goes back to the settings as the files say. The plan's warnings (a platform upstream does
 not carry, entries that match no upstream record, a subdir the prune guard would hold back)
-show under the subdir tabs.
+show under the subdir tabs. With a pypi section, a last tab shows its plan (plan_pypi.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Input, Static
 
+from casconsole.console.screens import plan_pypi
 from casconsole.console.screens.base import ConsoleScreen, count, date, describe_error, size
 from casconsole.console.screens.dialogs import MessageDialog, SaveDialog
 from casconsole.settings import SettingsError
@@ -176,14 +177,58 @@ class PlanScreen(ConsoleScreen):
     # ---------------------------------------------------------------- the plan shown
 
     @property
+    def tabs(self) -> list[str]:
+        """The subdirs of the plan, then `pypi` when the settings have a pypi section."""
+        plan = self.state.plan
+        names = list(plan.subdirs) if plan is not None else []
+        if plan is not None and (self.state.pypi_plan is not None or self.state.pypi_error):
+            names.append(plan_pypi.TAB)
+        return names
+
+    @property
+    def on_pypi(self) -> bool:
+        tabs = self.tabs
+        return bool(tabs) and tabs[min(self.subdir_index, len(tabs) - 1)] == plan_pypi.TAB
+
+    @property
     def subdir_plan(self) -> SubdirPlan | None:
         plan = self.state.plan
-        if plan is None or not plan.subdirs:
+        if plan is None or not plan.subdirs or self.on_pypi:
             return None
         names = list(plan.subdirs)
         return plan.subdirs[names[min(self.subdir_index, len(names) - 1)]]
 
+    def show_pypi(self) -> None:
+        """The pypi tab: its files in the table, its funnel, the reason of the file selected."""
+        pypi = self.state.pypi_plan
+        if pypi is None:
+            self._shown = None
+            self.table.empty_text = f"no PyPI plan: {self.state.pypi_error} (r to try again)"
+            self.table.set_data(None, 0)
+        elif self._shown != (id(pypi), plan_pypi.TAB):
+            self._shown = (id(pypi), plan_pypi.TAB)
+            rows = self.pypi_rows = pypi.rows
+            self.table.empty_text = "no file matches"
+            self.table.search = lambda i: rows[i].dist.filename
+            self.table.set_data(plan_pypi.columns(pypi, rows), len(rows), keep_sort=False)
+            self.apply_filter()
+        else:
+            self.table.refresh_rows()
+        self.show_head()
+        self.show_warnings()
+        funnel = plan_pypi.funnel(pypi) if pypi is not None else ""
+        self.query_one("#funnel", Static).update(funnel, layout=False)
+        self.query_one("#deps", Static).update("", layout=False)
+        self.show_reason(self.table.cursor_index)
+
+    @property
+    def filters(self) -> list:
+        return plan_pypi.FILTERS if self.on_pypi else FILTERS
+
     def refresh_state(self) -> None:
+        if self.on_pypi:
+            self.show_pypi()
+            return
         plan, sp = self.state.plan, self.subdir_plan
         if plan is None or sp is None:
             self._shown = None
@@ -211,6 +256,8 @@ class PlanScreen(ConsoleScreen):
     def show_warnings(self) -> None:
         plan = self.state.plan
         warnings = plan.warnings() if plan is not None else []
+        if self.on_pypi:
+            warnings = plan_pypi.warnings(self.state.pypi_plan, self.state.pypi_error)
         box = self.query_one("#plan-warnings", Static)
         box.display = bool(warnings)
         shown = warnings[: self.WARNINGS_SHOWN]
@@ -223,8 +270,9 @@ class PlanScreen(ConsoleScreen):
         text = Text()
         plan = self.state.plan
         if plan is not None:
-            current = self.subdir_plan.subdir if self.subdir_plan else ""
-            for subdir in plan.subdirs:
+            tabs = self.tabs
+            current = tabs[min(self.subdir_index, len(tabs) - 1)] if tabs else ""
+            for subdir in tabs:
                 text.append(f" {subdir} ", "reverse bold" if subdir == current else "")
         pending = self.state.pending_summary()
         if pending:
@@ -278,7 +326,7 @@ class PlanScreen(ConsoleScreen):
         deps.update(text, layout=False)
 
     def show_filter(self, shown: int | None = None, total: int | None = None) -> None:
-        label = FILTERS[self.filter_index][0]
+        label = self.filters[min(self.filter_index, len(self.filters) - 1)][0]
         text = Text()
         text.append("f ", "bold")
         text.append(label)
@@ -296,6 +344,11 @@ class PlanScreen(ConsoleScreen):
 
     def show_reason(self, index: int | None) -> None:
         reason = self.query_one("#reason", Static)
+        if self.on_pypi:
+            pypi, rows = self.state.pypi_plan, getattr(self, "pypi_rows", [])
+            ok = pypi is not None and index is not None and index < len(rows)
+            reason.update(plan_pypi.reason(pypi, rows[index]) if ok else "", layout=False)  # type: ignore[arg-type,index]
+            return
         sp = self.subdir_plan
         if sp is None or index is None or index >= len(sp.records):
             reason.update("", layout=False)
@@ -328,6 +381,13 @@ class PlanScreen(ConsoleScreen):
     # ---------------------------------------------------------------- keys
 
     def action_toggle(self, key: str) -> None:
+        if self.on_pypi:
+            self.notify(
+                "b and w act on conda records; name PyPI projects in pypi.projects (Config shows them)",
+                severity="warning",
+                timeout=5,
+            )
+            return
         sp = self.subdir_plan
         index = self.table.cursor_index
         if sp is None or index is None:
@@ -364,10 +424,20 @@ class PlanScreen(ConsoleScreen):
             self.table.focus()
 
     def action_next_filter(self) -> None:
-        self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self.filter_index = (self.filter_index + 1) % len(self.filters)
         self.apply_filter()
 
     def apply_filter(self) -> None:
+        self.filter_index %= len(self.filters)
+        if self.on_pypi:
+            make_pypi = plan_pypi.FILTERS[self.filter_index][1]
+            pypi = self.state.pypi_plan
+            rows = getattr(self, "pypi_rows", [])
+            self.table.set_filter(
+                make_pypi(pypi, rows) if make_pypi is not None and pypi is not None else None
+            )
+            self.show_filter(len(self.table.view), self.table.count)
+            return
         make = FILTERS[self.filter_index][1]
         plan, sp = self.state.plan, self.subdir_plan
         self.table.set_filter(
@@ -376,10 +446,10 @@ class PlanScreen(ConsoleScreen):
         self.show_filter(len(self.table.view), self.table.count)
 
     def action_subdir(self, step: int) -> None:
-        plan = self.state.plan
-        if plan is None or not plan.subdirs:
+        tabs = self.tabs
+        if not tabs:
             return
-        self.subdir_index = (self.subdir_index + step) % len(plan.subdirs)
+        self.subdir_index = (self.subdir_index + step) % len(tabs)
         self.refresh_state()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

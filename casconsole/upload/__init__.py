@@ -1,0 +1,1 @@
+"""cas-upload: publish conda packages into a channel of a cas-server over HTTP."""
