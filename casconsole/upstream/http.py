@@ -274,7 +274,8 @@ class Connections:
         raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     def get_once(self, url: str, headers: dict[str, str]) -> Response:
-        """Send GET `url`; the response with its body unread. Raises TransferError or TimeoutError."""
+        """Send GET `url`; the response with its body unread. Raises TransferError or TimeoutError
+        (http.client.InvalidURL for a URL that cannot be asked for, before any connection)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TransferError(f"cannot fetch {url!r}")
@@ -289,6 +290,7 @@ class Connections:
             target = urllib.parse.urlunsplit(("http", parts.netloc, target, "", ""))
             if self.proxy.authorization:
                 headers["Proxy-Authorization"] = self.proxy.authorization
+        request = _request(target, headers)
         conn = self._idle.pop(key, None)
         if conn is None or _closed_by_server(conn):
             conn = self._connect(https, parts.hostname, port)
@@ -309,7 +311,7 @@ class Connections:
                 except BaseException:
                     conn.close()
                     raise
-        return self._send(key, conn, _request(target, headers))
+        return self._send(key, conn, request)
 
     def _connect(self, https: bool, host: str, port: int) -> http.client.HTTPConnection:
         proxy = self.proxy
@@ -356,19 +358,20 @@ _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # nor a header value
 
 
 def _request(target: str, headers: dict[str, str]) -> bytes:
-    """A GET request in one piece; TransferError for a target or value that would let it say
-    more than it should (upstream's file names are quoted before they get here)."""
+    """A GET request in one piece. A target or value that would let it say more than it should
+    (upstream's file names are quoted before they get here) raises http.client.InvalidURL, a
+    ValueError, as http.client did: a bug or a hostile record, not a transfer to retry."""
     if _UNSAFE_TARGET.search(target):
-        raise TransferError(f"cannot ask for {target!r}: not a valid request target")
+        raise http.client.InvalidURL(f"cannot ask for {target!r}: not a valid request target")
     lines = [f"GET {target} HTTP/1.1"]
     for name, value in headers.items():
         if _UNSAFE_VALUE.search(value):
-            raise TransferError(f"cannot send a {name} header of {value!r}")
+            raise http.client.InvalidURL(f"cannot send a {name} header of {value!r}")
         lines.append(f"{name}: {value}")
     try:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
     except UnicodeEncodeError:
-        raise TransferError(f"cannot ask for {target!r}: not ASCII") from None
+        raise http.client.InvalidURL(f"cannot ask for {target!r}: not ASCII") from None
 
 
 def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
