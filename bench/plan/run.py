@@ -41,6 +41,9 @@ SUBDIRS = ("linux-64", "noarch")
 
 
 LOADS: list[float] = []  # the machine's load average (1 minute) as each timed command started
+CPUS: list[
+    float
+] = []  # the CPU seconds (user + system) each timed command used: steadier on a shared machine
 
 
 def measure(
@@ -61,6 +64,7 @@ def measure(
             err.seek(0)
             tail = err.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{' '.join(cmd)} exited {code}:\n{tail}")
+    CPUS.append(usage.ru_utime + usage.ru_stime)
     return seconds, usage.ru_maxrss / 1024, text
 
 
@@ -209,18 +213,14 @@ def main(argv: list[str] | None = None) -> int:
                         lambda: ours_plan(json_url, None, True, work, license_blacklist=["GPL"]), args.repeat
                     )
                     names = ["cas_sync", "cas_sync_json"]
+                    if args.baseline:
+                        names[2:] = ["baseline", "baseline_json"]
                     for _ in range(args.repeat):  # the forms of the dry run take turns
-                        row.setdefault("cas_sync", []).append(cas_sync(full_url, [], work, "GPL"))
-                        row.setdefault("cas_sync_json", []).append(cas_sync(full_url, [], work, "GPL", True))
-                        if args.baseline:
-                            base = args.baseline.resolve()
-                            row.setdefault("baseline", []).append(
-                                cas_sync(full_url, [], work, "GPL", False, base)
-                            )
-                            row.setdefault("baseline_json", []).append(
-                                cas_sync(full_url, [], work, "GPL", True, base)
-                            )
-                            names[2:] = ["baseline", "baseline_json"]
+                        for name in names:
+                            base = args.baseline.resolve() if name.startswith("baseline") else None
+                            got = cas_sync(full_url, [], work, "GPL", name.endswith("_json"), base)
+                            row.setdefault(name, []).append(got)
+                            row.setdefault("cpu", {}).setdefault(name, []).append(round(CPUS[-1], 2))
                     for name in names:
                         runs = row[name]
                         times = [t for t, _ in runs]
@@ -285,6 +285,11 @@ def report(rows: list[dict], size: int, args: argparse.Namespace) -> None:
         if "plan" not in row:
             broken = row["phases"].get("broken")
             print(f"\n{row['case']}: {broken:,} kept records with unmet dependencies.")
+            cpu = {
+                name: f"{statistics.median(v):.2f} s ({', '.join(map(str, v))})"
+                for name, v in row["cpu"].items()
+            }
+            print(f"\nCPU time (user + system) of each dry run, median (every run): {json.dumps(cpu)}")
             continue
         plan = row["plan"][0]
         print(f"\n{row['case']}: the dependency check adds {row['plan_check'][0] - plan:.2f} s, the check "
