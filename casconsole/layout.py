@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 # every subdir conda knows; a folder of another name is not a subdir
@@ -44,6 +46,56 @@ PYPI_FILES = "files"
 PYPI_PAGE_HTML = "index.html"
 PYPI_PAGE_JSON = "index.json"
 PYPI_METADATA_SUFFIX = ".metadata"
+
+
+# an S3 bucket name (the rules S3 and SeaweedFS share: 3-63 characters, lower case, digits, dots
+# and hyphens, starting and ending with a letter or digit)
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class BucketURL:
+    """A mirror kept in S3-compatible object storage: `s3://<bucket>/<key>` (`key` empty, or a
+    prefix without leading or trailing slash).
+
+    Deliberately not a path: `Path(BucketURL(...))` and `os.scandir` refuse it, so no code meant
+    for a folder can quietly run on a bucket's name. `/` makes the URL of a key below it.
+    """
+
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> BucketURL | None:
+        """The bucket URL `text` names, None when it is not an `s3://` URL; ValueError (the
+        reason) for an `s3://` URL that cannot name a bucket location."""
+        if not text.lower().startswith("s3://"):
+            return None
+        bucket, _, key = text[5:].partition("/")
+        if not _BUCKET_NAME.match(bucket) or ".." in bucket:
+            raise ValueError(f"{bucket!r} is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
+        parts = [part for part in key.split("/") if part]
+        if any(part in (".", "..") or any(ord(c) < 32 or c == "\\" for c in part) for part in parts):
+            raise ValueError(f"{text!r}: the key may hold no '.', '..', backslash or control characters")
+        return cls(bucket, "/".join(parts))
+
+    def __truediv__(self, name: str) -> BucketURL:
+        return BucketURL(self.bucket, f"{self.key}/{name}" if self.key else str(name))
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition("/")[2]
+
+    @property
+    def parent(self) -> BucketURL:
+        return BucketURL(self.bucket, self.key.rpartition("/")[0])
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+
+def is_bucket(location: object) -> bool:
+    return isinstance(location, BucketURL)
 
 
 def state_dir(mirror_dir: Path | str) -> Path:

@@ -23,6 +23,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def compare(state: MirrorState, base: MirrorState | None) -> tuple[list[Entry], 
 class ExportPlan:
     """What an export will write, and whether the target can hold it."""
 
-    mirror_dir: Path
+    mirror_dir: Path  # or a bucket mirror's Storage
     target: Path
     state: MirrorState
     base: MirrorState | None
@@ -136,7 +137,7 @@ class ExportPlan:
     def summary(self) -> str:
         against = f"since {self.base_path}" if self.base_path else "the whole mirror"
         return (
-            f"bundle of {self.mirror_dir} ({against}): {self.counts.text(size_text)}; "
+            f"bundle of {_where(self.mirror_dir)} ({against}): {self.counts.text(size_text)}; "
             f"{self.volumes} volume(s) of at most {binary_size(self.volume_size)}"
         )
 
@@ -189,8 +190,9 @@ def plan_export(
     reclaimable = _former_bundle_size(target)
     state, _ = scan_mirror(mirror_dir, rehash=rehash, sink=sink, cancel=cancel, finish=False)
     carried, delete, counts = compare(state, base)
+    mirror = Path(mirror_dir) if isinstance(mirror_dir, (str, os.PathLike)) else mirror_dir
     return ExportPlan(
-        Path(mirror_dir), target, state, base, since, carried, delete, counts, volume_size,
+        mirror, target, state, base, since, carried, delete, counts, volume_size,
         free_space(target), filesystem_type(target), reclaimable,
     )  # fmt: skip
 
@@ -265,7 +267,7 @@ def run_export(
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             reported = Reported(sink, WRITING)
-            _copy_into(plan.mirror_dir / entry.path, entry, writer, reported, cancel)
+            _copy_into(plan.mirror_dir, entry, writer, reported, cancel)
             files.append(Carried(entry.path, entry.size, entry.sha256, entry.kind, offset))
             offset += entry.size
             sink(FileDone(WRITING, entry.path, entry.size - reported.bytes))
@@ -277,7 +279,7 @@ def run_export(
             volumes=[Volume(name, size) for name, size in volumes],
             files=files,
             delete=plan.delete,
-            source=str(plan.mirror_dir),
+            source=_where(plan.mirror_dir),
             created=now_text(),
         )
         data = manifest.to_bytes()
@@ -299,25 +301,41 @@ def run_export(
     return stats
 
 
+def _where(mirror) -> str:
+    return str(getattr(mirror, "url", mirror))
+
+
+def _chunks(mirror, path: str) -> Iterator[bytes]:
+    """The file's bytes in chunks: from the folder, or from the bucket's object."""
+    if not isinstance(mirror, Path):
+        yield from mirror.read(path)
+        return
+    with open(mirror / path, "rb", buffering=0) as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
+
+
 def _copy_into(
-    source: Path, entry: Entry, writer: VolumeWriter, reported: Reported, cancel: threading.Event | None
+    mirror, entry: Entry, writer: VolumeWriter, reported: Reported, cancel: threading.Event | None
 ) -> None:
     """Append the file to the volumes, checking it is still the file the scan saw."""
+    from casconsole.storage import ObjectNotFound
+
+    source = f"{_where(mirror)}/{entry.path}"
     h = hashlib.sha256()
     size = pending = 0
     try:
-        with open(source, "rb", buffering=0) as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-                writer.write(chunk)
-                size += len(chunk)
-                pending += len(chunk)
-                if pending >= 8 << 20:
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled
-                    reported(pending)
-                    pending = 0
-    except FileNotFoundError:
+        for chunk in _chunks(mirror, entry.path):
+            h.update(chunk)
+            writer.write(chunk)
+            size += len(chunk)
+            pending += len(chunk)
+            if pending >= 8 << 20:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                reported(pending)
+                pending = 0
+    except (FileNotFoundError, ObjectNotFound):
         raise BundleError(f"{source}: removed while it was being exported") from None
     if size != entry.size or h.hexdigest() != entry.sha256:
         raise BundleError(f"{source}: changed while it was being exported (not by a sync: the lock is held)")
@@ -355,10 +373,16 @@ def export_bundle(
     on_plan=None,
 ) -> ExportStats:
     """Plan and write a bundle under the mirror's lock; `on_plan(plan)` is called before writing
-    (the CLI states the size there)."""
-    if not Path(mirror_dir).is_dir():
+    (the CLI states the size there). `mirror_dir` may be a bucket mirror's Storage."""
+    if not isinstance(mirror_dir, (str, os.PathLike)):
+        from casconsole.bundle.bucket import mirror_lock
+
+        lock = mirror_lock(mirror_dir)
+    elif not Path(mirror_dir).is_dir():
         raise BundleError(f"{mirror_dir}: no mirror there (mirror_dir)")
-    with SyncLock(Path(mirror_dir)):
+    else:
+        lock = SyncLock(Path(mirror_dir))
+    with lock:
         plan = plan_export(
             mirror_dir, target, since=since, volume_size=volume_size, rehash=rehash, sink=sink, cancel=cancel
         )

@@ -8,6 +8,10 @@ whose size and mtime are those the verified-file store recorded (`.cas/verified/
 in the store, so the next scan is free; index files are hashed each time. `rehash=True` reads
 every file.
 
+A bucket mirror (mirror_dir: s3://...) is scanned the same way from one listing, through its
+Storage: an object's stamp is its ETag, the store is the record in the bucket, and an object not
+vouched for is hashed as it is read from the bucket (bucket.py).
+
 A state is written by `cas-sync --manifest FILE` (the offline side's answer to "what do you
 hold?") and read back by `cas-sync --export --since FILE`. Its digest, over every
 `path<TAB>size<TAB>sha256<TAB>kind` line sorted by path, names the state a bundle was made
@@ -19,7 +23,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -222,9 +228,10 @@ class Reported:
 @dataclass
 class _Found:
     path: str
-    full: Path
+    full: Path  # the file; for a bucket mirror, the object's key as a relative Path
     kind: str
-    st: os.stat_result
+    size: int
+    stamp: int | str  # mtime in nanoseconds, or an object's ETag
     store: VerifiedStore | None = None
     key: str = ""  # its name in the store: the file name, `<project>/<file>` for PyPI files
 
@@ -243,47 +250,56 @@ class ScanStats:
 
 
 def scan_mirror(
-    mirror_dir: Path,
+    mirror_dir,
     *,
     rehash: bool = False,
     sink: Sink | None = None,
     cancel: threading.Event | None = None,
     finish: bool = True,
 ) -> tuple[MirrorState, ScanStats]:
-    """The state of the mirror at `mirror_dir` (see the module docstring). The caller holds the
-    mirror's lock. `finish` sends BundleFinished("manifest") at the end."""
+    """The state of the mirror at `mirror_dir` (a folder, or a bucket mirror's Storage: see the
+    module docstring). The caller holds the mirror's lock. `finish` sends
+    BundleFinished("manifest") at the end."""
     sink = sink or null_sink
     started = time.monotonic()
-    mirror_dir = Path(mirror_dir)
     stats = ScanStats()
-    found = _list_files(mirror_dir, stats, sink)
-    state = MirrorState(mirror=str(mirror_dir), created=now_text())
-    state.channel_names = {c.name for c in find_channels(mirror_dir)}
+    cleanups: list = []
+    if isinstance(mirror_dir, (str, os.PathLike)):
+        mirror_dir = Path(mirror_dir)
+        found = _list_files(mirror_dir, stats, sink)
+        names = {c.name for c in find_channels(mirror_dir)}
+        hash_one = _hash_file
+    else:
+        from casconsole.bundle.bucket import hash_object, list_bucket
+
+        journal = Path(tempfile.mkdtemp(prefix="cas-bundle-"))
+        cleanups.append(lambda: shutil.rmtree(journal, ignore_errors=True))
+        found, names = list_bucket(mirror_dir, stats, sink, _add, journal)
+        hash_one = lambda f, reported, cancel: hash_object(mirror_dir, f, reported, cancel)  # noqa: E731
+    state = MirrorState(mirror=str(getattr(mirror_dir, "url", mirror_dir)), created=now_text())
+    state.channel_names = names
     todo: list[_Found] = []
     for f in found:
         entry = f.store.get(f.key) if (f.store is not None and not rehash) else None
-        if entry is not None and entry.matches_stat(f.st):
+        if entry is not None and entry.matches(f.size, f.stamp):
             state.files[f.path] = Entry(f.path, entry.size, entry.sha256, f.kind)
         else:
             todo.append(f)
-    sink(StageStarted(HASHING, len(todo), sum(f.st.st_size for f in todo)))
+    sink(StageStarted(HASHING, len(todo), sum(f.size for f in todo)))
     touched: set[VerifiedStore] = set()
     try:
         for f in todo:
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             reported = Reported(sink, HASHING)
-            try:
-                size, sha = hash_file(f.full, reported, cancel)
-                st = f.full.stat()
-            except FileNotFoundError:
+            found_now = hash_one(f, reported, cancel)
+            if found_now is None:
                 continue  # removed while we looked (not by a sync: we hold the lock)
-            except OSError as exc:
-                raise BundleError(f"cannot read {os_error_message(exc)}") from None
+            size, sha, stamp, now_size = found_now
             stats.hashed += 1
             stats.hashed_bytes += size
-            if f.store is not None and st.st_size == size:
-                f.store.add(f.key, Verified(size, st.st_mtime_ns, sha))
+            if f.store is not None and now_size == size:
+                f.store.add(f.key, Verified(size, stamp, sha))
                 touched.add(f.store)
             state.files[f.path] = Entry(f.path, size, sha, f.kind)
             sink(FileDone(HASHING, f.path, size - reported.bytes))
@@ -292,6 +308,8 @@ def scan_mirror(
             if store in touched:
                 store.compact(keep=set(store.entries) & _names_present(store, found))
             store.close()
+        for cleanup in cleanups:
+            cleanup()
     stats.files = len(state.files)
     stats.bytes = state.size
     stats.seconds = time.monotonic() - started
@@ -302,6 +320,18 @@ def scan_mirror(
         )
         sink(BundleFinished("manifest", summary, stats.seconds))
     return state, stats
+
+
+def _hash_file(f: _Found, reported: Reported, cancel) -> tuple[int, str, int | str, int] | None:
+    """(bytes read, sha256, the file's mtime and size after): None when it is gone."""
+    try:
+        size, sha = hash_file(f.full, reported, cancel)
+        st = f.full.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BundleError(f"cannot read {os_error_message(exc)}") from None
+    return size, sha, st.st_mtime_ns, st.st_size
 
 
 def _names_present(store: VerifiedStore, found: list[_Found]) -> set[str]:
@@ -357,13 +387,15 @@ def _folders(folder: Path) -> list[str]:
 
 
 def _add(found, path, full, st, store, stats, sink, kind: str | None = None, key: str = "") -> None:
+    """Add a file (`st`: its stat, or (size, stamp) of an object) unless its path is refused."""
     try:
         kind = check_path(path, kind)
     except PathProblem as exc:
         stats.skipped.append(str(exc))
         sink(BundleWarning(f"left out {exc}"))
         return
-    found.append(_Found(path, full, kind, st, store if kind == FILE else None, key))
+    size, stamp = (st.st_size, st.st_mtime_ns) if isinstance(st, os.stat_result) else st
+    found.append(_Found(path, full, kind, size, stamp, store if kind == FILE else None, key))
 
 
 def _is_regular(st: os.stat_result) -> bool:

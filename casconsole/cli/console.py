@@ -10,6 +10,8 @@ from pathlib import Path
 import platformdirs
 
 from casconsole.cli.common import add_settings_arguments, add_version_argument, cli_layer
+from casconsole.errors import EXIT_USAGE
+from casconsole.layout import BucketURL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
         cli = cli_layer(args)
         layers = read_layers(args.config, env=env, cli=cli)
+        mirror = [layer.values["mirror_dir"] for layer in layers if "mirror_dir" in layer.values][-1]
+        if isinstance(mirror, BucketURL):  # its screens look at folders: said before it draws
+            print(
+                f"casconsole: error: mirror_dir is a bucket ({mirror}): the console works on a mirror "
+                "folder; with a bucket use cas-sync, cas-index and cas-server (docs/scale-out.md)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         from casconsole.console.app import run_app  # Textual is loaded only for the console itself
 
         return run_app(config_file=args.config, env=env, cli=cli, layers=layers)

@@ -2,7 +2,9 @@
 
 A DIR is a channel folder (every subdir is indexed) or one subdir folder of a channel
 (`cas-index /srv/mirror/internal-pkgs/linux-64`, the form the cas-mirror FAQ gives
-`conda index`): only that subdir is indexed, and noarch while it has no index yet.
+`conda index`): only that subdir is indexed, and noarch while it has no index yet. It may be a
+channel in a bucket, `s3://bucket/prefix/internal-pkgs`, reached with the settings' s3_* keys
+(or the AWS variables and files); its index is written conditionally (docs/scale-out.md).
 
 Exit status: 0 done; 1 problems under --strict; 2 bad input (not a channel, being indexed
 already); 4 a file or folder that cannot be read or written; 130 interrupted; 141 the reader
@@ -22,11 +24,13 @@ from pathlib import Path
 import humanize
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.cli.progress import BarsSink, QuietSink
 from casconsole.errors import EXIT_STORAGE
 from casconsole.events import Event
 from casconsole.index.channel import (
     ChannelError,
     ChannelStatus,
+    IndexRaced,
     IndexStarted,
     IndexStats,
     PackageRead,
@@ -35,7 +39,7 @@ from casconsole.index.channel import (
     index_channel,
     index_status,
 )
-from casconsole.layout import KNOWN_SUBDIRS, subdir_folders
+from casconsole.layout import KNOWN_SUBDIRS, BucketURL, subdir_folders
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,9 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         "dirs",
         nargs="+",
         metavar="DIR",
-        type=Path,
-        help="a channel folder, or one subdir folder of a channel",
+        type=_location,
+        help="a channel folder, or one subdir folder of a channel (or s3://bucket/prefix/channel)",
     )
+    parser.add_argument("--config", metavar="FILE", help="settings file (for a channel in a bucket)")
     parser.add_argument(
         "--status",
         action="store_true",
@@ -88,13 +93,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quiet goes with indexing, not with --status")
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    settings = _settings(args)
     try:
         if args.status:
-            return _status(args.dirs, as_json=args.json)
-        return max(_index(d, strict=args.strict, workers=args.workers, quiet=args.quiet) for d in args.dirs)
+            return _status(args.dirs, as_json=args.json, settings=settings)
+        return max(
+            _index(d, strict=args.strict, workers=args.workers, quiet=args.quiet, settings=settings)
+            for d in args.dirs
+        )
     except KeyboardInterrupt:
         print("cas-index: interrupted; what was read is cached for the next run", file=sys.stderr)
         return 130
+
+
+def _location(text: str) -> Path | BucketURL:
+    try:
+        bucket = BucketURL.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return bucket if bucket is not None else Path(text)
 
 
 def _status_of(exc: ChannelError) -> int:
@@ -103,24 +120,38 @@ def _status_of(exc: ChannelError) -> int:
     return EXIT_STORAGE if isinstance(exc.__cause__, OSError) else 2
 
 
-def target(directory: Path) -> tuple[Path, list[str] | None]:
+def target(directory: Path | BucketURL) -> tuple[Path | BucketURL, list[str] | None]:
     """(channel folder, the subdirs to index or None for all) of a DIR argument: a subdir folder
     (a known subdir name, holding no subdir folders itself) stands for itself in its channel."""
+    if isinstance(directory, BucketURL):  # a subdir's URL: its channel, that subdir only
+        if directory.name in KNOWN_SUBDIRS:
+            return directory.parent, [directory.name]
+        return directory, None
     if directory.name in KNOWN_SUBDIRS and directory.is_dir() and not subdir_folders(directory):
         return directory.parent, [directory.name]
     return directory, None
 
 
+def _settings(args: argparse.Namespace):
+    """The settings, for a channel in a bucket only (a folder needs none; the index reads none
+    itself: they are handed to it)."""
+    if args.config is None and not any(isinstance(d, BucketURL) for d in args.dirs):
+        return None
+    from casconsole.settings import load_settings
+
+    return load_settings(args.config)
+
+
 # -- status ------------------------------------------------------------------------------------
 
 
-def _status(dirs: list[Path], *, as_json: bool) -> int:
+def _status(dirs: list[Path], *, as_json: bool, settings=None) -> int:
     code = 0
     results: list[ChannelStatus] = []
     for directory in dirs:
         channel, only = target(directory)
         try:
-            status = index_status(channel)
+            status = index_status(channel, settings)
             if only is not None:
                 status = dataclasses.replace(
                     status, subdirs=tuple(s for s in status.subdirs if s.subdir in only)
@@ -168,7 +199,7 @@ def _status_detail(s: SubdirStatus) -> str:
 # -- indexing ----------------------------------------------------------------------------------
 
 
-def _index(directory: Path, *, strict: bool, workers: int | None, quiet: bool = False) -> int:
+def _index(directory: Path, *, strict: bool, workers: int | None, quiet: bool = False, settings=None) -> int:
     if quiet:
         reporter: _PlainReporter = _QuietReporter(strict)
     else:
@@ -176,7 +207,9 @@ def _index(directory: Path, *, strict: bool, workers: int | None, quiet: bool = 
     channel, only = target(directory)
     try:
         with reporter:
-            stats = index_channel(channel, sink=reporter, strict=strict, workers=workers, subdirs=only)
+            stats = index_channel(
+                channel, sink=reporter, strict=strict, workers=workers, subdirs=only, settings=settings
+            )
     except ChannelError as exc:
         print(f"cas-index: {exc}", file=sys.stderr)
         return _status_of(exc)
@@ -227,14 +260,8 @@ def _warn(problem: ProblemFound, echo: Callable[[str], None]) -> None:
     echo(f"warning: {problem.subdir}/{problem.fn}: {problem.reason}")
 
 
-class _PlainReporter:
+class _PlainReporter(QuietSink):
     """Lines for logs and pipes: what will be read, then warnings as they come."""
-
-    def __enter__(self) -> _PlainReporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, IndexStarted):
@@ -246,6 +273,12 @@ class _PlainReporter:
             print(f"{event.channel}: {_plural(event.packages, 'package file')}{read}", flush=True)
         elif isinstance(event, ProblemFound):
             _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
+        elif isinstance(event, IndexRaced):
+            print(_raced(event), file=sys.stderr, flush=True)
+
+
+def _raced(event: IndexRaced) -> str:
+    return f"cas-index: {event.reason}: another writer's index came first; starting again from it"
 
 
 class _QuietReporter(_PlainReporter):
@@ -259,7 +292,7 @@ class _QuietReporter(_PlainReporter):
             _warn(event, lambda line: print(line, file=sys.stderr, flush=True))
 
 
-class _ProgressReporter:
+class _ProgressReporter(BarsSink):
     """A rich progress bar over the files being read; warnings printed above it."""
 
     def __init__(self) -> None:
@@ -282,13 +315,6 @@ class _ProgressReporter:
         )
         self.task = None
 
-    def __enter__(self) -> _ProgressReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
     def __call__(self, event: Event) -> None:
         if isinstance(event, IndexStarted):
             self.progress.console.print(
@@ -303,6 +329,8 @@ class _ProgressReporter:
             from rich.text import Text
 
             _warn(event, lambda line: self.progress.console.print(Text(line, style="yellow")))
+        elif isinstance(event, IndexRaced):
+            self.progress.console.print(_raced(event), highlight=False)
 
 
 if __name__ == "__main__":

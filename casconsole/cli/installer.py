@@ -18,6 +18,7 @@ from pathlib import Path
 import humanize
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.cli.progress import BarsSink, QuietSink, transfer_bars
 from casconsole.events import Event
 from casconsole.installer.build import (
     ChannelRead,
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     spec = read_spec(args.file, args.platform)
     settings = load_settings(args.config)
-    reporter = _Quiet() if args.quiet else _Bars() if sys.stderr.isatty() else _Lines()
+    reporter = QuietSink() if args.quiet else _Bars() if sys.stderr.isatty() else _Lines()
     cancel = threading.Event()
     try:
         with reporter:
@@ -122,18 +123,7 @@ def _describe(event: Event) -> str | None:
     return None
 
 
-class _Quiet:
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __call__(self, event: Event) -> None:
-        pass
-
-
-class _Lines(_Quiet):
+class _Lines(QuietSink):
     """A line per step, for logs and pipes."""
 
     def __call__(self, event: Event) -> None:
@@ -142,29 +132,12 @@ class _Lines(_Quiet):
             print(line, file=sys.stderr, flush=True)
 
 
-class _Bars(_Quiet):
+class _Bars(BarsSink):
     """A progress bar over the packages on a terminal, each step printed above it."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self.progress = transfer_bars(stderr=True)
         self.task = None
-
-    def __enter__(self) -> _Bars:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Solved):

@@ -35,7 +35,10 @@ examples:
 def _common(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--config", metavar="FILE", default=default, help="settings file")
     parser.add_argument(
-        "--root", metavar="DIR", default=default, help="the mirror folder (default: mirror_dir)"
+        "--root",
+        metavar="DIR",
+        default=default,
+        help="the mirror folder, or s3://bucket/prefix (default: mirror_dir)",
     )
 
 
@@ -160,10 +163,15 @@ def _fail(message: str, status: int) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    mirror = Path(settings.mirror_dir)
+    if settings.in_bucket:  # the token object in the bucket, changed conditionally
+        from casconsole.storage import open_storage
+
+        mirror = open_storage(settings)
+    else:
+        mirror = Path(settings.mirror_dir)
     private = set(settings.private_channels)
     if args.action == "add":
-        if not mirror.is_dir():
+        if isinstance(mirror, Path) and not mirror.is_dir():
             return _fail(f"mirror folder {mirror} does not exist", 2)
         problem = channel_name_problem(args.channel)
         if problem:
@@ -274,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--client-timeout: expected a number of seconds > 0", 2)
         if (args.tls_cert is None) != (args.tls_key is None):
             return _fail("--tls-cert and --tls-key go together", 2)
-        problems, notes = private_channel_problems(Path(settings.mirror_dir), settings.private_channels)
+        problems, notes = (
+            ([], [])
+            if settings.in_bucket
+            else private_channel_problems(Path(settings.mirror_dir), settings.private_channels)
+        )
         if problems:
             return _fail("; ".join(problems), 2)
         for note in notes:
@@ -284,6 +296,15 @@ def main(argv: list[str] | None = None) -> int:
             host, _, port = backend.rpartition(":")
             if not host or not port.isdigit():
                 return _fail(f"--auth-backend: expected HOST:PORT, got {backend!r}", 2)
+            if settings.in_bucket:
+                from casconsole.serve.nginx import nginx_bucket_config
+                from casconsole.storage.s3 import config_of
+
+                print(
+                    nginx_bucket_config(config_of(settings), settings, backend, args.tls_cert, args.tls_key),
+                    end="",
+                )
+                return 0
             print(
                 nginx_config(
                     settings.mirror_dir,
@@ -302,8 +323,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.auth_backend is not None:
             return _fail("--auth-backend goes with --nginx-config", 2)
+        bucket = None
+        if settings.in_bucket:
+            from casconsole.storage.s3 import config_of
+
+            bucket = config_of(settings)
         options = ServerOptions(
-            root=Path(settings.mirror_dir),
+            root=settings.mirror_dir if bucket is not None else Path(settings.mirror_dir),
             host=settings.server_host,
             port=settings.server_port,
             private_channels=list(settings.private_channels),
@@ -318,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             client_timeout=args.client_timeout,
             upload_max_size=settings.upload_max_size,
             upload_timeout=settings.upload_timeout,
+            bucket=bucket,
+            s3_serve=settings.s3_serve,
+            redirect_seconds=settings.s3_redirect_seconds,
         )
 
         def ready(url: str, workers: int) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from casconsole.cli.progress import BarsSink, QuietSink, transfer_bars
 from casconsole.errors import EXIT_INTERRUPTED, Cancelled
 from casconsole.events import Event
 from casconsole.settings import Settings
@@ -146,7 +147,14 @@ def manifest(settings: Settings, args: argparse.Namespace, sink: _Sink, cancel: 
     from casconsole.sync.lock import SyncLock
 
     mirror = settings.mirror_dir
-    if mirror.is_dir():
+    if settings.in_bucket:  # scanned from the bucket, under its lock object
+        from casconsole.bundle.bucket import mirror_lock
+        from casconsole.storage import open_storage
+
+        storage = open_storage(settings)
+        with mirror_lock(storage):
+            state, stats = scan_mirror(storage, rehash=args.rehash, sink=sink, cancel=cancel)
+    elif mirror.is_dir():
         with SyncLock(mirror):
             state, stats = scan_mirror(mirror, rehash=args.rehash, sink=sink, cancel=cancel)
     else:  # a site's first copy: the mirror holds nothing yet, and says so
@@ -186,8 +194,13 @@ def export(
             f"target {plan.target}{fs}: {_size(plan.free + plan.reclaimable)} free, {_size(plan.size)} needed"
         )
 
+    mirror = settings.mirror_dir
+    if settings.in_bucket:  # read from the bucket (bundle/bucket.py)
+        from casconsole.storage import open_storage
+
+        mirror = open_storage(settings)
     export_bundle(
-        settings.mirror_dir,
+        mirror,
         args.export,
         since=args.since,
         volume_size=volume_size,
@@ -203,6 +216,13 @@ def export(
 def import_(settings: Settings, args: argparse.Namespace, sink: _Sink, cancel: threading.Event) -> int:
     from casconsole.bundle.importer import import_bundle
 
+    if settings.in_bucket:
+        from casconsole.errors import SettingsError
+
+        raise SettingsError(
+            f"mirror_dir is a bucket ({settings.mirror_dir}): a bundle is imported into a mirror folder "
+            "(the offline side); export from a bucket, import into a folder (docs/scale-out.md)"
+        )
     trusted = settings.bundle_trusted_key
 
     def on_plan(plan) -> None:
@@ -239,7 +259,7 @@ def make_sink(args: argparse.Namespace, out: TextIO) -> _Sink:
     return PlainSink(out)
 
 
-class _Sink:
+class _Sink(QuietSink):
     """The events of a manifest, export or import as the user sees them; the base says nothing
     (--quiet: errors go to stderr through the command's error path)."""
 
@@ -251,12 +271,6 @@ class _Sink:
 
     def say(self, text: str) -> None:
         """A line of the command's own (the plan, the outcome)."""
-
-    def __enter__(self) -> _Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class JsonSink(_Sink):
@@ -312,39 +326,18 @@ class PlainSink(_Sink):
             self.say(f"{event.summary} ({event.seconds:.1f} s)")
 
 
-class RichSink(PlainSink):
+class RichSink(BarsSink, PlainSink):
     """A progress bar per stage on a terminal (bytes, rate, time left)."""
 
     def __init__(self, out: TextIO):
         super().__init__(out)
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.console = Console(file=out)
-        self.progress = Progress(
-            TextColumn("{task.description:<9}"),
-            BarColumn(bar_width=None),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            refresh_per_second=5,
+        self.progress = transfer_bars(
+            console=self.console, label="{task.description:<9}", bar_width=None, transient=False
         )
         self.task: Any = None
-
-    def __enter__(self) -> RichSink:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def line(self, text: str) -> None:
         from rich.text import Text

@@ -25,7 +25,9 @@ from typing import Any, TextIO
 
 import humanize
 
+from casconsole.cli import progress
 from casconsole.cli.common import fail, stdout_gone
+from casconsole.cli.progress import BarsSink, transfer_bars
 from casconsole.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNE_WITHHELD
 from casconsole.events import Event
 from casconsole.layout import state_dir
@@ -154,7 +156,7 @@ def summary(stats: SyncStats, verify: bool, out: TextIO) -> None:
         print(f"cas-sync: {line}", file=out)
 
 
-class _Sink:
+class _Sink(progress.QuietSink):
     """A sink that keeps the sync's status from its events: the totals every view shows.
 
     When the reader of its output goes away (`cas-sync | head`), it stops writing and calls
@@ -185,12 +187,6 @@ class _Sink:
 
     def show(self, event: Event, fields: dict[str, Any]) -> None:
         raise NotImplementedError
-
-    def __enter__(self) -> _Sink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class QuietSink(_Sink):
@@ -250,7 +246,7 @@ class PlainSink(_Sink):
             )
 
 
-class RichSink(_Sink):
+class RichSink(BarsSink, _Sink):
     """Progress bars on a terminal: overall bytes with rate and ETA, one bar per subdir."""
 
     STYLE = {report.WARNING: "yellow", report.ERROR: "red"}
@@ -258,36 +254,14 @@ class RichSink(_Sink):
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.console = Console(stderr=False)
-        self.progress = Progress(
-            TextColumn("{task.description:<10}"),
-            BarColumn(bar_width=None),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-            refresh_per_second=5,
+        self.progress = transfer_bars(
+            console=self.console, label="{task.description:<10}", bar_width=None, transient=False
         )
         self.overall = self.progress.add_task("all", total=None)
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
-
-    def __enter__(self) -> RichSink:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def show(self, event: Event, fields: dict[str, Any]) -> None:
         from rich.text import Text
@@ -328,11 +302,16 @@ def print_status(settings: Settings, as_json: bool) -> int:
     """Print the running or last sync; exit 0 when it is running or ended done, 3 when it ended
     done with the prune guard holding a subdir back (as the sync itself exited), else 1 (it
     failed, stopped, was killed, or no sync has run)."""
-    status = read_status(settings.mirror_dir)
+    if settings.in_bucket:
+        from casconsole.sync.target import bucket_status
+
+        status = bucket_status(settings)
+    else:
+        status = read_status(settings.mirror_dir)
     if as_json:
         print(json.dumps(status.to_json(), indent=1, default=str))
     else:
-        print(format_status(status, settings.mirror_dir))
+        print(format_status(status, settings.local_dir))
     if status.state not in STATUS_OK:
         return EXIT_FAILED
     return EXIT_PRUNE_WITHHELD if status.withheld and status.state != "running" else 0
@@ -395,10 +374,13 @@ def format_status(status: SyncStatus, mirror_dir: Path) -> str:
 
 def detach(settings: Settings, args: argparse.Namespace) -> int:
     """Start the sync as its own session (setsid), print its pid and log, and return."""
-    holder = lock_holder(settings.mirror_dir)
+    holder = (
+        None if settings.in_bucket else lock_holder(settings.mirror_dir)
+    )  # a bucket's: the child's to tell
     if holder:
         fail(f"another sync of this mirror is running (pid {holder})", status=2)
-    cas = state_dir(settings.mirror_dir)
+    cas = state_dir(settings.local_dir)
+    cas.mkdir(parents=True, exist_ok=True)
     config = write_snapshot(settings, cas / f"detached-settings.{os.getpid()}.yaml")
     output = cas / DETACHED_OUTPUT
     command = [sys.executable, "-m", "casconsole.cli.sync", "--config", str(config), "--detached-child"]
@@ -426,13 +408,13 @@ def detach(settings: Settings, args: argparse.Namespace) -> int:
             for line in tail:
                 print(line, file=sys.stderr)
             return code
-        if read_status(settings.mirror_dir).pid == child.pid:
+        if read_status(settings.local_dir).pid == child.pid:
             break
         time.sleep(0.05)
     if args.quiet:
         return 0
     print(f"cas-sync: syncing in the background, pid {child.pid}")
-    print(f"  status log  {log_path(settings.mirror_dir)}")
+    print(f"  status log  {log_path(settings.local_dir)}")
     print(f"  output      {output}")
     print(f"  follow it   cas-sync --status --mirror-dir {settings.mirror_dir}   (stop it: kill {child.pid})")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import humanize
 
 from casconsole.cli.common import add_version_argument, entry_point
+from casconsole.cli.progress import BarsSink, QuietSink, transfer_bars
 from casconsole.errors import EXIT_FAILED
 from casconsole.events import Event
 from casconsole.layout import channel_name_problem
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = {"true": True, "false": False}.get(args.ssl_verify.lower(), args.ssl_verify)
     token = token_from(args.token)
     packages = check_files(args.files, args.subdir)
-    reporter = _Quiet() if args.quiet else _Bars() if sys.stderr.isatty() else _Lines()
+    reporter = QuietSink() if args.quiet else _Bars() if sys.stderr.isatty() else _Lines()
     with reporter:
         stats = upload_packages(
             packages,
@@ -134,18 +135,7 @@ def _line(event: UploadFinished) -> str | None:
     return f"{event.subdir}/{event.fn}: {event.outcome}, indexed ({event.message}; {event.seconds:.1f} s)"
 
 
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __call__(self, event: Event) -> None:
-        pass
-
-
-class _Lines(_Quiet):
+class _Lines(QuietSink):
     """A line per file, for logs and pipes."""
 
     def __call__(self, event: Event) -> None:
@@ -154,37 +144,12 @@ class _Lines(_Quiet):
             print(line, file=sys.stderr, flush=True)
 
 
-class _Bars(_Quiet):
+class _Bars(BarsSink):
     """A progress bar per file on a terminal (bytes, rate, time left); its line stays after."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self.progress = transfer_bars(stderr=True)
         self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _Bars:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, UploadStarted):

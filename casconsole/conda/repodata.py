@@ -280,8 +280,13 @@ def write_repodata(subdir_dir: Path, repodata: object, name: str = "repodata.jso
     goes first so that a client preferring it never gets a copy older than the plain file.
     Returns the JSON bytes written.
     """
-    data = _json.encode(repodata)
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-    atomic_write_bytes(subdir_dir / (name + ".zst"), compressor.compress(data))
+    data, zst = encode_repodata(repodata)
+    atomic_write_bytes(subdir_dir / (name + ".zst"), zst)
     atomic_write_bytes(subdir_dir / name, data)
     return data
+
+
+def encode_repodata(repodata: object) -> tuple[bytes, bytes]:
+    """(JSON bytes, their .zst) of `repodata`, for a writer that puts them elsewhere (a bucket)."""
+    data = _json.encode(repodata)
+    return data, zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data)

@@ -52,7 +52,7 @@ class Entry(msgspec.Struct, array_like=True):
     """What one package file gave, valid while its size and mtime are unchanged."""
 
     size: int
-    mtime_ns: int
+    mtime_ns: int | str  # the stamp: a file's mtime, or (in a bucket) the object's ETag
     record: bytes | None  # repodata record, JSON with sorted keys
     extra: bytes | None  # channeldata facts, JSON
     problem: str | None
@@ -61,9 +61,9 @@ class Entry(msgspec.Struct, array_like=True):
 class SubdirCache(msgspec.Struct):
     files: dict[str, Entry] = {}
     # the (size, mtime_ns) of each package file the current outputs were built from
-    published: dict[str, tuple[int, int]] = {}
+    published: dict[str, tuple[int, int | str]] = {}
     # the (size, mtime_ns) of each output as written, to notice when another tool replaced it
-    outputs: dict[str, tuple[int, int]] = {}
+    outputs: dict[str, tuple[int, int | str]] = {}
     indexed_at: float | None = None
     # channeldata.json was written after these outputs (kept across runs: a run may stop between)
     in_channeldata: bool = False
@@ -72,7 +72,7 @@ class SubdirCache(msgspec.Struct):
 class Cache(msgspec.Struct):
     version: int = CACHE_VERSION
     subdirs: dict[str, SubdirCache] = {}
-    channeldata: tuple[int, int] | None = None
+    channeldata: tuple[int, int | str] | None = None
     channeldata_subdirs: list[str] = []
 
 
@@ -132,7 +132,7 @@ def channel_lock(channel: Path, wait: float = 0.0) -> Iterator[None]:
 class Scan:
     subdir: str
     path: Path
-    files: dict[str, tuple[int, int]]  # package file name -> (size, mtime_ns)
+    files: dict[str, tuple[int, int | str]]  # package file name -> (size, mtime_ns or ETag)
     strays: list[Problem]
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from casconsole.errors import IndexingError
 from casconsole.events import Event
+from casconsole.layout import BucketURL
 
 
 class ChannelError(IndexingError):
@@ -78,6 +79,17 @@ class SubdirIndexed(Event):
 
 
 @dataclass(frozen=True)
+class IndexRaced(Event):
+    """Another writer wrote the channel's index while this run was making it (a bucket): nothing
+    of this run was lost or overwritten, and it starts again from the fresh state."""
+
+    kind: ClassVar[str] = "index_raced"
+    channel: str
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class IndexFinished(Event):
     """The channel is done; the full story is the `IndexStats` that `index_channel` returns."""
 
@@ -111,7 +123,7 @@ class SubdirStats:
 class IndexStats:
     """What `index_channel` did."""
 
-    channel: Path
+    channel: Path | BucketURL
     subdirs: list[SubdirStats] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     channeldata_written: bool = False
@@ -154,7 +166,7 @@ class SubdirStatus:
 class ChannelStatus:
     """`index_status` of one channel."""
 
-    channel: Path
+    channel: Path | BucketURL
     subdirs: tuple[SubdirStatus, ...]
     channeldata_fresh: bool
 

@@ -89,7 +89,7 @@ class ReadResult:
     """
 
     size: int
-    mtime_ns: int
+    mtime_ns: int | str  # the stamp the cache keys on (index/bucket.py puts an ETag here)
     record: bytes | None = None
     extra: bytes | None = None
     problem: str | None = None

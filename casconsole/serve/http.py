@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from casconsole.serve.logs import describe, log_text
+from casconsole.serve.logs import describe, log_text, request_line
 from casconsole.serve.redact import redact
 from casconsole.serve.site import Response, error
 
@@ -60,6 +60,7 @@ _REASONS = {
     422: "Unprocessable Content",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    502: "Bad Gateway",
     503: "Service Unavailable",
     507: "Insufficient Storage",
 }
@@ -142,6 +143,7 @@ class Connection:
         "sent",
         "sock",
         "stopped_parsing",
+        "stream",
         "worker",
         "writing",
     )
@@ -165,6 +167,7 @@ class Connection:
         self.file_fd = -1
         self.file_offset = 0
         self.file_count = 0
+        self.stream = None  # a streamed body's chunks (a bucket's object), pulled in a thread
         self.sent = 0
         self.req: Request | None = None  # the request being answered, for the log
         self.resp: Response | None = None  # the response being sent, for the log
@@ -215,6 +218,7 @@ class Connection:
         if self.file_fd >= 0:
             os.close(self.file_fd)
             self.file_fd = -1
+        self.stream = None  # a pull in flight finds the connection closed and closes the stream
         self._drop_upload()
         for req in self.pending:  # complete uploads never answered: never published either
             if req.upload is not None:
@@ -247,7 +251,7 @@ class Connection:
             if now > self.linger_until:
                 self.close()
         elif self.busy:
-            sending = self.out is not None or self.file_fd >= 0
+            sending = self.out is not None or self.file_fd >= 0  # not while a chunk is pulled
             if sending and now - self.last_sent > self.worker.timeout:  # only accepted bytes count
                 self._finish_log()
                 self.close()
@@ -428,7 +432,7 @@ class Connection:
         self.stopped_parsing = True
         self._drop_upload()
         headers = self.m_headers if self.m_open else {}
-        line = _request_line(data, self.m_url if self.m_open else b"")
+        line = request_line(data, self.m_url if self.m_open else b"")
         self.failed = Request(b"-", line, b"", headers, False, time.monotonic(), b"", status, answer)
         self.m_open = False
 
@@ -536,6 +540,7 @@ class Connection:
         self.file_fd = resp.fd
         self.file_offset = resp.offset
         self.file_count = resp.count
+        self.stream = resp.stream if method != b"HEAD" else None
         self.resp = resp
         self.last_sent = time.monotonic()
         try:
@@ -590,7 +595,48 @@ class Connection:
             if self.file_count == 0:
                 os.close(self.file_fd)
                 self.file_fd = -1
+        if self.stream is not None:
+            self._pull()
+            return
         self._sent()
+
+    def _pull(self) -> None:
+        """The next chunk of a streamed body, read in a thread (a bucket's read blocks): one at
+        a time, once the client took the last, so a slow client slows the reading."""
+        self._write_off()
+        stream = self.stream
+        future = self.worker.site.executor.submit(next, stream, None)
+        future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._pulled, f, stream))
+
+    def _pulled(self, future: Future, stream) -> None:
+        if self.closed or self.stream is not stream:
+            if hasattr(stream, "close"):
+                stream.close()
+            return
+        exc = future.exception()
+        if exc is not None:  # the headers are out: the client sees a short body and a close
+            print(f"cas-server: {describe(exc)}", file=sys.stderr)
+            self._finish_log()
+            self.close()
+            return
+        chunk = future.result()
+        if chunk is None:
+            self.stream = None
+            self._sent()
+            return
+        self.last_sent = time.monotonic()
+        try:
+            n = self._send(chunk, False)
+        except OSError:
+            self._finish_log()
+            self.close()
+            return
+        self.sent += n
+        if n < len(chunk):
+            self.out = memoryview(chunk)[n:]
+            self._write_on()
+            return
+        self._pull()
 
     def _sent(self) -> None:
         """The response is out: log it, then the next request, or close."""
@@ -633,23 +679,6 @@ class Connection:
 
 def _same(resp: Response) -> Response:
     return resp
-
-
-def _request_line(data: bytes, url: bytes) -> bytes:
-    """The raw request line of a refused request, for the log, at most 200 bytes: the line of
-    `data` holding the target parsed so far, or (none parsed) the first line after the last
-    complete head in `data`."""
-    if url:
-        i = data.find(url)
-        if i < 0:
-            return url[:200]
-        start = data.rfind(b"\n", 0, i) + 1
-        end = data.find(b"\n", i)
-        line = data[start : end if end >= 0 else len(data)]
-    else:
-        parts = [part for part in data.split(b"\r\n\r\n") if part.strip()]
-        line = parts[-1].split(b"\n", 1)[0] if parts else b""
-    return line.rstrip(b"\r")[:200] or b"-"
 
 
 _date_sec = -1

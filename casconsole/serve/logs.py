@@ -95,3 +95,20 @@ def loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> No
     exc = context.get("exception")
     text = describe(exc) if exc is not None else context.get("message", "unknown error")
     print(f"cas-server: internal error: {text}", file=sys.stderr)
+
+
+def request_line(data: bytes, url: bytes) -> bytes:
+    """The raw request line of a refused request, for the log, at most 200 bytes: the line of
+    `data` holding the target parsed so far, or (none parsed) the first line after the last
+    complete head in `data`."""
+    if url:
+        i = data.find(url)
+        if i < 0:
+            return url[:200]
+        start = data.rfind(b"\n", 0, i) + 1
+        end = data.find(b"\n", i)
+        line = data[start : end if end >= 0 else len(data)]
+    else:
+        parts = [part for part in data.split(b"\r\n\r\n") if part.strip()]
+        line = parts[-1].split(b"\n", 1)[0] if parts else b""
+    return line.rstrip(b"\r")[:200] or b"-"

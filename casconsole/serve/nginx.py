@@ -71,10 +71,6 @@ def nginx_config(
             raise NginxConfigError(f"channel name {ch!r} cannot go in an nginx location")
     root_s = root_s.rstrip("/") or "/"
     timeout = max(1, math.ceil(upload_timeout))
-    types = {}
-    for ext, ctype in CONTENT_TYPES.items():
-        types.setdefault(ctype.split(";")[0], []).append(ext[1:])
-    type_lines = "".join(f"        {ctype} {' '.join(exts)};\n" for ctype, exts in types.items())
 
     out = [
         "# nginx configuration serving the casconsole mirror, as `cas-server` does.\n",
@@ -98,53 +94,9 @@ def nginx_config(
         out.append(f"error_log {error_log};\n")
     if pid:
         out.append(f"pid {pid};\n")
-    out.append(
-        "events {\n    worker_connections 4096;\n}\n\n"
-        "http {\n"
-        "    types {\n" + type_lines + "    }\n"
-        "    default_type application/octet-stream;\n"
-        "    sendfile on;\n"
-        "    tcp_nopush on;\n"
-        "    keepalive_timeout 60s;\n"
-    )
-    if gzip_static:
-        out.append(
-            "    # repodata.json.gz beside each repodata.json, kept fresh by whoever writes it\n"
-            "    gzip_static on;\n"
-        )
-    else:
-        out.append(
-            "    # JSON compressed per request (cas-server compresses once per file version;\n"
-            "    # gzip_static would need .gz files that the mirror does not keep). Clients\n"
-            "    # prefer repodata.json.zst, a plain file here.\n"
-            "    gzip on;\n"
-            "    gzip_types application/json;\n"
-            "    gzip_min_length 1024;\n"
-        )
+    out.append(_http_head(access_log, gzip_static) + "    server {\n")
     subdirs = "|".join(sorted(KNOWN_SUBDIRS))
     mirrored_private = channel is not None and channel in private_channels
-    out.append(
-        "    gzip_vary on;\n"
-        "    # the access log never shows a token: /t/<token>/ is hidden, the Referer is left out,\n"
-        "    # and runs of 32+ token characters (a token sent elsewhere) are shown as <token>\n"
-        "    map $request_uri $cas_uri {\n"
-        '        "~*^(?<cas_p>(/|%2f)+(t|%74)(/|%2f)+)[^/]*(?<cas_r>.*)$" "${cas_p}<token>${cas_r}";\n'
-        "        default $request_uri;\n"
-        "    }\n"
-        "    map $cas_uri $cas_log_uri {\n"
-        '        "~^(?<cas_a>.*?)[A-Za-z0-9_-]{32,}(?<cas_b>.*)$" "${cas_a}<token>${cas_b}";\n'
-        "        default $cas_uri;\n"
-        "    }\n"
-        "    map $http_user_agent $cas_log_agent {\n"
-        '        "~^(?<cas_c>.*?)[A-Za-z0-9_-]{32,}(?<cas_d>.*)$" "${cas_c}<token>${cas_d}";\n'
-        "        default $http_user_agent;\n"
-        "    }\n"
-        "    log_format cas '$remote_addr - - [$time_local] \"$request_method $cas_log_uri "
-        "$server_protocol\" '\n"
-        '                   \'$status $body_bytes_sent "-" "$cas_log_agent" $request_time\';\n'
-        f"    access_log {access_log} cas;\n\n"
-        "    server {\n"
-    )
     if tls_cert is not None and tls_key is not None:
         out.append(
             f"        listen {_listen(host, port)} ssl;\n"
@@ -241,5 +193,220 @@ def nginx_config(
         "        }\n"
         "    }\n"
         "}\n"
+    )
+    return "".join(out)
+
+
+def _types() -> str:
+    types: dict[str, list[str]] = {}
+    for ext, ctype in CONTENT_TYPES.items():
+        types.setdefault(ctype.split(";")[0], []).append(ext[1:])
+    return "".join(f"        {ctype} {' '.join(exts)};\n" for ctype, exts in types.items())
+
+
+def _http_head(access_log: str, gzip_static: bool) -> str:
+    """events, and the http block up to its server: types, compression, the token-free log."""
+    type_lines = _types()
+    out: list[str] = []
+    out.append(
+        "events {\n    worker_connections 4096;\n}\n\n"
+        "http {\n"
+        "    types {\n" + type_lines + "    }\n"
+        "    default_type application/octet-stream;\n"
+        "    sendfile on;\n"
+        "    tcp_nopush on;\n"
+        "    keepalive_timeout 60s;\n"
+    )
+    if gzip_static:
+        out.append(
+            "    # repodata.json.gz beside each repodata.json, kept fresh by whoever writes it\n"
+            "    gzip_static on;\n"
+        )
+    else:
+        out.append(
+            "    # JSON compressed per request (cas-server compresses once per file version;\n"
+            "    # gzip_static would need .gz files that the mirror does not keep). Clients\n"
+            "    # prefer repodata.json.zst, a plain file here.\n"
+            "    gzip on;\n"
+            "    gzip_types application/json;\n"
+            "    gzip_min_length 1024;\n"
+        )
+    out.append(
+        "    gzip_vary on;\n"
+        "    # the access log never shows a token: /t/<token>/ is hidden, the Referer is left out,\n"
+        "    # and runs of 32+ token characters (a token sent elsewhere) are shown as <token>\n"
+        "    map $request_uri $cas_uri {\n"
+        '        "~*^(?<cas_p>(/|%2f)+(t|%74)(/|%2f)+)[^/]*(?<cas_r>.*)$" "${cas_p}<token>${cas_r}";\n'
+        "        default $request_uri;\n"
+        "    }\n"
+        "    map $cas_uri $cas_log_uri {\n"
+        '        "~^(?<cas_a>.*?)[A-Za-z0-9_-]{32,}(?<cas_b>.*)$" "${cas_a}<token>${cas_b}";\n'
+        "        default $cas_uri;\n"
+        "    }\n"
+        "    map $http_user_agent $cas_log_agent {\n"
+        '        "~^(?<cas_c>.*?)[A-Za-z0-9_-]{32,}(?<cas_d>.*)$" "${cas_c}<token>${cas_d}";\n'
+        "        default $http_user_agent;\n"
+        "    }\n"
+        "    log_format cas '$remote_addr - - [$time_local] \"$request_method $cas_log_uri "
+        "$server_protocol\" '\n"
+        '                   \'$status $body_bytes_sent "-" "$cas_log_agent" $request_time\';\n'
+        f"    access_log {access_log} cas;\n\n"
+    )
+    return "".join(out)
+
+
+_BACKEND = "            proxy_pass http://cas_backend;\n"
+
+
+def nginx_bucket_config(
+    bucket,
+    settings,
+    auth_backend: str,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    *,
+    access_log: str = "/var/log/nginx/access.log",
+    error_log: str | None = None,
+    pid: str | None = None,
+    cache_dir: str = "/var/cache/nginx/cas",
+    worker_processes: str = "auto",
+) -> str:
+    """nginx in front of a bucket mirror (`bucket`: its storage.s3.S3Config): public channels
+    are proxied from the bucket (read without credentials: the bucket must let anyone read
+    them, docs/scale-out.md) and kept in nginx's cache; private channels, folder pages and the
+    health URL go to the cas-server on `auth_backend`, which holds the credentials and checks
+    the tokens. Package files get a year of max-age (immutable), index files a minute and
+    their ETag, so caches revalidate them."""
+    import urllib.parse
+
+    channel = settings.channel_name
+    private = list(settings.private_channels)
+    endpoint = bucket.endpoint or f"https://s3.{bucket.region}.amazonaws.com"
+    parts = urllib.parse.urlsplit(endpoint)
+    host = parts.netloc if bucket.path_style else f"{bucket.bucket}.{parts.netloc}"
+    server = host if parts.port else f"{host}:{443 if parts.scheme == 'https' else 80}"
+    origin = f"{parts.scheme}://cas_bucket"
+    base = f"/{bucket.bucket}" if bucket.path_style else ""
+    base += f"/{bucket.prefix}" if bucket.prefix else ""
+    for what, value in (
+        ("access log", access_log),
+        ("cache folder", cache_dir),
+        ("bucket path", base or "/"),
+    ):
+        if not _SAFE_PATH.match(value):
+            raise NginxConfigError(f"{what} {value!r}: quotes, spaces, $ or ; cannot go in nginx config")
+    if not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
+        raise NginxConfigError(f"endpoint host {host!r} cannot go in nginx config")
+    for ch in [*private, channel]:
+        if not _SAFE_CHANNEL.match(ch):
+            raise NginxConfigError(f"channel name {ch!r} cannot go in an nginx location")
+    subdirs = "|".join(sorted(KNOWN_SUBDIRS))
+    tls_name = ""
+    if parts.scheme == "https":  # the bucket's certificate names its host
+        tls_name = (
+            f"            proxy_ssl_server_name on;\n            proxy_ssl_name {host.rsplit(':', 1)[0]};\n"
+        )
+    out = [
+        "# nginx in front of the casconsole mirror in the bucket "
+        f"{bucket.url} ({endpoint}).\n"
+        "# Public channels come from the bucket, read without credentials: let anyone read\n"
+        "# their prefixes (and nothing else: not .cas/, not a private channel). Private\n"
+        "# channels, folder pages and the health URL go to cas-server on loopback, which\n"
+        f"# has the credentials: cas-server --host {auth_backend.rpartition(':')[0]}"
+        f" --port {auth_backend.rpartition(':')[2]} with the same settings.\n"
+        f"\nworker_processes {worker_processes};\n",
+    ]
+    if error_log:
+        out.append(f"error_log {error_log};\n")
+    if pid:
+        out.append(f"pid {pid};\n")
+    out.append(_http_head(access_log, False))
+    cache_header = (
+        "    # cache headers: package files are never rewritten under their name (a rebuild is a\n"
+        "    # new name); index files change with every sync: a minute, then revalidated by ETag\n"
+        "    map $uri $cas_cache_control {\n"
+        '        "~\\.(conda|tar\\.bz2)$" "public, max-age=31536000, immutable";\n'
+        '        "~/(current_)?repodata[^/]*$" "public, max-age=60";\n'
+        '        "~/channeldata\\.json$" "public, max-age=60";\n'
+        '        default "public, max-age=300";\n'
+        "    }\n"
+        f"    proxy_cache_path {cache_dir} levels=1:2 keys_zone=cas_bucket:32m max_size=20g inactive=30d\n"
+        "                     use_temp_path=off;\n"
+        "    upstream cas_backend {\n"
+        f"        server {auth_backend};\n"
+        "        keepalive 16;\n"
+        "    }\n"
+        "    upstream cas_bucket {\n"
+        f"        server {server};\n"
+        "        keepalive 32;\n"
+        "    }\n\n"
+        "    server {\n"
+    )
+    out.append(cache_header)
+    if tls_cert is not None and tls_key is not None:
+        out.append(
+            f"        listen {_listen(settings.server_host, settings.server_port)} ssl;\n"
+            f'        ssl_certificate "{Path(tls_cert).absolute()}";\n'
+            f'        ssl_certificate_key "{Path(tls_key).absolute()}";\n'
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        )
+    else:
+        out.append(f"        listen {_listen(settings.server_host, settings.server_port)};\n")
+    out.append(
+        "        log_not_found off;\n"
+        "        if ($request_method !~ ^(GET|HEAD)$) {\n            return 405;\n        }\n"
+        "        add_header Referrer-Policy no-referrer always;\n"
+        "        proxy_http_version 1.1;\n"
+        '        proxy_set_header Connection "";\n\n'
+        "        # nothing under a dot-name: .cas/ (lock, tokens, records), writers' temporaries\n"
+        "        location ~ /\\. {\n            return 404;\n        }\n"
+        "        # the health URL, folder pages and private channels: cas-server, with credentials\n"
+        f"        location = {HEALTH_PATH} {{\n{_BACKEND}        }}\n"
+        f"        location ~ /$ {{\n{_BACKEND}        }}\n"
+    )
+    if private:
+        names = "|".join(re.escape(c) for c in private)
+        out.append(f"        location ~ ^/t/[^/]+/({names})(/.*)?$ {{\n{_BACKEND}        }}\n")
+        for ch in private:
+            out.append(f"        location ^~ /{ch}/ {{\n            return 404;\n        }}\n")
+        if channel in private:
+            out.append(
+                f"        location ~ ^/t/[^/]+/({subdirs})(/.*)?$ {{\n{_BACKEND}        }}\n"
+                f"        location ~ ^/({subdirs})(/.*)?$ {{\n            return 404;\n        }}\n"
+            )
+    bucket_location = (
+        "            proxy_pass {origin}{base}{path};\n"
+        f"            proxy_set_header Host {host};\n" + tls_name + "            proxy_cache cas_bucket;\n"
+        "            proxy_cache_key $uri;\n"
+        "            proxy_cache_valid 200 60s;\n"
+        "            proxy_cache_revalidate on;  # If-None-Match to the bucket: a 304 keeps the copy\n"
+        "            proxy_cache_lock on;\n"
+        "            proxy_hide_header Cache-Control;\n"
+        "            proxy_hide_header Set-Cookie;\n"
+        "            proxy_ignore_headers Set-Cookie Cache-Control Expires;\n"
+        "            proxy_hide_header x-amz-request-id;\n"
+        "            proxy_hide_header x-amz-id-2;\n"
+        "            add_header Cache-Control $cas_cache_control always;\n"
+        "            add_header Referrer-Policy no-referrer always;\n"
+        "            proxy_intercept_errors on;  # a missing key is 403 or 404 from a bucket\n"
+        "            error_page 403 404 =404 @cas_missing;\n"
+    )
+    if channel not in private:
+        out.append(
+            f"        # the root URL is the mirrored channel, {channel}\n"
+            f"        location ~ ^(/t/[^/]+)?/(?<cas_rest>({subdirs})(/.*)?)$ {{\n"
+            + bucket_location.format(origin=origin, base=base, path=f"/{channel}/$cas_rest")
+            + "        }\n"
+        )
+    out.append(
+        "        # public channels answer under /t/<any token>/ too\n"
+        "        location ~ ^/t/[^/]+(?<cas_path>/.*)$ {\n"
+        + bucket_location.format(origin=origin, base=base, path="$cas_path")
+        + "        }\n"
+        "        location / {\n"
+        + bucket_location.format(origin=origin, base=base, path="$uri")
+        + "        }\n"
+        "        location @cas_missing {\n            return 404;\n        }\n"
+        "    }\n}\n"
     )
     return "".join(out)

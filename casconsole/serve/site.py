@@ -57,7 +57,7 @@ _NOT_FOUND_BODY = b"404 Not Found\n"
 class Response:
     """A response ready to write: status, header lines, and a body or a file range."""
 
-    __slots__ = ("body", "close", "count", "fd", "headers", "log_path", "offset", "status")
+    __slots__ = ("body", "close", "count", "fd", "headers", "log_path", "offset", "status", "stream")
 
     def __init__(self, status: int, headers: list[str], body: bytes = b"", log_path: str = ""):
         self.status = status
@@ -68,6 +68,9 @@ class Response:
         self.count = 0
         self.close = False  # close the connection after this response
         self.log_path = log_path
+        # the body's chunks, when they come from elsewhere (a bucket): each next() is called in a
+        # thread of the executor, one at a time, as the client takes the last one
+        self.stream = None
 
 
 def error(status: int, log_path: str = "", text: str = "") -> Response:
@@ -269,6 +272,37 @@ class Site:
 
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """A Response, or a Future of one when the answer needs a thread (directory pages)."""
+        routed = self.route(method, target, headers)
+        if isinstance(routed, Response):
+            return routed
+        segs, trailing, asked, token, granted, log_path = routed
+        path = self.prefix + "/".join(segs) if segs else self.root
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return error(404, log_path)
+        try:
+            st = os.fstat(fd)
+            if not self._contained(fd, path, token, granted):
+                os.close(fd)
+                return error(404, log_path)
+            if stat.S_ISREG(st.st_mode) and not trailing:
+                return self._file(method, fd, st, segs, headers, log_path)
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                if not trailing:
+                    return _redirect(asked, log_path)
+                return self._directory(path, st, segs, granted, log_path)
+            return error(404, log_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+
+    def route(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
+        """The request target as (segments under the root, trailing slash, segments as asked,
+        token, channels the token grants, path for the log), or the Response that ends it here:
+        bad or hidden targets, the token check, the health URL, private channels refused."""
         try:
             segs, trailing = split_target(target)
         except _BadRequest:
@@ -292,7 +326,7 @@ class Site:
             log_path = "/t/<token>/" + "/".join(segs) + ("/" if trailing and segs else "")
         if segs and segs[0] in KNOWN_SUBDIRS and self.channel:
             segs = [self.channel, *segs]  # the root URL as the mirrored channel
-        elif segs and segs[0] == PYPI_DIR:
+        elif segs and segs[0] == PYPI_DIR and self.pypi is not None:
             return self._pypi(method, segs, trailing, token, headers, log_path)
         granted: frozenset[str] = frozenset()
         if self._private_folded and segs and segs[0].casefold() in self._private_folded:
@@ -303,29 +337,7 @@ class Site:
                 return error(404, log_path)
         elif token is not None and not segs and self.private:
             granted = self.tokens.channels(token)  # for the root page only
-
-        path = self.prefix + "/".join(segs) if segs else self.root
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except OSError:
-            return error(404, log_path)
-        try:
-            st = os.fstat(fd)
-            if not self._contained(fd, path, token, granted):
-                os.close(fd)
-                return error(404, log_path)
-            if stat.S_ISREG(st.st_mode) and not trailing:
-                return self._file(method, fd, st, segs, headers, log_path)
-            os.close(fd)
-            if stat.S_ISDIR(st.st_mode):
-                if not trailing:
-                    return _redirect(asked, log_path)
-                return self._directory(path, st, segs, granted, log_path)
-            return error(404, log_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            raise
+        return segs, trailing, asked, token, granted, log_path
 
     def _pypi(self, method, segs, trailing, token, headers, log_path) -> Response:
         """The simple index under /pypi/ (serve/pypi.py decides; files are served as files)."""
@@ -535,25 +547,7 @@ class Site:
                     continue
                 is_dir = stat.S_ISDIR(est.st_mode)
                 rows.append((not is_dir, name, is_dir, est.st_size, est.st_mtime))
-        rows.sort()
-        title = html.escape("/" + "".join(s + "/" for s in segs))
-        out = [
-            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
-            "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
-        ]
-        if segs:
-            out.append("<tr><td><a href='../'>../</a></td><td></td><td></td></tr>\n")
-        for _, name, is_dir, size, mtime in rows:
-            shown = name + "/" if is_dir else name
-            href = quote(shown.encode("utf-8", "surrogateescape"))
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
-            out.append(
-                f"<tr><td><a href='{href}'>{html.escape(shown)}</a></td>"
-                f"<td>{'' if is_dir else size}</td><td>{when}</td></tr>\n"
-            )
-        out.append("</table></body></html>\n")
-        return "".join(out).encode("utf-8", "surrogateescape")
+        return render_page(segs, rows)
 
     # ---------------------------------------------------------------- nginx auth_request
 
@@ -571,3 +565,26 @@ class Site:
         if ok:
             return Response(204, [], log_path=AUTH_PATH)
         return error(403, AUTH_PATH, "Forbidden")
+
+
+def render_page(segs: list[str], rows: list[tuple]) -> bytes:
+    """A folder's page: rows of (not a folder, name, is a folder, size, mtime), sorted here."""
+    rows.sort()
+    title = html.escape("/" + "".join(s + "/" for s in segs))
+    out = [
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+        "<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+    ]
+    if segs:
+        out.append("<tr><td><a href='../'>../</a></td><td></td><td></td></tr>\n")
+    for _, name, is_dir, size, mtime in rows:
+        shown = name + "/" if is_dir else name
+        href = quote(shown.encode("utf-8", "surrogateescape"))
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+        out.append(
+            f"<tr><td><a href='{href}'>{html.escape(shown)}</a></td>"
+            f"<td>{'' if is_dir else size}</td><td>{when}</td></tr>\n"
+        )
+    out.append("</table></body></html>\n")
+    return "".join(out).encode("utf-8", "surrogateescape")

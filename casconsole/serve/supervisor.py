@@ -38,7 +38,7 @@ from casconsole.serve.worker import Worker
 
 @dataclass
 class ServerOptions:
-    root: Path
+    root: Path  # a folder; for a bucket mirror, its URL (the files come through `bucket`)
     host: str = "127.0.0.1"
     port: int = 8080
     private_channels: Sequence[str] = ()
@@ -53,6 +53,9 @@ class ServerOptions:
     upload_max_size: int = 4 << 30  # the largest upload taken (settings' upload_max_size)
     upload_timeout: float = 120.0  # seconds an upload's body may stall (settings' upload_timeout)
     gzip_cache: Path | None = None  # default: <root>/.cas/cache/gzip, or a temporary folder
+    bucket: object = None  # storage.s3.S3Config of a bucket mirror (serve/bucket.py)
+    s3_serve: str = "stream"  # or "redirect": presigned URLs
+    redirect_seconds: int = 3600
     on_error: Callable[[str], None] = field(default=lambda m: print(f"cas-server: {m}", file=sys.stderr))
 
 
@@ -177,13 +180,16 @@ def _raise_fd_limit() -> None:
 
 
 def run_worker(
-    sock: socket.socket, options: ServerOptions, gzip_dir: Path, log_fd: int | None, wrap=None
+    sock: socket.socket, options: ServerOptions, gzip_dir: Path | None, log_fd: int | None, wrap=None
 ) -> int:
     """Serve on `sock` in this process until SIGTERM/SIGINT; returns the exit status."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(loop_exception_handler)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cas-server")
+    # a bucket's answers each hold a thread while the bucket answers (and a streamed body one
+    # per chunk in flight); a folder's threads only compress JSON and list folders
+    threads = 32 if options.bucket is not None else 2
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cas-server")
     # uploads are published (checked, placed, indexed) apart from pages and gzip: never behind them
     publisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cas-upload")
     stop = loop.create_future()
@@ -199,17 +205,34 @@ def run_worker(
     def report(message: str) -> None:
         loop.call_soon_threadsafe(options.on_error, message)
 
-    site = Site(
-        Path(options.root),
-        options.private_channels,
-        TokenChecker(Path(options.root), on_error=options.on_error),
-        GzipCache(gzip_dir, executor, report),
-        executor,
-        channel=options.channel,
-        health=Health(Path(options.root)),
-        pypi_private=options.pypi_private,
+    if options.bucket is not None:  # opened here, in the worker: a bucket client does not survive a fork
+        from casconsole.serve.bucket import BucketHealth, BucketSite, BucketTokens
+        from casconsole.storage.s3 import S3Storage
+
+        storage = S3Storage(options.bucket)
+        site: Site = BucketSite(
+            storage, options.private_channels, BucketTokens(storage, on_error=report), executor,
+            channel=options.channel, health=BucketHealth(storage), mode=options.s3_serve,
+            redirect_seconds=options.redirect_seconds,
+        )  # fmt: skip
+    else:
+        assert gzip_dir is not None
+        site = Site(
+            Path(options.root),
+            options.private_channels,
+            TokenChecker(Path(options.root), on_error=options.on_error),
+            GzipCache(gzip_dir, executor, report),
+            executor,
+            channel=options.channel,
+            health=Health(Path(options.root)),
+            pypi_private=options.pypi_private,
+        )
+    # a bucket mirror takes no uploads (a PUT gets 405): packages go up with S3 tools, then cas-index
+    uploads = (
+        None
+        if options.bucket is not None
+        else Uploads(site, UploadOptions(options.upload_max_size, options.upload_timeout), publisher)
     )
-    uploads = Uploads(site, UploadOptions(options.upload_max_size, options.upload_timeout), publisher)
     worker = Worker(sock, site, AccessLog(log_fd, loop), loop, wrap, options.client_timeout, uploads)
     try:
         worker.start()
@@ -229,9 +252,10 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     `ready(url, workers)` is called once the sockets listen (connections made from then on
     wait in the backlog until a worker takes them).
     """
-    root = Path(options.root)
-    if not root.is_dir():
-        raise ServerError(f"mirror folder {root} does not exist or is not a folder")
+    if options.bucket is not None:
+        _probe_bucket(options.bucket)
+    elif not Path(options.root).is_dir():
+        raise ServerError(f"mirror folder {options.root} does not exist or is not a folder")
     wrap = None
     if options.tls_cert is not None or options.tls_key is not None:
         if options.tls_cert is None or options.tls_key is None:
@@ -240,9 +264,10 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     count = worker_count(options.workers)
     socks = bind_sockets(options.host, options.port, count)
     log_fd = _open_log(options.access_log)
-    gzip_dir, temporary = _gzip_dir(options)
+    gzip_dir, temporary = _gzip_dir(options) if options.bucket is None else (None, False)
     _raise_fd_limit()
-    _remove_stale_uploads(root, options)
+    if options.bucket is None:
+        _remove_stale_uploads(Path(options.root), options)
     try:
         if ready is not None:
             ready(url_of(socks[0], wrap is not None), len(socks))
@@ -253,8 +278,34 @@ def serve(options: ServerOptions, ready: Callable[[str, int], None] | None = Non
     finally:
         for s in socks:
             s.close()
-        if temporary:
+        if temporary and gzip_dir is not None:
             shutil.rmtree(gzip_dir, ignore_errors=True)
+
+
+def _probe_bucket(config) -> None:
+    """ServerError now, rather than a 502 per request, when the bucket cannot be listed: the
+    endpoint unreachable, the credentials refused. Asked from a child process, so this one
+    holds no bucket client when it forks its workers."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one listing, its error through the pipe
+        status = 0
+        try:
+            os.close(read)
+            from casconsole.storage.s3 import S3Storage
+
+            S3Storage(config).list_dir("")
+        except BaseException as exc:
+            os.write(write, str(exc).encode()[:4000])
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(wait_status) != 0:
+        raise ServerError(message or f"{config.url}: cannot be listed", EXIT_FAILED)
 
 
 def _remove_stale_uploads(root: Path, options: ServerOptions) -> None:

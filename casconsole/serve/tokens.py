@@ -9,6 +9,11 @@ A token opens its channel for reading; one added with upload rights (`"upload": 
 record) may also PUT packages into it. The key is optional, so files written before uploads
 existed read as they are, and a server that predates uploads reads the new file and simply
 grants no uploads.
+
+A bucket mirror keeps the same file as the object `.cas/tokens.json` (`mirror` is then its
+Storage): changed with If-Match on the version read, again from the fresh one when another
+`cas-server token` changed it meanwhile; the servers read it again every REFRESH seconds
+(serve/bucket.py), so a revocation applies there within that.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 from casconsole.errors import StorageError
 from casconsole.fsutil import atomic_write_bytes
-from casconsole.layout import TOKENS, state_dir
+from casconsole.layout import STATE_DIR, TOKENS, state_dir
 
 _VERSION = 1
 
@@ -62,7 +67,7 @@ def store_path(mirror_dir: Path) -> Path:
     return state_dir(mirror_dir) / TOKENS
 
 
-def _parse(data: bytes, path: Path) -> list[TokenRecord]:
+def _parse(data: bytes, path: Path | str) -> list[TokenRecord]:
     try:
         doc = json.loads(data)
         if doc.get("version") != _VERSION:
@@ -80,8 +85,11 @@ def _parse(data: bytes, path: Path) -> list[TokenRecord]:
         raise TokenStoreError(f"{path}: not a valid token file ({exc})") from None
 
 
-def read_tokens(mirror_dir: Path) -> list[TokenRecord]:
-    """All token records; a missing file means no tokens."""
+def read_tokens(mirror_dir) -> list[TokenRecord]:
+    """All token records; a missing file means no tokens. `mirror_dir` is a folder or a
+    bucket mirror's Storage."""
+    if not isinstance(mirror_dir, (str, os.PathLike)):
+        return _read_object(mirror_dir)[0]
     path = store_path(mirror_dir)
     try:
         data = path.read_bytes()
@@ -118,33 +126,76 @@ def _write(mirror_dir: Path, records: list[TokenRecord]) -> None:
         raise TokenStoreError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def add_token(mirror_dir: Path, channel: str, upload: bool = False) -> tuple[str, TokenRecord]:
+def _read_object(storage) -> tuple[list[TokenRecord], str | None]:
+    """The records of a bucket mirror's token object and its ETag (None: there is none)."""
+    from casconsole.storage import ObjectNotFound
+
+    key = f"{STATE_DIR}/{TOKENS}"
+    try:
+        data, info = storage.get(key)
+    except ObjectNotFound:
+        return [], None
+    return _parse(data, storage.where(key)), info.etag
+
+
+def _update(mirror, change) -> None:
+    """Apply `change(records) -> new records or None` under the store's lock (a folder), or
+    conditionally on the version read (a bucket), again on the fresh one when it lost."""
+    if isinstance(mirror, (str, os.PathLike)):
+        with _locked(Path(mirror)):
+            new = change(read_tokens(Path(mirror)))
+            if new is not None:
+                _write(Path(mirror), new)
+        return
+    from casconsole.storage import WriteConflict
+
+    for _ in range(20):
+        records, etag = _read_object(mirror)
+        new = change(records)
+        if new is None:
+            return
+        doc = {"version": _VERSION, "tokens": [r.as_json() for r in new]}
+        data = json.dumps(doc, indent=1).encode() + b"\n"
+        try:
+            mirror.put(f"{STATE_DIR}/{TOKENS}", data, if_match=etag, if_none_match=etag is None)
+            return
+        except WriteConflict:
+            continue
+    raise TokenStoreError(f"{mirror.where(STATE_DIR + '/' + TOKENS)}: changed by others again and again")
+
+
+def add_token(mirror_dir, channel: str, upload: bool = False) -> tuple[str, TokenRecord]:
     """Create a token for `channel` (with `upload`, one that may also upload packages into it);
-    returns the plain token (shown once) and its record."""
+    returns the plain token (shown once) and its record. `mirror_dir` is a folder or a bucket
+    mirror's Storage."""
     token = secrets.token_urlsafe(24)
-    with _locked(mirror_dir):
-        records = read_tokens(mirror_dir)
+    made: list[TokenRecord] = []
+
+    def change(records: list[TokenRecord]) -> list[TokenRecord]:
         ids = {r.id for r in records}
         tid = secrets.token_hex(4)
         while tid in ids:
             tid = secrets.token_hex(4)
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-        record = TokenRecord(tid, channel, hash_token(token), now.replace("+00:00", "Z"), upload)
-        _write(mirror_dir, [*records, record])
-    return token, record
+        made[:] = [TokenRecord(tid, channel, hash_token(token), now.replace("+00:00", "Z"), upload)]
+        return [*records, made[0]]
+
+    _update(mirror_dir, change)
+    return token, made[0]
 
 
-def revoke_tokens(mirror_dir: Path, channel: str, ids: list[str] | None) -> list[TokenRecord]:
+def revoke_tokens(mirror_dir, channel: str, ids: list[str] | None) -> list[TokenRecord]:
     """Remove the channel's tokens with these ids (all of them when `ids` is None).
 
     Returns what was removed; an id that names no token of the channel is an error and
     nothing is changed.
     """
-    with _locked(mirror_dir):
-        records = read_tokens(mirror_dir)
+    gone: list[TokenRecord] = []
+
+    def change(records: list[TokenRecord]) -> list[TokenRecord] | None:
         mine = [r for r in records if r.channel == channel]
         if ids is None:
-            gone = mine
+            gone[:] = mine
         else:
             known = {r.id for r in mine}
             unknown = [i for i in ids if i not in known]
@@ -153,9 +204,10 @@ def revoke_tokens(mirror_dir: Path, channel: str, ids: list[str] | None) -> list
                     f"no token {', '.join(unknown)} for channel {channel!r}"
                     f" (see `cas-server token list {channel}`)"
                 )
-            gone = [r for r in mine if r.id in ids]
-        if gone:
-            _write(mirror_dir, [r for r in records if r not in gone])
+            gone[:] = [r for r in mine if r.id in ids]
+        return [r for r in records if r not in gone] if gone else None
+
+    _update(mirror_dir, change)
     return gone
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from casconsole.errors import SettingsError
-from casconsole.redact import redact_value
+from casconsole.layout import BucketURL
+from casconsole.redact import HIDDEN, redact_value
 from casconsole.settings.schema import SCHEMA, SECTIONS, Invalid, key_name
 
 LAYERS = ("default", "system", "user", "file", "env", "cli")
@@ -127,7 +128,7 @@ class Settings:
     """The effective settings; `origins[key]` says where each value came from."""
 
     remote_url: str
-    mirror_dir: Path
+    mirror_dir: Path | BucketURL
     channel_name: str
     platforms: list[str]
     license_blacklist: list[str]
@@ -156,6 +157,17 @@ class Settings:
     client_proxy_servers: dict[str, str] | None
     bundle_trusted_key: Path | None
     base_url_origins: list[str]
+    s3_endpoint_url: str | None
+    s3_region: str | None
+    s3_path_style: bool
+    s3_profile: str | None
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_session_token: str | None
+    s3_ssl_verify: bool | str
+    s3_work_dir: Path | None
+    s3_serve: str
+    s3_redirect_seconds: int
     pypi: PypiSettings = field(default_factory=PypiSettings)
     origins: Mapping[str, Origin] = field(default_factory=dict, compare=False, repr=False)
     layers: tuple[Layer, ...] = field(default=(), compare=False, repr=False)
@@ -166,8 +178,27 @@ class Settings:
         return [*dict.fromkeys([*self.platforms, "noarch"])]
 
     @property
-    def channel_dir(self) -> Path:
+    def channel_dir(self) -> Path | BucketURL:
         return self.mirror_dir / self.channel_name
+
+    @property
+    def in_bucket(self) -> bool:
+        """The mirror is kept in S3-compatible object storage (mirror_dir: s3://...)."""
+        return isinstance(self.mirror_dir, BucketURL)
+
+    @property
+    def local_dir(self) -> Path:
+        """The folder of the mirror's local state (`.cas/`: status log, upstream cache, download
+        workers' lock): mirror_dir itself, or for a bucket its work folder (s3_work_dir)."""
+        mirror = self.mirror_dir
+        if not isinstance(mirror, BucketURL):
+            return mirror
+        if self.s3_work_dir is not None:
+            return self.s3_work_dir
+        import platformdirs
+
+        where = platformdirs.user_cache_path("casconsole") / "s3" / mirror.bucket
+        return where / mirror.key if mirror.key else where
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied (each checked), their origin the `cli` layer."""
@@ -193,13 +224,22 @@ class Settings:
         out = {}
         for key, value in self.as_dict().items():
             origin = self.origins[key]
-            shown = redact_value(_jsonable(value))
+            shown = shown_value(key, _jsonable(value))
             out[key] = {"value": shown, "layer": origin.layer, "source": origin.source}
         return out
 
 
 def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
+    return str(value) if isinstance(value, (Path, BucketURL)) else value
+
+
+def shown_value(key: str, value: Any) -> Any:
+    """A settings value as any view shows it: a credential as <hidden> (when set), URL
+    passwords and channel tokens hidden."""
+    spec = SCHEMA.get(key)
+    if spec is not None and spec.secret and value is not None:
+        return HIDDEN
+    return redact_value(value)
 
 
 # ---------------------------------------------------------------- reading the layers

@@ -12,7 +12,7 @@ from typing import Any
 
 import platformdirs
 
-from casconsole.layout import KNOWN_SUBDIRS, channel_name_problem, machine_subdir
+from casconsole.layout import KNOWN_SUBDIRS, BucketURL, channel_name_problem, machine_subdir
 from casconsole.redact import redact_url
 from casconsole.settings.proxy import Proxy, ProxyError
 
@@ -185,6 +185,35 @@ def _path(v: Any) -> Path:
 
 def _opt_path(v: Any) -> Path | None:
     return None if _opt_str(v) is None else _path(v)
+
+
+def _mirror_dir(v: Any) -> Path | BucketURL:
+    """A folder, or `s3://bucket/prefix`: a mirror kept in S3-compatible object storage."""
+    text = _str(v)
+    try:
+        bucket = BucketURL.parse(text)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return bucket if bucket is not None else _path(text)
+
+
+def _s3_endpoint(v: Any) -> str | None:
+    return None if _opt_str(v) is None else _url(v, ("http", "https"), "endpoint")
+
+
+def _s3_serve(v: Any) -> str:
+    text = _str(v).lower()
+    if text not in ("stream", "redirect"):
+        raise Invalid(f"expected stream or redirect, got {_show(v)}")
+    return text
+
+
+def _opt_secret(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str) or not v.strip() or any(c.isspace() for c in v.strip()):
+        raise Invalid("expected a credential without spaces")  # never the value: it is a secret
+    return v.strip()
 
 
 def _platforms(v: Any) -> list[str]:
@@ -398,6 +427,7 @@ class Key:
     default: Callable[[], Any]
     help: str
     kind: str  # how an environment variable's text is read: str, list, bool, int, float
+    secret: bool = False  # a credential: shown as <hidden> everywhere, its text in no message
 
 
 SCHEMA: dict[str, Key] = {
@@ -405,7 +435,8 @@ SCHEMA: dict[str, Key] = {
     for k in [
         Key("remote_url", _remote_url, lambda: "https://repo.anaconda.com/pkgs/main",
             "the upstream channel URL (http(s)://, file:// or a path)", "str"),
-        Key("mirror_dir", _path, default_mirror_dir, "where the mirror and its channels live", "str"),
+        Key("mirror_dir", _mirror_dir, default_mirror_dir,
+            "where the mirror and its channels live: a folder, or s3://bucket/prefix", "str"),
         Key("channel_name", _str, lambda: "pkgs", "the mirrored channel's folder under mirror_dir", "str"),
         Key("platforms", _platforms, lambda: [machine_subdir()],
             "subdirs to mirror (noarch is always added)", "list"),
@@ -454,6 +485,33 @@ SCHEMA: dict[str, Key] = {
             "the clients' proxy_servers: {http: URL, https: URL}, KEY=URL items, or one URL", "list"),
         Key("bundle_trusted_key", _opt_path, lambda: None,
             "Ed25519 public key: cas-sync --import refuses bundles it did not sign (none: unchecked)", "str"),
+        # a mirror in a bucket (mirror_dir: s3://bucket/prefix); docs/scale-out.md
+        Key("s3_endpoint_url", _s3_endpoint, lambda: None,
+            "the S3 endpoint, e.g. http://seaweedfs:8333 (none: AWS_ENDPOINT_URL, the profile, AWS)", "str"),
+        Key("s3_region", _opt_str, lambda: None,
+            "the bucket's region (none: AWS_REGION, the profile's, or us-east-1)", "str"),
+        Key("s3_path_style", _bool, lambda: True,
+            "path-style requests (endpoint/bucket/key); false: virtual-hosted (bucket.endpoint/key)", "bool"),
+        Key("s3_profile", _opt_str, lambda: None,
+            "the profile of ~/.aws/credentials and ~/.aws/config to use (none: AWS_PROFILE or default)",
+            "str"),
+        Key("s3_access_key_id", _opt_secret, lambda: None,
+            "the access key (none: AWS_ACCESS_KEY_ID or the profile); never shown", "str", secret=True),
+        Key("s3_secret_access_key", _opt_secret, lambda: None,
+            "its secret (none: AWS_SECRET_ACCESS_KEY or the profile); never shown", "str", secret=True),
+        Key("s3_session_token", _opt_secret, lambda: None,
+            "a temporary session token (none: AWS_SESSION_TOKEN or the profile); never shown", "str",
+            secret=True),
+        Key("s3_ssl_verify", _ssl_verify, lambda: True,
+            "verify the endpoint's TLS: true, false or a CA bundle path", "ssl"),
+        Key("s3_work_dir", _opt_path, lambda: None,
+            "local folder of a bucket mirror's downloads in progress, caches and status log "
+            "(none: the user cache folder)", "str"),
+        Key("s3_serve", _s3_serve, lambda: "stream",
+            "how cas-server serves a bucket: stream (through the server) or redirect (presigned URLs)",
+            "str"),
+        Key("s3_redirect_seconds", _pos_int, lambda: 3600,
+            "how long a presigned URL of s3_serve: redirect stays valid", "int"),
         # the pypi section (`pypi:` in a file, a mapping): docs/pypi.md
         Key("pypi.index_url", _index_url, lambda: None,
             "the simple index mirrored from (PEP 691/503), e.g. the public PyPI's", "str"),

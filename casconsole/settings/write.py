@@ -13,6 +13,7 @@ import yaml
 
 from casconsole.errors import SettingsError
 from casconsole.fsutil import atomic_write_bytes
+from casconsole.layout import BucketURL
 from casconsole.settings.layers import Layer, Problem, Settings
 
 
@@ -123,10 +124,12 @@ def write_snapshot(settings: Settings, path: Path) -> Path:
     only, since it may hold a proxy password.
     """
     values = settings.as_dict()
-    values["mirror_dir"] = str(Path(settings.mirror_dir).resolve())
-    ssl_verify = values["ssl_verify"]
-    if isinstance(ssl_verify, str) and Path(ssl_verify).exists():
-        values["ssl_verify"] = str(Path(ssl_verify).resolve())
+    mirror = settings.mirror_dir
+    values["mirror_dir"] = str(mirror if isinstance(mirror, BucketURL) else Path(mirror).resolve())
+    for key in ("ssl_verify", "s3_ssl_verify", "s3_work_dir"):
+        where = values[key]
+        if isinstance(where, (str, Path)) and Path(where).exists():
+            values[key] = str(Path(where).resolve())
     remote = values["remote_url"]
     if "://" not in remote:
         values["remote_url"] = str(Path(remote).expanduser().resolve())
@@ -134,7 +137,7 @@ def write_snapshot(settings: Settings, path: Path) -> Path:
         value = values[key]
         if isinstance(value, (str, Path)) and Path(value).exists():
             values[key] = str(Path(value).resolve())
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    values = {k: str(v) if isinstance(v, (Path, BucketURL)) else v for k, v in values.items()}
     for key in [k for k in values if "." in k]:  # a section's keys as its mapping, as a person writes them
         section, _, sub = key.partition(".")
         values.setdefault(section, {})[sub] = values.pop(key)

@@ -24,10 +24,15 @@ def make_plan(settings: Settings, check: bool = True) -> Plan:
     loading.start()
     missing: dict[str, str] = {}
     upstream = fetch_upstream(settings, missing=missing, plan_only=True)  # no hashes: never shown
+    local = None
+    if settings.in_bucket:  # what the bucket holds: listed here, the plan fetches nothing
+        from casconsole.sync.target import bucket_sizes
+
+        local = bucket_sizes(settings, list(upstream))
     loading.join()
     from casconsole.selection.plan import Plan
 
-    return Plan.build(settings, upstream, check, missing)
+    return Plan.build(settings, upstream, check, missing, local=local)
 
 
 def _import_selection() -> None:

@@ -35,13 +35,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
-from casconsole.conda.archive import split_package_name
 from casconsole.conda.rawrepodata import RawRepoData
-from casconsole.conda.repodata import RepoData, write_repodata
+from casconsole.conda.repodata import RepoData
 from casconsole.errors import (
     EXIT_STORAGE,
+    EXIT_USAGE,
     Cancelled,
     CasError,
     DiskError,
@@ -50,7 +48,7 @@ from casconsole.errors import (
     os_error_message,
 )
 from casconsole.events import Event, Sink, null_sink
-from casconsole.layout import WORKERS_LOCK, channel_name_problem, state_dir, verified_path
+from casconsole.layout import WORKERS_LOCK, channel_name_problem, state_dir
 from casconsole.redact import redact_url
 from casconsole.settings import Settings
 from casconsole.sync.events import (
@@ -68,11 +66,12 @@ from casconsole.sync.events import (
     SyncWarning,
 )
 from casconsole.sync.fetch import FileJob, Outcome
-from casconsole.sync.lock import SyncLock, SyncLocked, lock_holder
-from casconsole.sync.safety import check_space, count_records, redacted, storage_failure
+from casconsole.sync.lock import SyncLocked, lock_holder
+from casconsole.sync.safety import redacted, storage_failure
 from casconsole.sync.section import Section
 from casconsole.sync.status import StatusLog, StatusReader, SyncStatus, log_path, read_status
 from casconsole.sync.store import VerifiedStore
+from casconsole.sync.target import BucketTarget, FolderTarget, sweep
 from casconsole.sync.workers import WorkerConfig, WorkerPool, plan_processes
 from casconsole.upstream.policy import NetworkPolicy
 from casconsole.upstream.repodata import Upstream
@@ -147,7 +146,10 @@ class Sync:
         self._log: StatusLog | None = None
         self._upstream: Upstream | None = None  # while repodata is fetched: cancel() aborts it
         self._repodata_bytes: dict[str, int] = {}  # each subdir's upstream repodata JSON, in bytes
+        self._largest: list[int] = []  # sizes of the files to download, for a bucket's work folder
         self.stats = SyncStats()
+        self.target: FolderTarget | BucketTarget | None = None
+        self._lost: str | None = None  # a bucket's lock taken over from this sync: why it stopped
 
     # ---- control
 
@@ -201,15 +203,25 @@ class Sync:
         """
         settings = self.settings
         _check_channel(settings)
+        if settings.in_bucket and self.sections:
+            names = ", ".join(section.name for section in self.sections)
+            raise SyncError(
+                f"{names}: kept in a mirror folder only (mirror_dir is a bucket, {settings.mirror_dir})"
+            )
+        if settings.in_bucket:
+            target: FolderTarget | BucketTarget = BucketTarget(settings, self._warn, self._lease_lost)
+        else:
+            target = FolderTarget(settings)
+        self.target = target
         try:
-            lock = SyncLock(settings.mirror_dir).acquire()
+            lock = target.lock()
         except OSError as exc:  # mirror_dir cannot be written: denied, read-only, full
             raise DiskError.of(exc, "taking the mirror's lock") from None
         stats = self.stats
         stats.started = time.time()
         try:
             try:
-                self._log = StatusLog(settings.mirror_dir)
+                self._log = target.status_log()
             except OSError as exc:
                 raise DiskError.of(exc, "opening the status log") from None
             self.emit(
@@ -222,10 +234,8 @@ class Sync:
                     self.verify,
                 )
             )
-            if lock.stale_pid:
-                self.emit(
-                    SyncWarning("", f"took over the lock left by pid {lock.stale_pid}, no longer running")
-                )
+            if lock.stale:
+                self.emit(SyncWarning("", f"took over the lock left by {lock.stale}, no longer running"))
             try:
                 self._run_all()
                 stats.state = "cancelled" if self.cancelled else ("failed" if stats.failed else "done")
@@ -243,6 +253,8 @@ class Sync:
                 stats.state, stats.error = "error", f"{type(exc).__name__}: {exc}"
                 raise
             finally:
+                if self._lost and stats.state == "cancelled":
+                    stats.state, stats.error, stats.error_status = "error", self._lost, EXIT_USAGE
                 stats.finished = time.time()
                 self.emit(SyncFinished.of(stats))
         finally:
@@ -253,6 +265,7 @@ class Sync:
                     self._drop_log(exc)
                 self._log = None
             lock.release()
+            target.close()
         return stats
 
     def _run_all(self) -> None:
@@ -263,11 +276,25 @@ class Sync:
                 raise Cancelled
             section.run(self)
 
+    def _warn(self, subdir: str, message: str) -> None:
+        self.emit(SyncWarning(subdir, message))
+
+    def _lease_lost(self) -> None:
+        """A bucket's lock was taken over from this sync (cut off longer than its lease): it
+        stops as for a cancel, and says why."""
+        self._lost = (
+            "the mirror's lock was taken over by another writer "
+            "(this sync was cut off from the bucket longer than its lease)"
+        )
+        self.cancel()
+
     def _run(self) -> None:
         settings = self.settings
         # a first sync downloads for sure: its workers start now and get ready (an interpreter
         # each) while the repodata is fetched and planned; a re-sync starts them only if needed
-        first = not all((settings.channel_dir / sd / "repodata.json").exists() for sd in settings.subdirs)
+        target = self.target
+        assert target is not None
+        first = not all(target.has_repodata(sd) for sd in settings.subdirs)
         pool = self._pool(None) if first else None
         try:
             upstream, raws, missing = self._fetch_all()
@@ -277,7 +304,9 @@ class Sync:
             # cas-sync's import time, and their start overlaps it
             from casconsole.selection.plan import Plan
 
-            plan = Plan.build(settings, upstream, check=False, missing=missing)  # deps: the dry run's
+            local = target.sizes([sd for sd in settings.subdirs if sd in upstream])
+            # no dependency check: the dry run's
+            plan = Plan.build(settings, upstream, check=False, missing=missing, local=local)
             if plan.nothing_left:
                 raise RepoDataNotFound(plan.nothing_left_message())
             for warning in plan.unmatched_warnings():
@@ -308,7 +337,9 @@ class Sync:
         s = self.settings
         processes, threads = plan_processes(s.concurrency, jobs)
         policy = policy or NetworkPolicy.of(s)
-        config = WorkerConfig(policy, threads, str(state_dir(s.mirror_dir) / WORKERS_LOCK))
+        bucket = self.target.storage.config if isinstance(self.target, BucketTarget) else None
+        lock_path = str(state_dir(s.local_dir) / WORKERS_LOCK)
+        config = WorkerConfig(policy, threads, lock_path, bucket)
         return WorkerPool(config, processes, self.emit, self._cancel).start()
 
     def _fetch_all(self) -> tuple[dict[str, RepoData], dict[str, RawRepoData], dict[str, str]]:
@@ -359,13 +390,14 @@ class Sync:
         self, subdir: str, repodata: RepoData, included: list, raw: RawRepoData
     ) -> tuple[_Subdir, list[FileJob]]:
         """What is present and verified, what to hash, what to download, what left the plan."""
-        settings = self.settings
-        folder = settings.channel_dir / subdir
-        folder.mkdir(parents=True, exist_ok=True)
-        store = VerifiedStore(verified_path(settings.mirror_dir, settings.channel_name, subdir))
-        sub = _Subdir(subdir, folder, raw, store)
-        on_disk = _scan(folder)
+        settings, target = self.settings, self.target
+        assert target is not None
+        folder = target.folder(subdir)
+        sub = _Subdir(subdir, folder, raw, target.store(subdir))
+        store = sub.store
+        on_disk = target.scan(subdir)
         where = str(folder)
+        bucket = target.in_bucket
         jobs: list[FileJob] = []
         wanted: set[str] = set()
         download_bytes = check_bytes = checks = 0
@@ -374,14 +406,16 @@ class Sync:
             if fn in wanted:  # named in both tables upstream: one file, fetched once
                 continue
             wanted.add(fn)
-            st = on_disk.get(fn)
+            st = on_disk.get(fn)  # (size, mtime_ns or ETag)
             job = FileJob(subdir, fn, repodata.package_url(fn), where, rec.size, rec.sha256, rec.md5)
-            if st is not None and st.st_size == rec.size:
+            if bucket:
+                job.key = target.key(subdir, fn)
+            if st is not None and st[0] == rec.size:
                 entry = store.get(fn)
                 if (
                     not self.verify
                     and entry is not None
-                    and entry.matches_stat(st)
+                    and entry.matches(*st)
                     and entry.matches_record(rec.size, rec.sha256, rec.md5)
                 ):
                     sub.present.add(fn)
@@ -391,8 +425,9 @@ class Sync:
                 check_bytes += rec.size
             else:
                 download_bytes += rec.size
+                self._largest.append(rec.size)
                 if st is not None:  # not what the record says; removed unless replaced
-                    sub.bad[fn] = f"size {st.st_size}, expected {rec.size}"
+                    sub.bad[fn] = f"size {st[0]}, expected {rec.size}"
             jobs.append(job)
         sub.leaving = sorted(fn for fn in on_disk if fn not in wanted)
         sub.wanted = wanted
@@ -444,7 +479,9 @@ class Sync:
         """Refuse, before any download, a plan the mirror's filesystem has no room for: its bytes
         to download, the new repodata (json and zst, at most the upstream's size) and a margin."""
         repodata = sum(self._repodata_bytes.get(name, 0) for name, sub in subdirs.items() if not sub.withheld)
-        check_space(self.settings.channel_dir, self.stats.bytes, repodata)
+        in_flight = sum(sorted(self._largest)[-self.settings.concurrency :])  # a bucket's work folder
+        assert self.target is not None
+        self.target.check_space(self.stats.bytes, repodata, in_flight)
 
     def _download(self, pool: WorkerPool | None, jobs: list[FileJob], subdirs: dict[str, _Subdir]) -> None:
         """Run the jobs in the worker processes; settle each subdir as its last job ends.
@@ -495,7 +532,8 @@ class Sync:
             stats.resumed += outcome.resumed
             self.emit(FileDone(sub.name, job.fn, job.size, outcome.action, outcome.fetched, outcome.resumed))
         else:
-            stop = storage_failure(sub.folder, job.fn, outcome.errno)
+            assert self.target is not None
+            stop = storage_failure(self.target.where(sub.name), job.fn, outcome.errno)
             if stop is not None:  # every other file would fail alike: the sync stops here
                 raise stop
             sub.store.forget(job.fn)
@@ -510,26 +548,25 @@ class Sync:
         if sub.withheld:
             self._hold_back(sub)
             return
+        target = self.target
+        assert target is not None
         data = sub.raw.encode(sub.present)
-        current = sub.folder / "repodata.json"
-        try:
-            same = current.read_bytes() == data and (sub.folder / "repodata.json.zst").is_file()
-        except OSError:
-            same = False
+        current = target.current(sub.name)
+        same = current.data == data and current.has_zst
         if not same:
-            write_repodata(sub.folder, msgspec.Raw(data))
+            target.write(sub.name, data, current)
         removed = 0
         for fn, why in sorted(sub.bad.items()):  # bad on disk and not fetched again: never served
-            if _unlink(sub.folder / fn):
+            if target.remove(sub.name, fn):
                 removed += 1
                 self.emit(FileRemoved(sub.name, fn, f"bad on disk ({why}) and not fetched again"))
         if self.settings.prune:
             for fn in sub.leaving:
-                if _unlink(sub.folder / fn):
+                if target.remove(sub.name, fn):
                     removed += 1
                     self.emit(FileRemoved(sub.name, fn, "left the plan"))
                     sub.store.forget(fn)
-        self._sweep(sub)
+        sweep(sub.folder, sub.present, sub.wanted, self.stats.started)
         self.stats.removed += removed
         self.stats.packages += len(sub.present)
         sub.store.compact(keep=sub.present)
@@ -544,54 +581,13 @@ class Sync:
         files that are still there, since nothing is removed), files fetched now wait for the
         next sync to be listed, and no file is deleted, not even one found bad (the kept
         repodata may name it)."""
-        self._sweep(sub)
-        packages = count_records(sub.folder / "repodata.json")
+        sweep(sub.folder, sub.present, sub.wanted, self.stats.started)
+        assert self.target is not None
+        packages = self.target.count_records(sub.name)
         self.stats.packages += packages
         sub.store.compact(keep=sub.present | set(sub.leaving))
         done = SubdirDone(sub.name, packages, sub.downloaded, sub.failed, 0, False, withheld=len(sub.leaving))
         self.emit(done)
-
-    def _sweep(self, sub: _Subdir) -> None:
-        """Remove temporary files nobody will finish: partial downloads of files that are in
-        place or left the plan, and repodata temporaries left by a sync killed mid-write (older
-        than this sync, so never another writer's file in progress)."""
-        with os.scandir(sub.folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if not (name.startswith(".") and name.endswith(".part")):
-                    continue
-                fn = name[1:-5]
-                if split_package_name(fn):
-                    stale = fn in sub.present or fn not in sub.wanted
-                elif name.startswith(".repodata.json"):
-                    try:
-                        stale = entry.stat(follow_symlinks=False).st_mtime < self.stats.started
-                    except FileNotFoundError:
-                        continue
-                else:
-                    continue
-                if stale:
-                    _unlink(Path(entry.path))
-
-
-def _scan(folder: Path) -> dict[str, os.stat_result]:
-    """Package files in a subdir folder (regular files, not symlinks) and their stat."""
-    found: dict[str, os.stat_result] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if split_package_name(entry.name) and not entry.name.startswith("."):
-                st = entry.stat(follow_symlinks=False)
-                if entry.is_file(follow_symlinks=False):
-                    found[entry.name] = st
-    return found
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _check_channel(settings: Settings) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from casconsole.errors import Cancelled
 from casconsole.events import Event
+from casconsole.sync import upload
 from casconsole.sync.events import FileProgress, FileRetry, FileStarted
 from casconsole.sync.store import Verified
 from casconsole.upstream.http import Connections, Response, TooManyRedirects, TransferError
@@ -75,6 +76,7 @@ class FileJob:
     sha256: str | None
     md5: str | None
     check_first: bool = False  # a file is at `dest` already: hash it, download only if bad
+    key: str | None = None  # a bucket mirror's: the object's key, where the verified file goes
 
     @property
     def dest(self) -> str:
@@ -83,7 +85,7 @@ class FileJob:
     def wire(self) -> tuple:
         """The fields as a plain tuple: what the parent sends a worker (cheaper to pickle)."""
         return (self.subdir, self.fn, self.url, self.folder, self.size, self.sha256, self.md5,
-                self.check_first)  # fmt: skip
+                self.check_first, self.key)  # fmt: skip
 
     @classmethod
     def from_wire(cls, wire: tuple) -> FileJob:
@@ -111,7 +113,7 @@ class Outcome:
         """Everything but the job, as plain values: what a worker sends its parent (pickling
         two dataclasses a file cost the parent more than the rest of its bookkeeping)."""
         v = self.verified
-        verified = (v.size, v.mtime_ns, v.sha256, v.md5) if v is not None else None
+        verified = (v.size, v.stamp, v.sha256, v.md5) if v is not None else None
         return (self.ok, self.action, self.reason, self.attempts, self.fetched, self.resumed,
                 self.corrupt, self.errno, verified)  # fmt: skip
 
@@ -173,8 +175,11 @@ class Fetcher:
     connections and buffer. `cancel()` stops every transfer at once.
     """
 
-    def __init__(self, policy: NetworkPolicy, emit: Callable[[Event], None], cancel: threading.Event):
+    def __init__(
+        self, policy: NetworkPolicy, emit: Callable[[Event], None], cancel: threading.Event, uploader=None
+    ):
         self.policy = policy
+        self.uploader = uploader  # sync.upload.Uploader, for a bucket mirror's jobs
         self.timeout = policy.timeout
         self.retries = policy.retries
         self.tls = policy.tls()  # one for all the threads' connections
@@ -271,6 +276,13 @@ class Fetcher:
 
     def _check(self, job: FileJob) -> Outcome:
         """Hash a file already at its final name: ok, or `corrupt` says why it must be fetched."""
+        if job.key is not None:  # in the bucket: hashed from there
+            hashes = _Hashes(not job.sha256)
+            etag, total, why = self.uploader.check(job.key, job.size, hashes, self.cancel_event)
+            why = why or (f"size {total}, expected {job.size}" if total != job.size else hashes.mismatch(job))
+            if why:
+                return Outcome(job, False, corrupt=why)
+            return Outcome(job, True, action="checked", verified=upload.verified(hashes, total, etag))
         try:
             st = os.stat(job.dest, follow_symlinks=False)
             hashes, total = hash_file(job.dest, job, self.cancel_event)
@@ -310,6 +322,9 @@ class Fetcher:
             except OSError as exc:
                 reason = f"cannot write: {exc.strerror or exc}"
                 return Outcome(job, False, reason=reason, attempts=attempts, errno=exc.errno or 0)
+            except upload.UploadFailed as exc:  # the bucket's client retried it already
+                reason, error = str(exc), exc.errno
+                return Outcome(job, False, reason=reason, attempts=attempts, fetched=fetched, errno=error)
             else:
                 verified, got, was_resumed = result
                 return Outcome(
@@ -356,7 +371,9 @@ class Fetcher:
                 announced = start > 0
                 if announced:
                     self.emit(FileStarted(job.subdir, job.fn, job.size, start))
-                writer = _Writer(fd, direct=job.size - start >= DIRECT_MIN and start % BLOCK == 0)
+                # uploaded to a bucket, the file is read back at once: through the page cache
+                direct = job.key is None and job.size - start >= DIRECT_MIN and start % BLOCK == 0
+                writer = _Writer(fd, direct=direct)
                 buffer = self._buffer()
                 filled = 0
                 done = start
@@ -476,6 +493,15 @@ class Fetcher:
         why = hashes.mismatch(job)
         if why:
             raise _Retry(why + (" after resuming" if resumed else ""), fresh=True)
+        if job.key is not None:  # a bucket mirror: up it goes, then the local copy
+            try:
+                etag = self.uploader.upload(job.key, fd)
+            except upload.UploadFailed:
+                _keep(part)  # complete and verified: the next attempt uploads it without fetching it
+                raise
+            if part.named:
+                upload.drop_local(job.part)
+            return upload.verified(hashes, st.st_size, etag), received, resumed
         if st.st_mode & 0o777 != 0o644:  # readable by the web server whatever the umask
             os.fchmod(fd, 0o644)
         part.place()  # keeps size and mtime: `st` is the verified file's

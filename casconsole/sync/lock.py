@@ -20,10 +20,10 @@ from casconsole.layout import SYNC_LOCK, state_dir
 class SyncLocked(SyncError):
     """Another sync holds the mirror; `pid` is its process id (None if it has not said yet)."""
 
-    def __init__(self, pid: int | None, path: Path):
+    def __init__(self, pid: int | None, path: Path | str, who: str | None = None):
         self.pid = pid
         self.path = path
-        who = f"pid {pid}" if pid else "another process"
+        who = who or (f"pid {pid}" if pid else "another process")
         super().__init__(f"another sync of this mirror is running ({who}; lock {path})")
 
 
@@ -81,6 +81,11 @@ class SyncLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @property
+    def stale(self) -> str | None:
+        """The dead holder whose lock was taken over, as a warning names it."""
+        return f"pid {self.stale_pid}" if self.stale_pid else None
 
     def release(self) -> None:
         if self._fd is None:

@@ -56,8 +56,16 @@ class _Tables(msgspec.Struct):
 def count_records(path: Path) -> int:
     """How many records the repodata.json at `path` holds (0 when there is none)."""
     try:
-        tables = msgspec.json.decode(path.read_bytes(), type=_Tables)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return count_records_in(path.read_bytes())
+    except OSError:
+        return 0
+
+
+def count_records_in(data: bytes) -> int:
+    """How many records the repodata.json `data` holds (0 when it cannot be read)."""
+    try:
+        tables = msgspec.json.decode(data, type=_Tables)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return 0
     return len(tables.packages) + len(tables.packages_conda)
 

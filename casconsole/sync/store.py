@@ -1,13 +1,17 @@
-"""The record of verified files: name -> (size, mtime, sha256, md5) of what the sync checked.
+"""The record of verified files: name -> (size, stamp, sha256, md5) of what the sync checked.
 
-A re-sync trusts a file whose size and mtime (nanoseconds) are those recorded when it was
-last hashed, so nothing is read again unless it changed. One text file per subdir under
-`<mirror_dir>/.cas/verified/<channel>/<subdir>.tsv`, a line per file:
-`fn<TAB>size<TAB>mtime_ns<TAB>sha256<TAB>md5` (md5 empty unless the record had no sha256),
-or `fn<TAB>-` for a file forgotten. A line is appended (line-buffered) as each file is
+A re-sync trusts a file whose size and stamp are those recorded when it was last hashed, so
+nothing is read again unless it changed. The stamp is a file's mtime (nanoseconds), or a bucket
+object's ETag. One text file per subdir under `<mirror_dir>/.cas/verified/<channel>/<subdir>.tsv`,
+a line per file: `fn<TAB>size<TAB>stamp<TAB>sha256<TAB>md5` (md5 empty unless the record had no
+sha256), or `fn<TAB>-` for a file forgotten. A line is appended (line-buffered) as each file is
 verified, so a sync killed at any moment has recorded what it verified; `compact()` rewrites
-the file from memory atomically. A line cut short
-by a kill does not parse and is ignored.
+the file from memory atomically. A line cut short by a kill does not parse and is ignored.
+
+A bucket mirror's record (BucketStore) is that same file in the bucket, rewritten whole by
+`compact()` when a subdir is settled, with the lines appended meanwhile kept in the local work
+folder: a sync killed before the rewrite leaves them there, and the next sync on this machine
+reads the bucket's file and then those lines.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ FLUSH_EVERY = 0.1  # seconds an appended line may wait in the buffer
 @dataclass(frozen=True)
 class Verified:
     size: int
-    mtime_ns: int
+    stamp: int | str  # a file's mtime in nanoseconds, or a bucket object's ETag
     sha256: str
     md5: str = ""
 
     def matches_stat(self, st: os.stat_result) -> bool:
-        return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns
+        return st.st_size == self.size and st.st_mtime_ns == self.stamp
+
+    def matches(self, size: int, stamp: int | str) -> bool:
+        return size == self.size and stamp == self.stamp
 
     def matches_record(self, size: int, sha256: str | None, md5: str | None) -> bool:
         """The digests agree with a repodata record (sha256 when it has one, else md5)."""
@@ -59,14 +66,19 @@ class VerifiedStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         entries = self.entries
         for line in data.decode("utf-8", "replace").split("\n"):
             parts = line.split("\t")
             if len(parts) == 2 and parts[1] == "-":
                 entries.pop(parts[0], None)
             elif len(parts) == 5 and len(parts[3]) == 64:
+                stamp = parts[2]
                 try:
-                    entries[parts[0]] = Verified(int(parts[1]), int(parts[2]), parts[3], parts[4])
+                    size = int(parts[1])
+                    entries[parts[0]] = Verified(size, int(stamp) if stamp.isdigit() else stamp, *parts[3:])
                 except ValueError:
                     continue
 
@@ -88,7 +100,7 @@ class VerifiedStore:
     def add(self, fn: str, entry: Verified) -> None:
         with self._lock:
             self.entries[fn] = entry
-            self._append(f"{fn}\t{entry.size}\t{entry.mtime_ns}\t{entry.sha256}\t{entry.md5}\n")
+            self._append(f"{fn}\t{entry.size}\t{entry.stamp}\t{entry.sha256}\t{entry.md5}\n")
 
     def forget(self, fn: str) -> None:
         with self._lock:
@@ -105,13 +117,16 @@ class VerifiedStore:
         with self._lock:
             if keep is not None:
                 self.entries = {fn: e for fn, e in self.entries.items() if fn in keep}
-            lines = [f"{fn}\t{e.size}\t{e.mtime_ns}\t{e.sha256}\t{e.md5}\n" for fn, e in self.entries.items()]
+            lines = [f"{fn}\t{e.size}\t{e.stamp}\t{e.sha256}\t{e.md5}\n" for fn, e in self.entries.items()]
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
-            from casconsole.fsutil import atomic_write_bytes  # here: download workers import this module
+            self._rewrite("".join(lines).encode("utf-8"))
 
-            atomic_write_bytes(self.path, "".join(lines).encode("utf-8"))
+    def _rewrite(self, data: bytes) -> None:
+        from casconsole.fsutil import atomic_write_bytes  # here: download workers import this module
+
+        atomic_write_bytes(self.path, data)
 
     def close(self) -> None:
         with self._lock:
@@ -119,3 +134,27 @@ class VerifiedStore:
                 with contextlib.suppress(OSError):
                     self._fh.close()
                 self._fh = None
+
+
+class BucketStore(VerifiedStore):
+    """The verified files of a subdir of a bucket mirror: the record in the bucket (`key`,
+    through `storage`), with the lines appended since its last rewrite in the local `path`."""
+
+    def __init__(self, path: Path, storage, key: str):
+        self.storage = storage
+        self.key = key
+        super().__init__(path)
+
+    def _load(self) -> None:
+        from casconsole.storage import ObjectNotFound
+
+        try:
+            data, _ = self.storage.get(self.key)
+        except ObjectNotFound:
+            data = b""
+        self._parse(data)
+        super()._load()  # what a sync killed before its rewrite appended here
+
+    def _rewrite(self, data: bytes) -> None:
+        self.storage.put(self.key, data)  # the sync holds the mirror's lock: nobody else writes it
+        super()._rewrite(b"")  # all of it is in the bucket now

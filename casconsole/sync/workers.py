@@ -59,6 +59,7 @@ class WorkerConfig:
     policy: NetworkPolicy  # the settings' network policy, as the repodata fetcher has it
     threads: int
     lock_path: str
+    bucket: object = None  # storage.s3.S3Config of a bucket mirror: verified files are uploaded
 
 
 class WorkerDied(CasError):
@@ -248,7 +249,12 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
 
     cancel = threading.Event()
     jobs: queue.SimpleQueue[tuple[int, FileJob] | None] = queue.SimpleQueue()
-    fetcher = Fetcher(config.policy, lambda event: send(("event", event)), cancel)
+    uploader = None
+    if config.bucket is not None:
+        from casconsole.sync.upload import Uploader
+
+        uploader = Uploader(config.bucket)
+    fetcher = Fetcher(config.policy, lambda event: send(("event", event)), cancel, uploader)
 
     def fetch() -> None:
         while True:

@@ -122,7 +122,7 @@ class Upstream:
     def of(cls, settings: Settings, **kwargs) -> Upstream:
         """The upstream of `settings`, its cache under the mirror's state folder; none where
         the mirror does not exist yet (a dry run before the first sync creates nothing)."""
-        mirror = Path(settings.mirror_dir)
+        mirror = Path(settings.local_dir)  # a bucket mirror's cache is in its local work folder
         cache = upstream_cache_dir(mirror, settings.channel_name) if mirror.is_dir() else None
         return cls(settings.remote_url, NetworkPolicy.of(settings), cache, **kwargs)
 

@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
 from casconsole.console.screens.base import ConsoleScreen
-from casconsole.redact import redact_value
+from casconsole.redact import HIDDEN, redact_value
 from casconsole.settings import LAYERS, SCHEMA, Layer, Problem
 from casconsole.widgets.vtable import Column, VirtualTable
 
@@ -21,9 +21,11 @@ _KEY_PROBLEM = re.compile(r"^([\w.]+): ")  # a section's keys hold a dot: pypi.c
 _UNKNOWN_KEY = re.compile(r"^unknown key '([^']+)'")
 
 
-def show_value(value: Any) -> str:
-    """A settings value as text, URL passwords and channel tokens hidden."""
-    value = redact_value(value)
+def show_value(value: Any, key: str = "") -> str:
+    """A settings value as text: a credential key's as <hidden>, URL passwords and channel
+    tokens hidden."""
+    spec = SCHEMA.get(key)
+    value = HIDDEN if spec is not None and spec.secret and value is not None else redact_value(value)
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     if value is None:
@@ -35,9 +37,9 @@ def show_value(value: Any) -> str:
     return str(value)
 
 
-def short(value: Any, width: int) -> str:
+def short(value: Any, width: int, key: str = "") -> str:
     """A value cut to `width` cells; a path keeps its end, which tells paths apart."""
-    text = show_value(value)
+    text = show_value(value, key)
     if len(text) <= width:
         return text
     if isinstance(value, Path) or "/" in text:
@@ -112,7 +114,7 @@ class ConfigScreen(ConsoleScreen):
                 row = rows[i]
                 if layer in row.problems:
                     return "⚠ invalid"
-                return short(row.values[layer], self.CELL) if layer in row.values else ""
+                return short(row.values[layer], self.CELL, row.key) if layer in row.values else ""
 
             def style(i: int) -> str | None:
                 row = rows[i]
@@ -182,7 +184,7 @@ class ConfigScreen(ConsoleScreen):
             text.append(f" — {SCHEMA[row.key].help}")
             effective = self.state.saved.origins.get(row.key)
             text.append("\nin force: ", "bold")
-            text.append(show_value(getattr(self.state.saved, row.key)), "green")
+            text.append(show_value(getattr(self.state.saved, row.key), row.key), "green")
             if effective is not None:
                 text.append(f"  from {effective.layer}", "bold")
                 text.append(f" {self.where(effective.layer, effective.source)}", "dim")
@@ -194,7 +196,7 @@ class ConfigScreen(ConsoleScreen):
                 text.append(f"⚠ {row.problems[layer]}", "red")
             elif layer in row.values:
                 text.append(f"\n  {layer:<8}", "bold")
-                text.append(show_value(row.values[layer]), "green" if layer == row.winner else "")
+                text.append(show_value(row.values[layer], row.key), "green" if layer == row.winner else "")
                 text.append(f"  {self.where(layer, row.origins[layer])}", "dim")
         detail.update(text)
 
