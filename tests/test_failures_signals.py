@@ -251,3 +251,20 @@ def test_ctrl_c_at_any_moment_of_an_index_run(tmp_path, demo_channel):
     assert seen & {130, -2}, "no run was interrupted"
     result = subprocess.run([str(BIN / "cas-index"), str(channel)], capture_output=True, text=True)
     assert result.returncode == 0 and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_landing_in_an_interpreter_callback_still_stops_the_command(tmp_path):
+    """A KeyboardInterrupt raised where Python cannot raise it (an import lock's weakref callback,
+    here a __del__) is "ignored" by the interpreter: the command would go on as if no key had been
+    pressed, after printing a traceback. casconsole.cli delivers it again to the main thread."""
+    script = tmp_path / "cas-sync"
+    script.write_text(
+        "import time\nimport casconsole.cli\n"
+        "class Dropped:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
+        "Dropped()\ntime.sleep(5)\nprint('went on')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert "went on" not in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "cas-sync: interrupted"
+    assert done.returncode in (-signal.SIGINT, 130)

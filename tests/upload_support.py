@@ -85,7 +85,11 @@ def tree(root: Path) -> dict[str, tuple[int, int] | None]:
         for name in dirs:
             found[os.path.normpath(os.path.join(rel, name))] = None
         for name in files:
-            st = os.lstat(os.path.join(folder, name))
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:  # the server removing a refused upload's temporary file as we look
+                found[os.path.normpath(os.path.join(rel, name))] = (-1, -1)
+                continue
             found[os.path.normpath(os.path.join(rel, name))] = (st.st_size, st.st_mtime_ns)
     cache = os.path.join(".cas", "cache")
     return {path: value for path, value in found.items() if not path.startswith(cache)}

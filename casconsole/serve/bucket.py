@@ -35,12 +35,11 @@ from casconsole.serve.site import (
     SMALL_BODY,
     Response,
     Site,
-    _etag_matches,
     _http_date,
-    _parse_http_date,
     _redirect,
     content_type,
     error,
+    not_modified,
     parse_range,
     render_page,
 )
@@ -212,14 +211,7 @@ class BucketSite(Site):
             f"Last-Modified: {last_modified}",
             f"Cache-Control: {cache_control(name)}",
         ]
-        inm = headers.get(b"if-none-match")
-        if inm is not None:
-            not_modified = _etag_matches(inm, etag)
-        else:
-            ims = headers.get(b"if-modified-since")
-            since = _parse_http_date(ims) if ims is not None else None
-            not_modified = since is not None and int(info.modified) <= since
-        if not_modified:
+        if not_modified(headers, etag, info.modified):
             return Response(304, validators, log_path=log_path)
         if self.mode == "redirect" and method == b"GET":
             url = self.storage.sign(info.key, self.redirect_seconds)

@@ -11,7 +11,6 @@ per request. With TLS (`tls.py`), the same loop runs over an SSL socket.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -25,14 +24,12 @@ import httptools
 
 from casconsole.serve.logs import describe, log_text, request_line
 from casconsole.serve.redact import redact
+from casconsole.serve.request import MAX_HEAD, Refuse, Request, RequestParsing
 from casconsole.serve.site import Response, error
 
 if TYPE_CHECKING:
     from casconsole.serve.upload import Upload
 
-MAX_HEAD = 16 * 1024  # request line + headers
-MAX_HEADERS = 100
-MAX_BODY = 1 << 20  # a body other than an upload's is read only to be refused
 MAX_PIPELINE = 32  # parsed requests waiting for their turn; beyond, the socket is not read
 RECV_SIZE = 64 * 1024
 # the client timeout (--client-timeout, 60 s by default): a client that accepts no bytes for
@@ -64,51 +61,10 @@ _REASONS = {
     503: "Service Unavailable",
     507: "Insufficient Storage",
 }
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
-_VERSIONS = {"1.1": b"HTTP/1.1", "1.0": b"HTTP/1.0"}
 
 
-class Request:
-    """One parsed request, waiting for its turn on its connection."""
-
-    __slots__ = (
-        "answer",
-        "body",
-        "headers",
-        "keep",
-        "method",
-        "start",
-        "status",
-        "target",
-        "upload",
-        "version",
-    )
-
-    def __init__(self, method, target, version, headers, keep, start, body=b"", status=0, answer=None):
-        self.method: bytes = method
-        self.target: bytes = target
-        self.version: bytes = version
-        self.headers: dict[bytes, bytes] = headers
-        self.keep: bool = keep
-        self.start: float = start
-        self.body: bytes = body
-        self.status: int = status  # non-zero: answer with this error, then close
-        self.answer: Response | None = answer  # the error's own answer, when it has one
-        self.upload: Upload | None = None  # a PUT's body, complete in its staging file
-
-
-class _Refuse(Exception):
-    """Raised in a parser callback: the request is answered with `status` and the connection
-    closed (what follows it on the connection cannot be trusted)."""
-
-    def __init__(self, status: int, answer: Response | None = None):
-        super().__init__(status)
-        self.status = status
-        self.answer = answer
-
-
-class Connection:
+class Connection(RequestParsing):
     __slots__ = (
         "addr",
         "busy",
@@ -264,105 +220,6 @@ class Connection:
         elif not self.pending and now - self.last > self.worker.timeout:
             self.close()
 
-    # ---------------------------------------------------------------- the parser's callbacks
-
-    def on_message_begin(self) -> None:
-        self.m_open = self.m_head = True
-        self.m_start = time.monotonic()
-        self.m_url = b""
-        self.m_headers = {}
-        self.m_body = None
-        self.m_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self.m_url += url
-        self.m_size += len(url)
-        if self.m_size > MAX_HEAD:
-            raise _Refuse(431)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.m_size += len(name) + len(value) + 4
-        if self.m_size > MAX_HEAD:
-            raise _Refuse(431)
-        headers = self.m_headers
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name in headers:
-            if name == b"host":
-                raise _Refuse(400)  # two Hosts: which one a proxy used is anyone's guess
-            headers[name] += b", " + value  # a list header sent in parts
-        else:
-            if len(headers) >= MAX_HEADERS:
-                raise _Refuse(431)
-            headers[name] = value
-
-    def on_headers_complete(self) -> None:
-        self.m_head = False
-        parser = self.parser
-        version = _VERSIONS.get(parser.get_http_version())
-        if version is None:
-            raise _Refuse(400)
-        method = parser.get_method()
-        headers = self.m_headers
-        if (b"upgrade" in headers or method == b"CONNECT") and parser.should_upgrade():
-            raise _Refuse(405 if method == b"CONNECT" else 400)
-        if b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0":
-            if method in (b"GET", b"HEAD"):
-                raise _Refuse(400)  # a body where none belongs: refused, not skipped
-            self.m_body = []
-        if method == b"PUT":
-            self._begin_upload(headers)
-        self.m_request = Request(
-            method, self.m_url, version, headers, parser.should_keep_alive(), self.m_start
-        )
-
-    def _begin_upload(self, headers: dict[bytes, bytes]) -> None:
-        """Judge an upload by its head: refused before its body is read (and the connection
-        closed after the answer), or its body goes to a staging file as it arrives."""
-        uploads = self.worker.uploads
-        if uploads is None:
-            raise _Refuse(405)
-        try:
-            got = uploads.begin(self.m_url, headers)
-        except Exception as exc:  # a bug must not take the worker down
-            print(f"cas-server: upload: {describe(exc)}", file=sys.stderr)
-            raise _Refuse(500) from None
-        if isinstance(got, Response):
-            raise _Refuse(got.status, got)
-        self.m_upload, self.m_body = got, None
-        if headers.get(b"expect", b"").lower() == b"100-continue" and not self.busy and not self.pending:
-            with contextlib.suppress(OSError):  # 14 bytes on an idle socket; if not, the client goes on
-                self._send(_CONTINUE, False)
-
-    def on_body(self, data: bytes) -> None:
-        upload = self.m_upload
-        if upload is not None:
-            refused = upload.write(data)
-            if refused is not None:  # too large, or the disk refused: already removed
-                self.m_upload = None
-                raise _Refuse(refused.status, refused)
-            return
-        body = self.m_body
-        if body is None:
-            return
-        body.append(data)
-        if sum(map(len, body)) > MAX_BODY:
-            raise _Refuse(413)
-
-    def on_message_complete(self) -> None:
-        req = self.m_request
-        if self.m_body:
-            req.body = b"".join(self.m_body)
-        req.upload, self.m_upload = self.m_upload, None
-        self.pending.append(req)
-        self.m_open = False
-
-    def _drop_upload(self) -> None:
-        """An upload whose body will not be complete: nothing of it is kept."""
-        upload, self.m_upload = self.m_upload, None
-        if upload is not None:
-            upload.abort()
-
     # ---------------------------------------------------------------- reading
 
     def _recv(self) -> bytes | None:
@@ -407,7 +264,7 @@ class Connection:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Refuse):
+            if isinstance(cause, Refuse):
                 self._stop_parsing(cause.status, data, cause.answer)
             else:
                 self._stop_parsing(400, data)

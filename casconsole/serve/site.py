@@ -233,6 +233,17 @@ def _parse_http_date(value: bytes) -> float | None:
     return ts if ts is not None and ts <= time.time() else None
 
 
+def not_modified(headers: dict[bytes, bytes], etag: str, modified: float) -> bool:
+    """Whether a conditional GET or HEAD is answered 304: If-None-Match decides when sent,
+    else If-Modified-Since (RFC 9110 13.2.2), for the file or object of this ETag and time."""
+    inm = headers.get(b"if-none-match")
+    if inm is not None:
+        return _etag_matches(inm, etag)
+    ims = headers.get(b"if-modified-since")
+    since = _parse_http_date(ims) if ims is not None else None
+    return since is not None and int(modified) <= since
+
+
 class Site:
     """Maps requests to the mirror tree; one per worker process.
 
@@ -434,14 +445,7 @@ class Site:
                     extra.append("Content-Encoding: gzip")
 
         validators = [f"ETag: {etag}", f"Last-Modified: {last_modified}", *extra]
-        inm = headers.get(b"if-none-match")
-        if inm is not None:
-            not_modified = _etag_matches(inm, etag)
-        else:
-            ims = headers.get(b"if-modified-since")
-            since = _parse_http_date(ims) if ims is not None else None
-            not_modified = since is not None and int(st.st_mtime) <= since
-        if not_modified:
+        if not_modified(headers, etag, st.st_mtime):
             os.close(fd)
             return Response(304, validators, log_path=log_path)
 
