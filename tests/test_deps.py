@@ -227,6 +227,41 @@ def test_toggles_match_a_fresh_plan(demo_url, tmp_path):
             assert [g.summary for g in sp.broken_groups()] == [g.summary for g in want.broken_groups()]
 
 
+def test_a_toggle_that_changes_only_why_a_record_is_dropped_changes_the_cause(base, tmp_path):
+    s = settings_for(base, tmp_path / "m", blacklist=["openssl 3.*", "openssl 3.2.*"])
+    upstream = fetch_upstream(s)
+    plan = Plan.build(s, upstream)
+    linux = plan.subdirs["linux-64"]
+    assert "blacklist: openssl 3.*" in {g.cause for g in linux.broken_groups()}
+    narrower = s.replace(blacklist=["openssl 3.2.*"])  # openssl 3.2.1 stays dropped, by the other entry
+    plan.update(narrower, {"openssl"})
+    want = Plan.build(narrower, upstream).subdirs["linux-64"]
+    assert [g.summary for g in linux.broken_groups()] == [g.summary for g in want.broken_groups()]
+    assert "blacklist: openssl 3.2.* leaves 2 records" in linux.broken_groups()[0].summary
+
+
+def test_the_streamed_json_is_the_plan_as_one_object(base, tmp_path, monkeypatch):
+    import io
+
+    from casconsole.selection import planjson
+
+    monkeypatch.setattr(planjson, "CHUNK", 2)  # several chunks to every list
+    s = settings_for(base, tmp_path / "m", blacklist=["readline"])
+    for present in (False, True):
+        if present:  # one file on disk: what to download is no longer what is included
+            folder = tmp_path / "m" / "pkgs" / "linux-64"
+            folder.mkdir(parents=True)
+            (folder / "ncurses-6.4-0.tar.bz2").write_bytes(b"x" * 1000)
+        plan = make_plan(s)
+        out = io.BytesIO()
+        planjson.write_json(plan, out)
+        data = json.loads(out.getvalue())
+        assert data == plan.to_json()
+        linux = data["subdirs"]["linux-64"]
+        assert len(linux["included"]) == 10 and len(linux["broken"]) == 3
+        assert ("ncurses-6.4-0.tar.bz2" in linux["download"]) is not present
+
+
 def run_sync(*args):
     return subprocess.run(
         [sys.executable, "-m", "casconsole.cli.sync", *args],
@@ -308,3 +343,18 @@ def test_real_dependency_specs_match_what_rattler_matches(realdata):
             want = sorted(i for i in index.indices(spec.name) if ms.matches(prec[i]))
             assert sorted(index.matching(spec)) == want, text
     assert checked > 400
+
+
+@pytest.mark.realdata
+def test_the_faqs_gpl_blacklist_drops_libgcc_ng_and_breaks_much_of_real_conda_forge(realdata, tmp_path):
+    # the cas-mirror FAQ's own example, on real conda-forge records: libgcc-ng is GPL (with the
+    # GCC exception), and compiled packages need it: a third or more of what is kept breaks
+    settings = settings_for(realdata / "conda-subchannel-demo", tmp_path / "m", license_blacklist="GPL")
+    for platform in ("linux-64", "linux-aarch64"):
+        plan = make_plan(settings.replace(platforms=[platform]))
+        sp = plan.subdirs[platform]
+        runtime = [d for r, d in zip(sp.records, sp.decisions) if r.name == "libgcc-ng"]
+        assert runtime and all(d.cause == "license_blacklist: GPL" for d in runtime)
+        gpl = next(g for g in sp.broken_groups() if g.cause == "license_blacklist: GPL")
+        assert gpl.records >= 0.3 * sp.funnel.kept, (platform, gpl.records, sp.funnel.kept)
+        assert any(spec.startswith("libgcc-ng ") for spec in gpl.specs[:4])

@@ -159,3 +159,17 @@ def test_redirects_are_followed_and_a_loop_fails_the_file(channel, tmp_path):
         moved / "tls-1.0-0.conda"
     ).read_bytes()
     assert mirror_problems(tmp_path / "mirror" / "pkgs", channel, SUBDIRS) == []
+
+
+def test_files_are_fetched_over_kept_alive_connections(tmp_path):
+    root = tmp_path / "upstream"
+    make_channel(root, {"linux-64": [spec(f"p{i}", "1.0", "linux-64") for i in range(6)], "noarch": []})
+    with Upstream(root) as server:
+        server.gzip_json = True  # a chunked repodata, then files with a Content-Length, on one connection
+        for zst in root.glob("*/repodata.json.zst"):
+            zst.unlink()
+        stats = Sync(settings_for(server.url, tmp_path / "mirror", concurrency=1)).run()
+        files = [r for r in server.requests if r.path.endswith(".conda")]
+    assert (stats.state, stats.downloaded) == ("done", 6)
+    assert len(files) == 6 and len({r.peer for r in files}) == 1  # one worker thread, one connection
+    assert mirror_problems(tmp_path / "mirror" / "pkgs", root, SUBDIRS) == []

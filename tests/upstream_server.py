@@ -17,7 +17,8 @@ path and consumed one per request, so "fails twice, then works" is
 `upstream.ranges = False` makes it ignore Range headers (answering 200 with the whole file),
 as some servers do; `upstream.gzip_json = True` sends `.json` files gzip-encoded and chunked (no
 Content-Length), as web servers that compress on the fly do; `upstream.redirects[path] = url`
-answers `path` with a 302 to `url`. `upstream.requests` lists every request seen (method, path, Range).
+answers `path` with a 302 to `url`. `upstream.requests` lists every request seen (method, path,
+Range, and the client's address: one per connection).
 `make_channel(root, {subdir: [PackageSpec, ...]})` writes real archives and their repodata;
 `ForwardProxy()` is a plain HTTP proxy that records what it forwarded; `mirror_problems(...)`
 lists what breaks a sync's promises in a mirrored channel.
@@ -89,6 +90,7 @@ class Seen:
     method: str
     path: str
     range: str | None
+    peer: tuple | None = None  # the client's address and port: one per connection
 
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -179,8 +181,9 @@ class Upstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         rng = request.headers.get("Range")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         with self._lock:
-            self.requests.append(Seen(request.method, path, rng))
+            self.requests.append(Seen(request.method, path, rng, peer))
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
         if path in self.redirects:

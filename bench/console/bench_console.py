@@ -1,11 +1,17 @@
 """The console over a 500,000-record plan: first paint, cursor keys, toggle + re-plan + repaint.
 
     python bench/console/bench_console.py [--records 500000] [--keys 200] [--toggles 20]
+    python bench/console/bench_console.py --case broken [--channel DIR]
 
 Builds an upstream subdir of N records in memory, shaped like a large conda channel (about
 N/20 names, 20 builds each, licenses over the usual families), makes the real `Plan` of it with
 a blacklist and a license blacklist, and drives the real console app (headless, 80x24) with
-Pilot. Every screen update the app produces is encoded into the terminal's escape sequences,
+Pilot. `--case broken` plans bench/plan's conda-forge-shaped channel of 500,000 records instead
+(generated into DIR when missing) under `license_blacklist: GPL`, the cas-mirror FAQ's example,
+which drops `libgcc-ng` and leaves most kept records with unmet dependencies; its toggles add
+`w` on libgcc-ng (whitelisted: about 220,000 records whole again) and again (broken again).
+
+Every screen update the app produces is encoded into the terminal's escape sequences,
 as a terminal session would get them, and the clock stops when that frame is out:
 
 - first paint: from the plan (or channel) being in memory to the frame holding its first rows;
@@ -40,6 +46,7 @@ from casconsole.console.app import CasConsole
 from casconsole.console.session import ConsoleState
 from casconsole.selection.plan import Plan
 from casconsole.settings import read_layers, resolve
+from casconsole.upstream.repodata import fetch_upstream
 
 LICENSES = [
     ("MIT", "MIT"), ("BSD-3-Clause", "BSD"), ("Apache-2.0", "APACHE"), ("GPL-2.0-or-later", "GPL2"),
@@ -143,21 +150,49 @@ def row(label: str, values: list[float]) -> str:
     )
 
 
-async def bench(records: int, keys: int, toggles: int, interval: float) -> list[str]:
+def broken_channel(channel: Path) -> Path:
+    """bench/plan's generated channel (500,000 records), made when missing."""
+    if not (channel / "noarch" / "repodata.json").exists():
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plan"))
+        import generate  # bench/plan/generate.py
+
+        generate.main([str(channel)])
+    return channel
+
+
+async def bench(
+    records: int,
+    keys: int,
+    toggles: int,
+    interval: float,
+    case: str = "synthetic",
+    channel: Path | None = None,
+) -> list[str]:
     results = []
     work = Path(tempfile.mkdtemp(prefix="bench-console-"))
     env = {"CAS_MIRROR_USER_CONFIG": str(work / "user.yaml"), "CAS_MIRROR_SYSTEM_CONFIG": str(work / "none")}
-    (work / "user.yaml").write_text(
-        f"remote_url: {work / 'upstream'}\nmirror_dir: {work / 'mirror'}\nplatforms: [linux-64]\n"
-        "license_blacklist: [AGPL]\nblacklist: [r-*]\n"
-    )
+    if case == "broken":
+        assert channel is not None
+        (work / "user.yaml").write_text(
+            f"remote_url: {broken_channel(channel).resolve().as_uri()}\nmirror_dir: {work / 'mirror'}\n"
+            "platforms: [linux-64]\nlicense_blacklist: GPL\n"
+        )
+    else:
+        (work / "user.yaml").write_text(
+            f"remote_url: {work / 'upstream'}\nmirror_dir: {work / 'mirror'}\nplatforms: [linux-64]\n"
+            "license_blacklist: [AGPL]\nblacklist: [r-*]\n"
+        )
     big = work / "mirror" / "big" / "linux-64"
     big.mkdir(parents=True)
 
     started = time.perf_counter()
-    upstream = {"linux-64": RepoData("linux-64", make_records(records)), "noarch": RepoData("noarch", [])}
-    made = time.perf_counter() - started
     settings = resolve(read_layers(env=env))
+    if case == "broken":
+        upstream = fetch_upstream(settings)
+    else:
+        upstream = {"linux-64": RepoData("linux-64", make_records(records)), "noarch": RepoData("noarch", [])}
+    records = len(upstream["linux-64"].records)  # the subdir the Plan screen shows first
+    made = time.perf_counter() - started
     started = time.perf_counter()
     plan = Plan.build(settings, upstream)
     built = time.perf_counter() - started
@@ -205,11 +240,12 @@ async def bench(records: int, keys: int, toggles: int, interval: float) -> list[
             table.cursor = (n * 997) % 400
             await pilot.pause()
             name = plan.subdirs["linux-64"].records[table.cursor_index].name
+            was = name in state.settings.blacklist
             count = frames.count
             t0 = time.perf_counter()
             await press(app, "b")
             times.append(await frames.after(count) - t0)
-            assert name in state.settings.blacklist or name.startswith("r-")
+            assert (name in state.settings.blacklist) != was or name.startswith("r-")
         results.append(row("Plan: toggle b, re-plan, frame (first one builds the name index)", times[:1]))
         results.append(row("Plan: toggle b, re-plan, frame (the others)", times[1:]))
         times = []
@@ -218,6 +254,27 @@ async def bench(records: int, keys: int, toggles: int, interval: float) -> list[
             screen.show_deps()
             times.append(time.perf_counter() - t0)
         results.append(row(f"Plan: the dependency line after a toggle ({plan.total.broken:,} broken)", times))
+
+        if case == "broken":  # whitelisting what the license blacklist dropped, and back
+            linux = plan.subdirs["linux-64"]
+            runtime = next(i for i, r in enumerate(linux.records) if r.name == "libgcc-ng")
+            times, lines, counts = [], [], []
+            for _ in range(5):
+                for _again in range(2):
+                    table.cursor = runtime
+                    await pilot.pause()
+                    count = frames.count
+                    t0 = time.perf_counter()
+                    await press(app, "w")
+                    times.append(await frames.after(count) - t0)
+                    t0 = time.perf_counter()
+                    screen.show_deps()
+                    lines.append(time.perf_counter() - t0)
+                    counts.append(plan.total.broken)
+            assert "libgcc-ng" not in state.settings.whitelist and max(counts) - min(counts) > 100_000, counts
+            label = f"Plan: w on libgcc-ng and back ({min(counts):,} / {max(counts):,} broken)"
+            results.append(row(label, times))
+            results.append(row("Plan: the dependency line after each of those", lines))
 
         # -- the same with the "dropped" filter on: every toggle filters 500,000 rows again
         await pilot.press("f", "f")
@@ -281,8 +338,15 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--toggles", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.04, help="seconds between cursor keys")
+    parser.add_argument("--case", choices=("synthetic", "broken"), default="synthetic")
+    parser.add_argument(
+        "--channel",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "casconsole-bench-plan",
+        help="--case broken: bench/plan's generated channel (made there when missing)",
+    )
     args = parser.parse_args()
-    lines = asyncio.run(bench(args.records, args.keys, args.toggles, args.interval))
+    lines = asyncio.run(bench(args.records, args.keys, args.toggles, args.interval, args.case, args.channel))
     print("| measure | figure | | |")
     print("|---|---|---|---|")
     print("\n".join(lines))

@@ -1,6 +1,6 @@
 """Our parse + select + plan of one upstream, as one process: what run.py times and measures.
 
-    python bench/plan/ours.py URL [--blacklist FILE] [--check] [--closure FILE]
+    python bench/plan/ours.py URL [--blacklist FILE] [--license-blacklist FAMILY] [--check] [--closure FILE]
 
 Fetches and parses linux-64 and noarch, selects and plans them (with `--check`, the dependency
 check too; with `--closure FILE`, that file's entries as the whitelist with whitelist_closure)
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--blacklist", type=Path, help="a file of names, one a line")
+    parser.add_argument("--license-blacklist", action="append", default=[], help="a license family")
     parser.add_argument("--check", action="store_true", help="run the dependency check too")
     parser.add_argument("--closure", type=Path, help="whitelist entries (one a line) and their closure")
     args = parser.parse_args(argv)
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "mirror_dir": (str(Path(tempfile.mkdtemp()) / "mirror"), "--mirror-dir"),
         "platforms": (["linux-64"], "--platform"),
         "blacklist": (args.blacklist.read_text().split() if args.blacklist else [], "--blacklist"),
+        "license_blacklist": (args.license_blacklist, "--license-blacklist"),
     }
     if args.closure:
         cli["whitelist"] = (args.closure.read_text().splitlines(), "--whitelist")

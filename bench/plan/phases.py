@@ -1,6 +1,6 @@
 """Time the phases of our plan in one process: parse, select+plan, check, closure, toggles.
 
-    python bench/plan/phases.py URL_OR_DIR [--blacklist FILE] [--whitelist FILE]
+    python bench/plan/phases.py URL_OR_DIR [--blacklist FILE] [--whitelist FILE] [--license-blacklist F]
 
 Prints one JSON object: per phase its wall and CPU seconds, a few counts, and the peak RSS of
 the process. run.py runs it in a fresh subprocess per blacklist; usable alone on any channel.
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--blacklist", type=Path, help="a file of names, one a line")
     parser.add_argument("--whitelist", type=Path, help="a file of entries, one a line")
+    parser.add_argument("--license-blacklist", action="append", default=[], help="a license family")
     args = parser.parse_args(argv)
     blacklist = args.blacklist.read_text().split() if args.blacklist else []
     whitelist = args.whitelist.read_text().splitlines() if args.whitelist else WHITELIST
@@ -50,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         return result
 
-    base = settings(args.url, Path(tempfile.mkdtemp()) / "mirror", blacklist=blacklist)
+    base = settings(
+        args.url,
+        Path(tempfile.mkdtemp()) / "mirror",
+        blacklist=blacklist,
+        license_blacklist=args.license_blacklist,
+    )
     upstream = timed("fetch_parse", lambda: fetch_upstream(base))
     out["records"] = sum(len(rd.records) for rd in upstream.values())
     timed("plan", lambda: Plan.build(base, upstream, check=False))

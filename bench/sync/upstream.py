@@ -1,4 +1,9 @@
-"""The benchmark's generated upstream: ~2,500 small linux-64 packages and 200 large ones."""
+"""The benchmark's generated upstreams (real `.conda` archives with random payloads).
+
+- `mixed`: 2,500 small linux-64 packages (~20 KB) and 200 large ones (~5 MB), noarch empty;
+- `small`: 3,000 small packages (~20 KB), 1,500 in linux-64 and 1,500 in noarch: a channel of
+  many small files, where the cost per file (a request, a file created, a record) is all there is.
+"""
 
 from __future__ import annotations
 
@@ -11,47 +16,54 @@ from casconsole.conda.archive import PackageSpec, build_package
 from casconsole.conda.repodata import write_repodata
 from casconsole.fsutil import atomic_write_bytes
 
-SMALL, SMALL_KB = 2500, 20
-LARGE, LARGE_KB = 200, 5 * 1024
+SMALL_KB, LARGE_KB = 20, 5 * 1024
+# case -> subdir -> (small packages, large packages)
+CASES = {
+    "mixed": {"linux-64": (2500, 200), "noarch": (0, 0)},
+    "small": {"linux-64": (1500, 0), "noarch": (1500, 0)},
+}
 
 
-def _spec(i: int, kb: int, rng: random.Random) -> PackageSpec:
-    name = f"pkg{i:05d}" if kb == SMALL_KB else f"bigpkg{i:03d}"
+def _spec(i: int, subdir: str, small: int, kb: int, rng: random.Random) -> PackageSpec:
+    prefix = "py" if subdir == "noarch" else ""
+    name = f"{prefix}pkg{i:05d}" if kb == SMALL_KB else f"bigpkg{i:03d}"
     return PackageSpec(
         name=name,
         version=f"1.{i % 7}.{i % 13}",
         build=f"h{i:07x}_0",
-        subdir="linux-64",
-        depends=[f"pkg{(i * 7) % SMALL:05d}"] if i % 3 else [],
+        subdir=subdir,
+        depends=[f"{prefix}pkg{(i * 7) % small:05d}"] if i % 3 and small else [],
         license="MIT",
         license_family="MIT",
         timestamp=1_700_000_000_000 + i,
+        noarch="generic" if subdir == "noarch" else None,
         files={f"lib/{name}/payload.bin": rng.randbytes(int(kb * 1024 * rng.uniform(0.9, 1.1)))},
     )
 
 
-def generate(root: Path) -> Path:
-    """Write the channel under `root` (kept when already complete) and return it."""
+def generate(root: Path, case: str = "mixed") -> Path:
+    """Write the channel of `case` under `root` (kept when already complete) and return it."""
     marker = root / ".bench-upstream"
-    stamp = f"{SMALL}x{SMALL_KB} {LARGE}x{LARGE_KB}"
+    layout = CASES[case]
+    stamp = " ".join(f"{subdir}:{n}x{SMALL_KB}+{m}x{LARGE_KB}" for subdir, (n, m) in layout.items())
+    if case == "mixed":
+        stamp = f"{layout['linux-64'][0]}x{SMALL_KB} {layout['linux-64'][1]}x{LARGE_KB}"  # as before
     if marker.exists() and marker.read_text() == stamp:
         return root
     rng = random.Random(0)
-    packages = {}
-    for i in range(SMALL + LARGE):
-        spec = _spec(i, SMALL_KB if i < SMALL else LARGE_KB, rng)
-        path = build_package(root / "linux-64", spec, ".conda")
-        data = path.read_bytes()
-        record = spec.index_json()
-        record.update(
-            size=len(data), md5=hashlib.md5(data).hexdigest(), sha256=hashlib.sha256(data).hexdigest()
-        )
-        packages[path.name] = record
-    write_repodata(
-        root / "linux-64",
-        {"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": packages, "repodata_version": 1},
-    )
-    write_repodata(root / "noarch", {"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": {}})
+    for subdir, (small, large) in layout.items():
+        packages = {}
+        for i in range(small + large):
+            spec = _spec(i, subdir, small, SMALL_KB if i < small else LARGE_KB, rng)
+            path = build_package(root / subdir, spec, ".conda")
+            data = path.read_bytes()
+            record = spec.index_json()
+            record.update(
+                size=len(data), md5=hashlib.md5(data).hexdigest(), sha256=hashlib.sha256(data).hexdigest()
+            )
+            packages[path.name] = record
+        info = {"info": {"subdir": subdir}, "packages": {}, "packages.conda": packages}
+        write_repodata(root / subdir, {**info, "repodata_version": 1} if packages else info)
     atomic_write_bytes(marker, stamp.encode())
     return root
 
@@ -59,4 +71,4 @@ def generate(root: Path) -> Path:
 if __name__ == "__main__":
     import sys
 
-    print(json.dumps(str(generate(Path(sys.argv[1])))))
+    print(json.dumps(str(generate(Path(sys.argv[1]), *(sys.argv[2:3])))))

@@ -51,6 +51,32 @@ class Record(msgspec.Struct, gc=False):
     fn: str = ""
 
 
+class PlanRecord(msgspec.Struct, gc=False):
+    """The fields of a record a plan reads, and only those: what the dry run decodes. Leaving
+    out the hashes, the timestamp and `constrains` takes a sixth off decoding 500,000 records
+    and 170 MB off their memory (0.25 s and 280,000 page faults fewer, measured)."""
+
+    name: str
+    version: str
+    build: str = ""
+    build_number: int = 0
+    depends: list[str] | None = []
+    license: str | None = None
+    license_family: str | None = None
+    size: int = 0
+    subdir: str | None = None
+    fn: str = ""
+
+
+class _PlanRepoDataFile(msgspec.Struct):
+    info: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    packages: dict[str, PlanRecord] = {}
+    packages_conda: dict[str, PlanRecord] = msgspec.field(default_factory=dict, name="packages.conda")
+    removed: list[str] = []
+    repodata_version: int = 1
+
+
 class _RepoDataFile(msgspec.Struct):
     info: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None  # written by some subchannel tools instead of info
@@ -99,6 +125,7 @@ class RepoData:
 
 
 _decoder = msgspec.json.Decoder(_RepoDataFile)
+_plan_decoder = msgspec.json.Decoder(_PlanRepoDataFile)
 _loose_decoder = msgspec.json.Decoder(_LooseRepoDataFile)
 
 
@@ -114,32 +141,36 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def decode_repodata(data: bytes | bytearray, subdir: str, source: str = "") -> RepoData:
-    """Parse repodata JSON bytes; RepoDataError names `source` when they are not repodata."""
+def decode_repodata(
+    data: bytes | bytearray, subdir: str, source: str = "", plan_only: bool = False
+) -> RepoData:
+    """Parse repodata JSON bytes; RepoDataError names `source` when they are not repodata.
+    With `plan_only`, the records are PlanRecords (what a plan reads, nothing more)."""
     with gc_paused():
         try:
-            parsed = _decoder.decode(data)
+            parsed = (_plan_decoder if plan_only else _decoder).decode(data)
         except msgspec.ValidationError:
             return _decode_loose(data, subdir, source)
         except msgspec.DecodeError as exc:
             raise RepoDataError(f"{source or subdir}: not valid JSON ({exc})") from exc
         records = _with_names(parsed.packages) + _with_names(parsed.packages_conda)
-    # The records' lists (depends, constrains) are a million GC-tracked objects at 500,000
-    # records, none part of a cycle; every full collection would walk them all again (measured:
-    # 0.2 s a time in the plan's first passes). Move them out of the collector's sight;
-    # reference counting still frees them when the repodata is dropped.
-    gc.freeze()
+        # The records' lists (depends, constrains) are a million GC-tracked objects at 500,000
+        # records, none part of a cycle; every full collection would walk them all again
+        # (measured: 0.2 s a time in the plan's first passes). Move them out of the collector's
+        # sight before it runs again: re-enabled first, it ran a full collection at once (0.2 s
+        # a subdir); reference counting still frees them when the repodata is dropped.
+        gc.freeze()
     info = parsed.info if parsed.info is not None else (parsed.metadata or {})
     return RepoData(subdir, records, info, parsed.removed, parsed.repodata_version, source)
 
 
-def _with_names(packages: dict[str, Record]) -> list[Record]:
+def _with_names(packages: dict[str, Record] | dict[str, PlanRecord]) -> list:
     for fn, rec in packages.items():
         rec.fn = fn
         if rec.depends is None:
             rec.depends = []
-        if rec.constrains is None:
-            rec.constrains = []
+        if getattr(rec, "constrains", ()) is None:
+            rec.constrains = []  # type: ignore[union-attr]
     return list(packages.values())
 
 

@@ -12,11 +12,12 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from rattler import BuildString, MatchSpec, PackageRecord
-from rattler.exceptions import InvalidMatchSpecError
+from typing import TYPE_CHECKING
 
 from casconsole.conda.repodata import Record
+
+if TYPE_CHECKING:  # imported where an entry's version part is parsed: most entries are names
+    from rattler import MatchSpec, PackageRecord
 
 _NAME_PART = re.compile(r"^\s*([A-Za-z0-9_.\-*?\[\]]+)\s*(.*)$")
 
@@ -49,6 +50,9 @@ class Entry:
 
     def spec_for(self, name: str) -> MatchSpec:
         """The match spec for records called `name` (a glob entry is applied per name)."""
+        from rattler import MatchSpec
+        from rattler.exceptions import InvalidMatchSpecError
+
         try:
             return MatchSpec(f"{name} {self.rest}")
         except InvalidMatchSpecError as exc:
@@ -56,6 +60,8 @@ class Entry:
 
 
 def _package_record(rec: Record) -> PackageRecord | None:
+    from rattler import BuildString, PackageRecord
+
     try:
         return PackageRecord(
             rec.name, rec.version, BuildString(rec.build), rec.build_number, rec.subdir or "noarch"

@@ -1,41 +1,71 @@
 """The broken-dependency check: kept records whose `depends` no kept record satisfies, grouped
-by the entry (or step) that dropped what they need."""
+by the entry (or step) that dropped what they need.
+
+What it costs does not grow with the number of broken records beyond passes in C over the
+records (`map`, `compress`, `set.isdisjoint`, `Counter`): each distinct spec is evaluated once per
+set of subdirs, the broken records are a set of indices found in one pass, and the causes are
+worked out once per distinct unmet spec, never per record. A record's unmet specs are listed
+when asked (`unmet(i)`, a `BrokenRecords` view, the dry run's JSON).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
-from operator import attrgetter, not_
-
-from rattler import Version
+from functools import cached_property
+from itertools import chain, compress, repeat
+from operator import attrgetter, gt, not_
+from typing import TYPE_CHECKING
 
 from casconsole.conda.repodata import Record
 from casconsole.selection.deps import PARSED_SPECS, DepSpec, SubdirIndex, contexts, parse_dep
 from casconsole.selection.filters import Decision
 
+if TYPE_CHECKING:
+    from rattler import Version
+
 UPSTREAM_CAUSE = "upstream (no record matches)"
 UNREADABLE_CAUSE = "upstream (not a readable match spec)"
+
+_INCLUDED = attrgetter("included")
+_NAME = attrgetter("name")
+_FN = attrgetter("fn")
 
 
 @dataclass
 class BrokenGroup:
-    """Kept records of one subdir left with unmet dependencies by one cause (an entry or step)."""
+    """Kept records of one subdir left with unmet dependencies by one cause (an entry or step).
+
+    `files` (every record's file name, sorted) is listed when first asked: a report shows the
+    count and a few `examples()`.
+    """
 
     cause: str  # e.g. "blacklist: readline", "license_blacklist: GPL", or UPSTREAM_CAUSE
-    files: list[str]  # the kept records' file names, sorted
+    records: int  # how many kept records it leaves with an unmet dependency
     specs: list[str]  # the unmet dependency specs, most needed first
+    members: Callable[[], Iterable[str]] = field(repr=False, compare=False)  # the records' file names
+
+    @cached_property
+    def files(self) -> list[str]:
+        """The file names of the records, sorted."""
+        return sorted(self.members())
+
+    def examples(self, n: int = 3) -> list[str]:
+        """The first `n` file names in sorted order, without sorting them all."""
+        return heapq.nsmallest(n, self.members())
 
     @property
     def summary(self) -> str:
         shown = ", ".join(self.specs[:4])
         if len(self.specs) > 4:
             shown += f", ... ({len(self.specs)} specs)"
-        n = len(self.files)
+        n = self.records
         return f"{self.cause} leaves {n:,} record{'s' if n != 1 else ''} with unmet dependencies: {shown}"
 
     def to_json(self) -> dict:
-        return {"cause": self.cause, "records": len(self.files), "specs": self.specs, "files": self.files}
+        return {"cause": self.cause, "records": self.records, "specs": self.specs, "files": self.files}
 
 
 @dataclass
@@ -51,11 +81,46 @@ class _Context:
 Decisions = Mapping[str, Sequence[Decision]]
 
 
-def _included(decisions: Sequence[Decision]) -> Iterable[bool]:
-    return map(_INCLUDED, decisions)
+class BrokenRecords(Mapping[int, list[str]]):
+    """One subdir's kept records with unmet dependencies: record index -> its unmet specs (in
+    `depends` order), each list made when asked. A view: it follows the check's updates."""
 
+    def __init__(self, indices: set[int], depends: Sequence[list[str]], unmet: set[str]):
+        self._indices, self._depends, self._unmet = indices, depends, unmet
 
-_INCLUDED = attrgetter("included")
+    def __contains__(self, i: object) -> bool:
+        return i in self._indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._indices))
+
+    def __getitem__(self, i: int) -> list[str]:
+        if i not in self._indices:
+            raise KeyError(i)
+        return [t for t in self._depends[i] if t in self._unmet]
+
+    def by_record(self, records: Sequence[Record]) -> Iterator[tuple[str, list[str]]]:
+        """(file name, unmet specs) of each record, in upstream's order; each list is made as
+        the iterator reaches it (the dry run's JSON writes them a chunk at a time)."""
+        members = sorted(self._indices)
+        return zip(map(_FN, map(records.__getitem__, members)), self.lists(members))
+
+    def by_file(self, records: Sequence[Record]) -> Iterator[tuple[str, list[str]]]:
+        """(file name, unmet specs) of each record, in file-name order; each list is made as
+        the iterator reaches it (the dry run's JSON writes them a chunk at a time)."""
+        members = list(self._indices)
+        files = list(map(_FN, map(records.__getitem__, members)))
+        where = dict(zip(files, members))  # file names are unique in a subdir: sorting them is enough
+        files.sort()
+        return zip(files, self.lists(map(where.__getitem__, files)))
+
+    def lists(self, indices: Iterable[int]) -> Iterator[list[str]]:
+        """The unmet specs of each record of `indices`, all of them in C (no call per record)."""
+        rows = map(self._depends.__getitem__, indices)
+        return map(list, map(filter, repeat(self._unmet.__contains__), rows))
 
 
 class DependencyCheck:
@@ -76,44 +141,74 @@ class DependencyCheck:
         for subdir, key in keys.items():
             self._ctx.setdefault(key, _Context(self.contexts[subdir]))
         self._key = keys
-        self.broken_by_subdir: dict[str, dict[int, list[str]]] = {s: {} for s in self.indexes}
+        # per subdir, the kept records with an unmet spec: one set each, changed in place
+        self._broken: dict[str, set[int]] = {s: set() for s in self.indexes}
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
         self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
         self._causes: dict[tuple[str, str], list[str]] = {}
+        # per subdir, spec -> how many kept records name it, once `index_dependents` counted them
+        # (kept current by `update`): for an unmet spec, how many broken records name it
+        self._named: dict[str, Counter[str] | None] = dict.fromkeys(self.indexes)
 
     # ---- the answers
 
-    def broken(self, subdir: str) -> dict[int, list[str]]:
+    def broken(self, subdir: str) -> BrokenRecords:
         """Record index -> the specs of its `depends` that no kept record satisfies."""
-        return self.broken_by_subdir[subdir]
+        ctx = self._ctx[self._key[subdir]]
+        return BrokenRecords(self._broken[subdir], self.indexes[subdir].depends, ctx.unmet)
 
     def met(self, subdir: str, spec_text: str) -> bool | None:
         """Whether a kept record meets `spec_text` for `subdir`'s records (None: never asked)."""
         return self._ctx[self._key[subdir]].sat.get(spec_text)
 
+    def spec_counts(self, subdir: str) -> Counter[str]:
+        """Unmet spec -> how many broken records of `subdir` name it (one pass in C)."""
+        unmet = self._ctx[self._key[subdir]].unmet
+        counted = self._named[subdir]
+        if counted is not None:  # an unmet spec's kept dependents are all broken: no pass
+            return Counter({t: n for t, n in counted.items() if n > 0 and t in unmet})
+        depends = self.indexes[subdir].depends
+        named = chain.from_iterable(map(depends.__getitem__, self._broken[subdir]))
+        return Counter(filter(unmet.__contains__, named))
+
     # ---- computing them
 
     def run(self, decisions: Decisions) -> None:
         self._causes.clear()
-        needed: dict[frozenset[str], set[str]] = {key: set() for key in self._ctx}
-        for subdir, index in self.indexes.items():
-            kept = _included(decisions[subdir])
-            needed[self._key[subdir]].update(chain.from_iterable(compress(index.depends, kept)))
         self._dropped = self._dropped_names(decisions)
+        needed: dict[frozenset[str], set[str]] = {key: set() for key in self._ctx}
+        for subdir, index in self.indexes.items():  # the specs kept records name
+            kept = map(_INCLUDED, decisions[subdir])
+            needed[self._key[subdir]].update(*compress(index.depends, kept))  # faster than a chain
+            if self._named[subdir] is not None:
+                self._named[subdir] = self._count_named(subdir, decisions)
         for key, ctx in self._ctx.items():
-            ctx.sat, ctx.by_name, ctx.unmet = {}, {}, set()
+            ctx.sat, ctx.by_name = {}, {}
+            ctx.unmet.clear()  # the same set object: BrokenRecords views read it
             self._evaluate(ctx, needed[key], decisions, self._dropped)
         for subdir in self.indexes:
+            broken = self._broken[subdir]
+            broken.clear()
             unmet = self._ctx[self._key[subdir]].unmet
-            self.broken_by_subdir[subdir] = self._scan(subdir, unmet, unmet, decisions) if unmet else {}
+            if unmet:
+                broken.update(self._scan(subdir, unmet, decisions))
 
-    def update(self, decisions: Decisions, flipped: Mapping[str, Iterable[int]]) -> None:
-        """Re-check after the records at `flipped` (subdir -> indices) went from kept to dropped or back."""
+    def update(
+        self, decisions: Decisions, flipped: Mapping[str, Iterable[int]], redecided: Iterable[str] = ()
+    ) -> None:
+        """Re-check after the records at `flipped` (subdir -> indices) went from kept to dropped
+        or back; `redecided` names the records whose decision may have changed otherwise (a
+        dropped record's cause), whose specs' causes are asked again."""
         flipped = {s: list(v) for s, v in flipped.items() if v}
+        names = {self.indexes[s].records[i].name for s, indices in flipped.items() for i in indices}
+        self._forget_causes(names.union(redecided))
         if not flipped:
             return
-        self._causes.clear()
-        names = {self.indexes[s].records[i].name for s, indices in flipped.items() for i in indices}
+        for subdir, indices in flipped.items():  # the specs kept records name, counted
+            own, depends, counted = decisions[subdir], self.indexes[subdir].depends, self._named[subdir]
+            if counted is not None:
+                counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
+                counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
         for subdir, indices in flipped.items():  # keep the names-with-drops current
             records, own, dropped = self.indexes[subdir].records, decisions[subdir], self._dropped[subdir]
             for name in {records[i].name for i in indices}:
@@ -133,30 +228,49 @@ class DependencyCheck:
             newly_unmet[key] = {t for t in texts if before[t] and not ctx.sat[t]}
         for subdir, index in self.indexes.items():
             key = self._key[subdir]
-            ctx, broken = self._ctx[key], self.broken_by_subdir[subdir]
+            ctx, broken = self._ctx[key], self._broken[subdir]
             own, depends = decisions[subdir], index.depends
             mine = flipped.get(subdir, ())
             if mine:  # records that changed: check their own dependencies
                 new = {t for i in mine if own[i].included for t in depends[i] if t not in ctx.sat}
                 self._evaluate(ctx, new, decisions, self._dropped)
                 for i in mine:
-                    unmet = [t for t in depends[i] if not ctx.sat[t]] if own[i].included else None
-                    if unmet:
-                        broken[i] = unmet
+                    if own[i].included and not ctx.unmet.isdisjoint(depends[i]):
+                        broken.add(i)
                     else:
-                        broken.pop(i, None)
+                        broken.discard(i)
             met = newly_met.get(key)
-            if met:
-                for i, specs in list(broken.items()):
-                    if not met.isdisjoint(specs):
-                        left = [t for t in specs if t in ctx.unmet]
-                        if left:
-                            broken[i] = left
-                        else:
-                            del broken[i]
+            if met and broken:  # broken records that named one of them may be whole again
+                self._drop_whole(subdir, met, broken, ctx.unmet)
             unmet = newly_unmet.get(key)
             if unmet:
-                broken.update(self._scan(subdir, unmet, ctx.unmet, decisions))
+                broken.update(self._scan(subdir, unmet, decisions))
+
+    def _suspects(self, subdir: str, specs: set[str], broken: set[int]) -> list[int]:
+        """The broken records that may name one of `specs`: all of them, or through the index."""
+        dependents = self._dependents.get(subdir)
+        if dependents is None or len(specs) >= 1000:
+            return list(broken)
+        return list(broken.intersection(chain.from_iterable(map(dependents.get, specs, repeat(())))))
+
+    def _drop_whole(self, subdir: str, met: set[str], broken: set[int], unmet: set[str]) -> None:
+        """Take out of `broken` the records whole again now that the specs of `met` are met.
+
+        Through the dependents index, whichever walks fewer entries: keep only the records that
+        name a spec still unmet (un-blacklisting python under license_blacklist: GPL: 200,000
+        suspects, 50,000 dependents of unmet specs), or test each broken record naming one of
+        `met` (a leaf's toggle: a few). Without the index, a set test per broken record."""
+        depends = self.indexes[subdir].depends
+        dependents = self._dependents.get(subdir)
+        if dependents is not None:
+            suspects = sum(map(len, map(dependents.get, met, repeat(()))))
+            named = sum(map(len, map(dependents.get, unmet, repeat(()))))
+            if named < 2 * suspects:
+                broken.intersection_update(chain.from_iterable(map(dependents.get, unmet, repeat(()))))
+                return
+        candidates = self._suspects(subdir, met, broken)
+        whole = compress(candidates, map(unmet.isdisjoint, map(depends.__getitem__, candidates)))
+        broken.difference_update(list(whole))
 
     def _evaluate(
         self, ctx: _Context, texts: Iterable[str], decisions: Decisions, dropped: Mapping[str, set[str]]
@@ -176,6 +290,9 @@ class DependencyCheck:
                 found.append(spec)
         for name, specs in per_name.items():
             kept_groups = self._kept_versions(ctx.subdirs, name, decisions, dropped)
+            found_texts = by_name.get(name)
+            if found_texts is None:
+                found_texts = by_name[name] = []
             for spec in specs:
                 text, version_spec, build = spec.text, spec.version, spec.build
                 ok = False
@@ -186,11 +303,7 @@ class DependencyCheck:
                         ok = True
                         break
                 if text not in sat:
-                    found_texts = by_name.get(name)
-                    if found_texts is None:
-                        by_name[name] = [text]
-                    else:
-                        found_texts.append(text)
+                    found_texts.append(text)
                 sat[text] = ok
                 if ok:
                     unmet.discard(text)
@@ -207,14 +320,12 @@ class DependencyCheck:
         else:
             ctx.unmet.add(text)
 
-    def _dropped_names(
-        self, decisions: Decisions, subdirs: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
+    def _dropped_names(self, decisions: Decisions) -> dict[str, set[str]]:
         """Per subdir, the names with at least one dropped record (the others are kept whole)."""
         out = {}
-        for subdir in self.indexes if subdirs is None else subdirs:
-            records = self.indexes[subdir].records
-            out[subdir] = {records[i].name for i, d in enumerate(decisions[subdir]) if not d.included}
+        for subdir, index in self.indexes.items():
+            dropped = map(not_, map(_INCLUDED, decisions[subdir]))
+            out[subdir] = set(map(_NAME, compress(index.records, dropped)))
         return out
 
     def _kept_versions(
@@ -237,22 +348,31 @@ class DependencyCheck:
                 out.extend((version, indices, records) for version, indices in index.groups(name))
         return out
 
-    def _scan(
-        self, subdir: str, specs: set[str], unmet: set[str], decisions: Decisions
-    ) -> dict[int, list[str]]:
-        """Kept records of `subdir` that depend on one of `specs`, with all their unmet specs."""
+    def _scan(self, subdir: str, specs: set[str], decisions: Decisions) -> list[int]:
+        """Kept records of `subdir` that name one of `specs`: through the dependents index for a
+        few specs, else one pass over every record in C (a set test per record, nothing else)."""
         depends, own = self.indexes[subdir].depends, decisions[subdir]
         dependents = self._dependents.get(subdir)
         if dependents is not None and len(specs) < 1000:
-            hits: Iterable[int] = {i for t in specs for i in dependents.get(t, ())}
-        else:  # one pass over every record, in C: a set test per record, nothing else
-            hits = compress(range(len(depends)), map(not_, map(specs.isdisjoint, depends)))
-        return {i: [t for t in depends[i] if t in unmet] for i in hits if own[i].included}
+            hits = list(set(chain.from_iterable(map(dependents.get, specs, repeat(())))))
+            return list(compress(hits, map(_INCLUDED, map(own.__getitem__, hits))))
+        # kept (True) and naming one of them (isdisjoint False): True > False
+        named = map(gt, map(_INCLUDED, own), map(specs.isdisjoint, depends))
+        return list(compress(range(len(depends)), named))
 
-    def index_dependents(self) -> None:
+    def _count_named(self, subdir: str, decisions: Decisions) -> Counter[str]:
+        kept = map(_INCLUDED, decisions[subdir])
+        return Counter(chain.from_iterable(compress(self.indexes[subdir].depends, kept)))
+
+    def index_dependents(self, decisions: Decisions) -> None:
         """Index which records name each spec, so that `update` finds a newly unmet spec's
-        dependents without a pass over every record (0.1 s at 500,000 records). Building it
-        costs a few tenths of a second: for a console, worth doing once in the background."""
+        dependents without a pass over every record (0.1 s at 500,000 records), and count the
+        kept records naming each, so that `spec_counts` needs no pass over the broken ones.
+        Building them costs a few tenths of a second: for a console, worth doing once in the
+        background; `update` keeps them current."""
+        for subdir in self.indexes:
+            if self._named[subdir] is None:
+                self._named[subdir] = self._count_named(subdir, decisions)
         for subdir, index in self.indexes.items():
             if subdir in self._dependents:
                 continue
@@ -268,6 +388,15 @@ class DependencyCheck:
 
     # ---- why: grouped by the entry (or step) that dropped what a spec needs
 
+    def _forget_causes(self, names: set[str]) -> None:
+        """Drop the causes found for specs of `names` (the records a cause comes from are
+        records of the spec's name): the others stay, so a toggle re-asks only its own."""
+        if not names:
+            return
+        stale = [key for key in self._causes if (spec := parse_dep(key[1])) is None or spec.name in names]
+        for key in stale:
+            del self._causes[key]
+
     def causes(self, subdir: str, spec_text: str, decisions: Decisions) -> list[str]:
         """The causes of an unmet spec: the drops of every record it matches, or that none exists."""
         key = (subdir, spec_text)
@@ -277,32 +406,60 @@ class DependencyCheck:
         spec = parse_dep(spec_text)
         if spec is None:
             found = [UNREADABLE_CAUSE]
-        else:
-            causes = {
-                decisions[t][j].cause
-                for t in self.contexts[subdir]
-                for j in self.indexes[t].matching(spec)
-                if not decisions[t][j].included
-            }
-            found = sorted(causes) or [UPSTREAM_CAUSE]
+        else:  # the decisions are a few shared objects: each one's cause is asked once
+            matched: dict[int, Decision] = {}
+            for t in self.contexts[subdir]:
+                picked = list(map(decisions[t].__getitem__, self.indexes[t].matching(spec)))
+                matched.update(zip(map(id, picked), picked))
+            found = sorted({d.cause for d in matched.values() if not d.included}) or [UPSTREAM_CAUSE]
         self._causes[key] = found
         return found
 
     def groups(self, subdir: str, decisions: Decisions) -> list[BrokenGroup]:
-        """The broken records of `subdir` grouped by cause, the largest group first."""
-        files: dict[str, set[str]] = {}
-        specs: dict[str, dict[str, int]] = {}
+        """The broken records of `subdir` grouped by cause, the largest group first.
+
+        The causes are found once per distinct unmet spec. With one cause, its group is every
+        broken record; with several, one pass in C counts the records per set of unmet specs,
+        and each group's files are listed only when asked.
+        """
+        broken = self._broken[subdir]
+        if not broken:
+            return []
+        counts = self.spec_counts(subdir)
+        specs_of: dict[str, list[str]] = {}
+        for text in counts:
+            for cause in self.causes(subdir, text, decisions):
+                specs_of.setdefault(cause, []).append(text)
         records = self.indexes[subdir].records
-        for i, unmet in self.broken_by_subdir[subdir].items():
-            fn = records[i].fn
-            for text in unmet:
-                for cause in self.causes(subdir, text, decisions):
-                    files.setdefault(cause, set()).add(fn)
-                    counts = specs.setdefault(cause, {})
-                    counts[text] = counts.get(text, 0) + 1
+        depends = self.indexes[subdir].depends
+        members = sorted(broken)
+
+        def files_of(specs: set[str] | None) -> Callable[[], Iterator[str]]:
+            def files() -> Iterator[str]:
+                if specs is None:  # every broken record
+                    return map(_FN, map(records.__getitem__, members))
+                named = map(not_, map(specs.isdisjoint, map(depends.__getitem__, members)))
+                return map(_FN, map(records.__getitem__, compress(members, named)))
+
+            return files
+
+        if len(specs_of) == 1:
+            sizes = dict.fromkeys(specs_of, len(members))
+        else:  # records per cause: from the records per distinct tuple of unmet specs
+            view = self.broken(subdir)
+            shapes = Counter(map(tuple, view.lists(members)))
+            sizes = dict.fromkeys(specs_of, 0)
+            for shape, n in shapes.items():
+                for cause in {c for text in shape for c in self.causes(subdir, text, decisions)}:
+                    sizes[cause] += n
         groups = [
-            BrokenGroup(cause, sorted(fns), sorted(specs[cause], key=lambda t: (-specs[cause][t], t)))
-            for cause, fns in files.items()
+            BrokenGroup(
+                cause,
+                sizes[cause],
+                sorted(texts, key=lambda t: (-counts[t], t)),
+                files_of(None if sizes[cause] == len(members) else set(texts)),
+            )
+            for cause, texts in specs_of.items()
         ]
-        groups.sort(key=lambda g: (-len(g.files), g.cause))
+        groups.sort(key=lambda g: (-g.records, g.cause))
         return groups

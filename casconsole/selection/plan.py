@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import attrgetter, ne
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from casconsole.redact import redact_url
 from casconsole.selection.check import BrokenGroup, DependencyCheck
 from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
+from casconsole.selection.planjson import excluded_items, plan_json, subdir_json
 from casconsole.selection.warnings import matching_nothing, percent, prune_exceeds
 from casconsole.settings import Settings
 
@@ -102,6 +106,14 @@ def scan_local(subdir_dir: Path) -> dict[str, int]:
             if split_package_name(entry.name) and entry.is_file(follow_symlinks=False):
                 found[entry.name] = entry.stat(follow_symlinks=False).st_size
     return found
+
+
+_INCLUDED, _FN, _SIZE = attrgetter("included"), attrgetter("fn"), attrgetter("size")
+
+
+def _missing(kept: Sequence[Record], local: Mapping[str, int]) -> list[bool]:
+    """For each record, whether the mirror lacks its file (none of that size on disk)."""
+    return list(map(ne, map(local.get, map(_FN, kept)), map(_SIZE, kept)))
 
 
 CURATED = Decision(False, "curated")
@@ -192,8 +204,7 @@ class SubdirPlan:
     def decide_all(self, selector: Selector) -> None:
         """Decide every record; the same decisions as `_decider` gives one at a time, in passes
         that touch only what the dependency-aware steps change."""
-        decide = selector.decide
-        decisions = [decide(rec) for rec in self.records]
+        decisions = selector.decide_many(self.records)
         newest, curated = self.newest, self.curated
         if newest:
             if self._ranks is None:
@@ -213,32 +224,34 @@ class SubdirPlan:
         self._tally()
 
     def _tally(self) -> None:
+        """The funnel from the decisions, in passes in C: the steps counted per distinct
+        decision (a few dozen objects shared by every record), the rest by masks."""
         funnel = Funnel(upstream=len(self.records))
-        included: set[str] = set()
-        local = self.local
-        drops = dict.fromkeys(_DROPPED_BY.values(), 0)
-        adds = dict.fromkeys(_ADDED_BY.values(), 0)
-        # one pass with plain integers: this loop runs over every record of the subdir
-        kept = dl = dl_bytes = present = 0
-        for rec, decision in zip(self.records, self.decisions):
+        records, decisions, local = self.records, self.decisions, self.local
+        distinct = dict(zip(map(id, decisions), decisions))
+        for key, n in Counter(map(id, decisions)).items():
+            decision = distinct[key]
             drop = decision if not decision.included else decision.overrides
             if drop is not None:
-                drops[_DROPPED_BY.get(drop.step, "dropped_blacklist")] += 1
+                name = _DROPPED_BY.get(drop.step, "dropped_blacklist")
+                setattr(funnel, name, getattr(funnel, name) + n)
                 if decision.included:
-                    adds[_ADDED_BY.get(decision.step, "added_whitelist")] += 1
-            if decision.included:
-                kept += 1
-                included.add(rec.fn)
-                if local.get(rec.fn) == rec.size:
-                    present += 1
-                else:
-                    dl += 1
-                    dl_bytes += rec.size
-        for name, value in (drops | adds).items():
-            setattr(funnel, name, value)
-        funnel.kept, funnel.download, funnel.download_bytes, funnel.present = kept, dl, dl_bytes, present
+                    name = _ADDED_BY.get(decision.step, "added_whitelist")
+                    setattr(funnel, name, getattr(funnel, name) + n)
+        kept = list(compress(records, map(_INCLUDED, decisions)))
+        funnel.kept = len(kept)
+        if local:
+            missing = _missing(kept, local)
+            funnel.download, funnel.download_bytes = sum(missing), sum(compress(map(_SIZE, kept), missing))
+        else:
+            funnel.download, funnel.download_bytes = len(kept), sum(map(_SIZE, kept))
+        funnel.present = funnel.kept - funnel.download
         funnel.broken = self.funnel.broken
-        self._delete = {fn for fn in local if fn not in included} if self.prune else set()
+        if self.prune and local:
+            included = set(map(_FN, kept))
+            self._delete = {fn for fn in local if fn not in included}
+        else:
+            self._delete = set()
         funnel.delete = len(self._delete)
         self.funnel = funnel
 
@@ -277,13 +290,12 @@ class SubdirPlan:
     # ---- views, computed on demand (the console reads the lists above directly)
 
     def included(self) -> list[Record]:
-        return [rec for rec, d in zip(self.records, self.decisions) if d.included]
+        return list(compress(self.records, map(_INCLUDED, self.decisions)))
 
     def download(self, included: list[Record] | None = None) -> list[Record]:
         """The kept records not on disk yet (of `included`, when the caller already has it)."""
-        return [
-            rec for rec in (self.included() if included is None else included) if not self.is_present(rec)
-        ]
+        kept = self.included() if included is None else included
+        return list(compress(kept, _missing(kept, self.local))) if self.local else kept
 
     def delete(self) -> list[str]:
         return sorted(self._delete)
@@ -304,7 +316,7 @@ class SubdirPlan:
         )
 
     def excluded(self) -> dict[str, str]:
-        return {rec.fn: d.reason for rec, d in zip(self.records, self.decisions) if not d.included}
+        return dict(excluded_items(self.records, self.decisions))
 
     # ---- dependencies (empty when the plan was built with check=False)
 
@@ -323,9 +335,8 @@ class SubdirPlan:
         check = self._check
         if check is None:
             return {}
-        records, broken = self.records, check.broken(self.subdir)
         with gc_paused():  # tens of thousands of small lists: no cycles to look for
-            return dict(sorted((records[i].fn, list(specs)) for i, specs in broken.items()))
+            return dict(check.broken(self.subdir).by_file(self.records))
 
     def broken_groups(self) -> list[BrokenGroup]:
         """The broken records grouped by the entry or step that caused them, largest first."""
@@ -336,22 +347,7 @@ class SubdirPlan:
             return plan.check.groups(self.subdir, plan.decisions_by_subdir())
 
     def to_json(self) -> dict[str, Any]:
-        included = self.included()
-        download = self.download(included)
-        return {
-            "source": redact_url(self.repodata.source),
-            "funnel": dataclasses.asdict(self.funnel),
-            "prune_withheld": self.prune_withheld,
-            "included": [rec.fn for rec in included],
-            "excluded": self.excluded(),
-            "download": [rec.fn for rec in download],
-            "delete": self.delete(),
-            "download_bytes": sum(rec.size for rec in download),
-            "broken": self.broken,
-            "broken_by": [
-                {"cause": g.cause, "records": len(g.files), "specs": g.specs} for g in self.broken_groups()
-            ],
-        }
+        return subdir_json(self)
 
 
 @dataclass
@@ -482,11 +478,12 @@ class Plan:
         return {subdir: sp.decisions for subdir, sp in self.subdirs.items()}
 
     def prepare_updates(self) -> None:
-        """Make later `update` calls faster: index every record's dependencies by spec (a few
-        tenths of a second at 500,000 records; run it once, e.g. in a worker, after `build`)."""
+        """Make later `update` calls faster: index every record's dependencies by spec, count the
+        kept records naming each (about half a second at 500,000 records; run it once, e.g. in a
+        worker, after `build`)."""
         if self.check is not None:
             with gc_paused():
-                self.check.index_dependents()
+                self.check.index_dependents(self.decisions_by_subdir())
 
     def _check_all(self) -> None:
         if self.check is not None:
@@ -560,6 +557,7 @@ class Plan:
         )
         maps = self._closure_maps(settings) if closure_changed else None
         flipped: dict[str, list[int]] = {}
+        redecided = set(names or ())
         for subdir, sp in self.subdirs.items():
             sp.prune, sp.max_prune = settings.prune, settings.max_prune
             sp.newest, sp.curated = settings.newest_versions, settings.curated
@@ -573,10 +571,11 @@ class Plan:
                 sp.decide_all(self.selector)
             else:
                 flipped[subdir] = sp.redecide(self.selector, names or (), moved)
+                redecided.update(sp.records[i].name for i in moved)
         if full:
             self._check_all()
         elif self.check is not None:
-            self.check.update(self.decisions_by_subdir(), flipped)
+            self.check.update(self.decisions_by_subdir(), flipped, redecided)
             self._count_broken()
 
     def rescan(self) -> None:
@@ -595,12 +594,5 @@ class Plan:
         return total
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "remote_url": redact_url(self.settings.remote_url),
-            "mirror_dir": str(self.settings.mirror_dir),
-            "channel": self.settings.channel_name,
-            "warnings": self.warnings(),
-            "missing_platforms": {subdir: redact_url(why) for subdir, why in self.missing.items()},
-            "unmatched": {key: self.unmatched.get(key, []) for key in ("blacklist", "whitelist")},
-            "subdirs": {subdir: sp.to_json() for subdir, sp in self.subdirs.items()},
-        }
+        """The plan as one object (`cas-sync --dry-run --json` writes the same, streamed)."""
+        return plan_json(self)

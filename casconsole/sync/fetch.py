@@ -82,6 +82,15 @@ class FileJob:
     def dest(self) -> str:
         return f"{self.folder}/{self.fn}"
 
+    def wire(self) -> tuple:
+        """The fields as a plain tuple: what the parent sends a worker (cheaper to pickle)."""
+        return (self.subdir, self.fn, self.url, self.folder, self.size, self.sha256, self.md5,
+                self.check_first, self.key)  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, wire: tuple) -> FileJob:
+        return cls(*wire)
+
     @property
     def part(self) -> str:
         return f"{self.folder}/.{self.fn}.part"

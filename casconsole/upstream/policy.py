@@ -1,8 +1,8 @@
 """The network policy: how every request to an upstream is made, from one place.
 
 A `NetworkPolicy` holds what the settings say about the network (timeout, retries,
-`ssl_verify`, `proxy`) and builds every client from it: the httpx client that fetches
-metadata (repodata) and the http.client connections of the download workers' bulk path. Both
+`ssl_verify`, `proxy`) and builds every client from it: the connections of `upstream/http.py`
+that fetch the repodata and the package files, and the httpx client the installer uses. All
 trust the same certificates (one TLS context, made when a first https URL needs it) and go
 through the same proxy.
 
@@ -52,11 +52,11 @@ class NetworkPolicy:
         return LazyTLS(self.ssl_verify)
 
     def connections(self, tls: Callable | None = None) -> Connections:
-        """One thread's kept-alive http.client connections: the bulk download path."""
+        """One thread's kept-alive connections: the repodata and the package files."""
         return Connections(self.timeout, tls or self.tls(), self.parsed_proxy())
 
     def metadata_client(self, tls: LazyTLS | None = None) -> httpx.Client:
-        """The httpx client for metadata (repodata, indexes), redirects followed."""
+        """An httpx client for metadata other than the repodata (the installer's), redirects followed."""
         import httpx
 
         verify = (tls or self.tls())() if self.ssl_verify is not False else False

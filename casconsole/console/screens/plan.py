@@ -117,7 +117,7 @@ def unmet_names(plan: Plan, subdir: str) -> tuple[list[UnmetName], list[tuple[st
     if check is None:
         return [], []
     decisions = plan.decisions_by_subdir()
-    specs = Counter(text for unmet in check.broken(subdir).values() for text in unmet)
+    specs = check.spec_counts(subdir)
     by_name: Counter[str] = Counter()
     name_cause: dict[str, str] = {}
     causes: Counter[str] = Counter()
