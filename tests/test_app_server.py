@@ -85,8 +85,11 @@ async def test_the_server_runs_detached_outlives_the_console_and_is_found_again(
     assert os.getsid(record.pid) == record.pid
     assert get(f"http://127.0.0.1:{port}/internal-pkgs/noarch/repodata.json") == 200
 
-    app = make_app(load_plan=False)
+    app = make_app(load_plan=False, probe=True)
     async with app.run_test(size=(80, 24)) as pilot:
+        # the Overview tells of it, and where to manage it
+        await wait_for(pilot, lambda: "listening at" in static_text(app, "#mirror-summary"))
+        assert f"in the background, pid {record.pid}" in static_text(app, "#mirror-summary")
         await pilot.press("0")
         screen = server_screen(app)
         await wait_for(pilot, lambda: screen.view.record is not None)
@@ -98,6 +101,10 @@ async def test_the_server_runs_detached_outlives_the_console_and_is_found_again(
         await wait_for(pilot, lambda: screen.view.record is None)
         await wait_workers(pilot)
     assert not record.alive and daemon.read_record(console_dir / "mirror") is None
+    app = make_app(load_plan=False, probe=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "not reachable" in static_text(app, "#mirror-summary"))
+        assert "0: the Server screen starts it" in static_text(app, "#mirror-summary")
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
 

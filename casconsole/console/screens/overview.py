@@ -19,6 +19,7 @@ from casconsole.console.screens.sync import last_sync_text
 from casconsole.console.session import probe_server
 from casconsole.layout import find_channels
 from casconsole.redact import redact_url
+from casconsole.serve import daemon
 
 
 @dataclass
@@ -109,6 +110,11 @@ class OverviewScreen(ConsoleScreen):
             summary.server_up, summary.server = probe_server(
                 state.settings.server_host, state.settings.server_port
             )
+            detached = daemon.running(settings.mirror_dir)
+            if detached is not None:
+                summary.server += f" · in the background, pid {detached.pid} (0: Server screen)"
+            elif not summary.server_up:
+                summary.server += " · 0: the Server screen starts it"
         else:
             summary.server = "not checked"
         summary.last_sync = last_sync_text(state.settings)
