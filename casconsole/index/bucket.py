@@ -30,7 +30,7 @@ from casconsole.conda.repodata import encode_repodata
 from casconsole.index.cache import CACHE_DIR, CACHE_FILE, CACHE_VERSION, CHANNEL_FILES, OUTPUTS, Cache, Scan
 from casconsole.index.events import ChannelError, Problem
 from casconsole.index.files import CHANNELDATA, removed_of
-from casconsole.index.pool import Todo, read_all
+from casconsole.index.pool import Todo, batches, read_all
 from casconsole.index.read import ReadResult
 from casconsole.layout import KNOWN_SUBDIRS, BucketURL
 
@@ -190,7 +190,7 @@ class BucketFiles:
                 return None  # deleted since the scan
             return info.etag
 
-        for batch in _batches(todo):
+        for batch in batches(todo, BATCH_FILES, BATCH_BYTES):
             folder = Path(tempfile.mkdtemp(prefix="cas-index-"))
             try:
                 for subdir in {item[0] for item in batch}:
@@ -214,18 +214,3 @@ class BucketFiles:
 
     def close(self) -> None:
         self.storage.close()
-
-
-def _batches(todo: list[Todo]) -> list[list[Todo]]:
-    batches: list[list[Todo]] = []
-    current: list[Todo] = []
-    size = 0
-    for item in todo:
-        if current and (len(current) >= BATCH_FILES or size + item[2] > BATCH_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += item[2]
-    if current:
-        batches.append(current)
-    return batches

@@ -57,20 +57,21 @@ def _pool_context(fork: bool = True) -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _batches(todo: list[Todo], workers: int) -> list[list[Todo]]:
-    per_batch = max(1, min(_BATCH_MAX_FILES, len(todo) // (workers * 4)))
-    batches: list[list[Todo]] = []
+def batches(todo: list[Todo], max_files: int, max_bytes: int) -> list[list[Todo]]:
+    """`todo` cut in order into batches of at most `max_files` files and `max_bytes` bytes (a
+    single larger file makes a batch of its own)."""
+    cut: list[list[Todo]] = []
     current: list[Todo] = []
     current_bytes = 0
     for item in todo:
-        if current and (len(current) >= per_batch or current_bytes + item[2] > _BATCH_MAX_BYTES):
-            batches.append(current)
+        if current and (len(current) >= max_files or current_bytes + item[2] > max_bytes):
+            cut.append(current)
             current, current_bytes = [], 0
         current.append(item)
         current_bytes += item[2]
     if current:
-        batches.append(current)
-    return batches
+        cut.append(current)
+    return cut
 
 
 def read_all(
@@ -86,9 +87,10 @@ def read_all(
         for item in todo:
             on_result(item, read_package(str(channel / item[0] / item[1]), item[0]))
         return
-    batches = _batches(todo, workers)
+    per_batch = max(1, min(_BATCH_MAX_FILES, len(todo) // (workers * 4)))
+    cut = batches(todo, per_batch, _BATCH_MAX_BYTES)
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(batches)),
+        max_workers=min(workers, len(cut)),
         mp_context=_pool_context(fork),
         initializer=_worker_init,
     )
@@ -96,7 +98,7 @@ def read_all(
         with _interrupts_held():  # the first submit forks the workers
             futures = {
                 pool.submit(read_batch, [(str(channel / s / fn), s) for s, fn, _ in batch]): batch
-                for batch in batches
+                for batch in cut
             }
         for future in as_completed(futures):
             for item, result in zip(futures[future], future.result(), strict=True):
