@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from casconsole.errors import ServerError
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.layout import SERVER_ACCESS_LOG, SERVER_OUTPUT, SERVER_PID, state_dir
-from casconsole.serve.health import HEALTH_PATH, _alive
+from casconsole.procutil import pid_alive
+from casconsole.serve.health import HEALTH_PATH
 
 
 def pid_path(mirror_dir: Path | str) -> Path:
@@ -53,7 +54,7 @@ class ServerRecord:
 
     @property
     def alive(self) -> bool:
-        return _alive(self.pid)
+        return pid_alive(self.pid)
 
 
 def write_record(mirror_dir: Path | str, url: str, access_log: str) -> None:

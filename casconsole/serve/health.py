@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from casconsole.layout import SYNC_LOG, state_dir
+from casconsole.procutil import pid_alive
 
 HEALTH_PATH = "/.well-known/cas/health"
 _BLOCK = 1 << 20
@@ -45,21 +46,6 @@ def _iso(ts: Any) -> str | None:
     if not isinstance(ts, (int, float)):
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1] != ["Z"]
-    except OSError:
-        return True
 
 
 class Health:
@@ -153,7 +139,7 @@ class Health:
             "error": None,
         }
         if finished is None:
-            if not _alive(started.get("pid")):
+            if not pid_alive(started.get("pid")):
                 out["state"] = "interrupted"
             return out
         stats = finished.get("stats") if isinstance(finished.get("stats"), dict) else {}

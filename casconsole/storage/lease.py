@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 
 from casconsole.errors import CasError, StorageError
+from casconsole.procutil import pid_alive
 from casconsole.storage.base import Storage, WriteConflict
 
 LOCK_KEY = ".cas/sync.lock"
@@ -57,22 +58,6 @@ def describe(holder: dict) -> str:
     beat = holder.get("heartbeat")
     age = f", last heartbeat {max(0, time.time() - beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
     return f"pid {pid} on {host}{age}"
-
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[:1] != ["Z"]
-    except OSError:
-        return True
 
 
 def read_holder(storage: Storage, key: str = LOCK_KEY) -> dict | None:
@@ -147,7 +132,7 @@ class BucketLock:
         where = self.storage.where(self.key)
         if not holder.get("released"):
             same_host = holder.get("host") == self._me["host"]
-            dead_here = same_host and not _pid_alive(holder.get("pid"))
+            dead_here = same_host and not pid_alive(holder.get("pid"))
             if not dead_here and not _expired(holder, info.modified):
                 raise LeaseHeld(holder, where)
             self.stale = describe(holder)

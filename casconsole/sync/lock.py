@@ -15,6 +15,7 @@ from pathlib import Path
 
 from casconsole.errors import SyncError
 from casconsole.layout import SYNC_LOCK, state_dir
+from casconsole.procutil import pid_alive
 
 
 class SyncLocked(SyncError):
@@ -33,21 +34,6 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process `pid` running (a zombie, killed but not yet reaped, is not)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc: trust the signal
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class SyncLock:

@@ -24,8 +24,8 @@ import msgspec
 
 from casconsole.events import Event
 from casconsole.layout import SYNC_LOG, state_dir
+from casconsole.procutil import pid_alive
 from casconsole.sync.events import FileDone, FileProgress
-from casconsole.sync.lock import pid_alive
 
 ROTATE_BYTES = 32 << 20
 LOG_PROGRESS_EVERY = 1.0  # seconds between logged file_progress lines of one file
