@@ -13,14 +13,12 @@ imports it into a folder as ever.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from casconsole.bundle.events import BYTES_STEP
+from casconsole.bundle.digest import digest_chunks
 from casconsole.bundle.paths import CHANNEL_INDEX_NAMES
-from casconsole.errors import Cancelled
 from casconsole.layout import KNOWN_SUBDIRS, STATE_DIR, VERIFIED
 from casconsole.storage import ObjectNotFound, Storage
 from casconsole.sync.lock import SyncLocked
@@ -58,18 +56,8 @@ def hash_object(storage: Storage, f, reported, cancel: threading.Event | None):
         info, chunks = storage.open_read(str(f.full))
     except ObjectNotFound:
         return None
-    h = hashlib.sha256()
-    size = pending = 0
-    for chunk in chunks:
-        h.update(chunk)
-        size += len(chunk)
-        pending += len(chunk)
-        if pending >= BYTES_STEP:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled
-            reported(pending)
-            pending = 0
-    return size, h.hexdigest(), info.etag, info.size
+    size, sha256 = digest_chunks(chunks, reported, cancel)
+    return size, sha256, info.etag, info.size
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ manifest and is refused by the import.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import humanize
 
+from casconsole.bundle.digest import digest_chunks
 from casconsole.bundle.events import (
     CHANGED,
     DELETED,
@@ -322,22 +322,11 @@ def _copy_into(
     from casconsole.storage import ObjectNotFound
 
     source = f"{_where(mirror)}/{entry.path}"
-    h = hashlib.sha256()
-    size = pending = 0
     try:
-        for chunk in _chunks(mirror, entry.path):
-            h.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
-            pending += len(chunk)
-            if pending >= 8 << 20:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled
-                reported(pending)
-                pending = 0
+        size, sha256 = digest_chunks(_chunks(mirror, entry.path), reported, cancel, out=writer)
     except (FileNotFoundError, ObjectNotFound):
         raise BundleError(f"{source}: removed while it was being exported") from None
-    if size != entry.size or h.hexdigest() != entry.sha256:
+    if size != entry.size or sha256 != entry.sha256:
         raise BundleError(f"{source}: changed while it was being exported (not by a sync: the lock is held)")
 
 

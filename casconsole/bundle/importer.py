@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import msgspec
 
+from casconsole.bundle.digest import digest_chunks
 from casconsole.bundle.events import (
     CHANGED,
     CHECKING,
@@ -329,27 +329,16 @@ def _check_and_stage(plan: ImportPlan, sink: Sink, cancel: threading.Event | Non
 def _copy_checked(
     reader: VolumeReader, f: Carried, dest: Path | None, reported: Reported, cancel: threading.Event | None
 ) -> None:
-    h = hashlib.sha256()
-    pending = 0
     out = open(dest, "wb") if dest is not None else None  # noqa: SIM115 (closed below)
     try:
-        for chunk in reader.read(f.offset, f.size):
-            h.update(chunk)
-            if out is not None:
-                out.write(chunk)
-            pending += len(chunk)
-            if pending >= 8 << 20:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled
-                reported(pending)
-                pending = 0
+        _, sha256 = digest_chunks(reader.read(f.offset, f.size), reported, cancel, out=out)
         if out is not None and f.kind != FILE:
             out.flush()
             os.fsync(out.fileno())  # index files are few: each is durable before it is renamed
     finally:
         if out is not None:
             out.close()
-    if h.hexdigest() != f.sha256:
+    if sha256 != f.sha256:
         raise BundleError(
             f"{reader.folder}: {f.path} does not match its sha256 in the manifest: the bundle is damaged "
             "or was changed; nothing was changed"

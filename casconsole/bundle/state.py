@@ -35,8 +35,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from casconsole.bundle.digest import digest_chunks
 from casconsole.bundle.events import (
-    BYTES_STEP,
     HASHING,
     BundleFinished,
     BundleWarning,
@@ -192,20 +192,8 @@ def hash_file(
     path: Path, on_bytes: Callable[[int], None] | None = None, cancel: threading.Event | None = None
 ) -> tuple[int, str]:
     """(size, sha256) of a file, read in chunks; `on_bytes(n)` every BYTES_STEP bytes."""
-    h = hashlib.sha256()
-    size = pending = 0
     with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            pending += len(chunk)
-            if pending >= BYTES_STEP:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled
-                if on_bytes is not None:
-                    on_bytes(pending)
-                pending = 0
-    return size, h.hexdigest()
+        return digest_chunks(iter(lambda: fh.read(CHUNK), b""), on_bytes, cancel)
 
 
 class Reported:
