@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -103,6 +102,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
 
 def version_text() -> str:
     """`casconsole <version>`, from the installed package's metadata."""
+    import importlib.metadata  # 0.02 s (email, zipfile): every command but --version goes without
+
     try:
         return f"casconsole {importlib.metadata.version('casconsole')}"
     except importlib.metadata.PackageNotFoundError:

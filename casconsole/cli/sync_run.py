@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import humanize
 
@@ -32,16 +32,12 @@ from casconsole.events import Event
 from casconsole.layout import state_dir
 from casconsole.settings import Settings, write_snapshot
 from casconsole.sync import report
-from casconsole.sync.engine import (
-    Sync,
-    SyncStats,
-    SyncStatus,
-    lock_holder,
-    log_path,
-    read_status,
-)
 from casconsole.sync.events import SubdirDone, SubdirPlanned, SyncFinished, SyncStarted
-from casconsole.sync.status import event_line
+from casconsole.sync.lock import lock_holder
+from casconsole.sync.status import SyncStatus, event_line, log_path, read_status
+
+if TYPE_CHECKING:  # the engine is imported where a sync starts: `cas-sync --dry-run` never needs it
+    from casconsole.sync.engine import SyncStats
 
 DETACHED_OUTPUT = "sync-detached.out"
 
@@ -94,6 +90,8 @@ def foreground(settings: Settings, args: argparse.Namespace) -> int:
         sink = RichSink()
     else:
         sink = PlainSink(sys.stdout)
+    from casconsole.sync.engine import Sync  # 0.1 s of imports (workers, storage, fetch)
+
     sync = Sync(
         settings,
         sink,
