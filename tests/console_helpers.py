@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from textual.worker import WorkerFailed
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from casconsole.console.app import CasConsole
 from casconsole.console.session import ConsoleState
@@ -44,12 +44,13 @@ async def wait_workers(pilot) -> None:
     for _ in range(2):
         # the Sync screen follows the status log and the Server screen watches the server for as
         # long as they live: not workers to wait for
-        workers = [w for w in pilot.app.workers if w.group not in FOLLOWERS]
-        try:
-            if workers:  # (an empty list would mean every worker)
-                await pilot.app.workers.wait_for_complete(workers)
-        except WorkerFailed:
-            pass  # the app's failure policy shows it; the tests look at what it showed
+        for worker in [w for w in pilot.app.workers if w.group not in FOLLOWERS]:
+            try:
+                await worker.wait()
+            except WorkerFailed:
+                pass  # the app's failure policy shows it; the tests look at what it showed
+            except WorkerCancelled:
+                pass  # an exclusive worker replaced by a newer one (a rescan after a sync): over too
         await pilot.pause()
 
 
