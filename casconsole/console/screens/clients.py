@@ -19,12 +19,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Static
 
 from casconsole.console.screens.base import ConsoleScreen, describe_error
-from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog
+from casconsole.console.screens.dialogs import MessageDialog, PathDialog, SaveDialog, write_chosen
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.redact import redact_url
 from casconsole.serve.condarc import ClientChannel, Condarc, base_url_of
 from casconsole.serve.pipconf import pip_conf
-from casconsole.settings import SettingsError, write_settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
 # the keys a save from this screen may write
@@ -202,12 +201,7 @@ class ClientsScreen(ConsoleScreen):
         )
 
     def save_to(self, target) -> None:
-        if target is None:
-            return
-        try:
-            write_settings(target.path, target.updates)
-        except (SettingsError, OSError) as exc:
-            self.app.push_screen(MessageDialog("The settings were not saved", describe_error(exc)))
+        if not write_chosen(self, target):
             return
         before = self.state.saved.as_dict()
         self.state.reload()  # unsaved Plan toggles are kept

@@ -13,8 +13,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from casconsole.console.screens.base import describe_error
 from casconsole.redact import redact_url
-from casconsole.settings import SettingsError
+from casconsole.settings import SettingsError, write_settings
 
 if TYPE_CHECKING:
     from casconsole.console.session import ConsoleState, SaveTarget
@@ -185,3 +186,16 @@ class PathDialog(ModalScreen["Path | None"]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def write_chosen(screen, target: SaveTarget | None) -> bool:
+    """Write the keys of the file a SaveDialog's user chose (None: cancelled); a failure is shown
+    in a dialog over `screen`. True when written: the caller reads the layers again."""
+    if target is None:
+        return False
+    try:
+        write_settings(target.path, target.updates)
+    except (SettingsError, OSError) as exc:
+        screen.app.push_screen(MessageDialog("The settings were not saved", describe_error(exc)))
+        return False
+    return True

@@ -31,12 +31,12 @@ from textual.widgets import Label, RichLog, Static
 from textual.worker import get_current_worker
 
 from casconsole.console.screens.base import ConsoleScreen, count, describe_error, size
-from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog, SaveDialog
+from casconsole.console.screens.dialogs import ConfirmDialog, MessageDialog, SaveDialog, write_chosen
 from casconsole.errors import CasError, ServerError
 from casconsole.layout import PYPI_DIR, channel_name_problem, find_channels, state_dir
 from casconsole.serve import daemon
 from casconsole.serve.tokens import TokenRecord, add_token, read_tokens, revoke_tokens
-from casconsole.settings import Settings, SettingsError, write_settings
+from casconsole.settings import Settings
 from casconsole.widgets.vtable import Column, VirtualTable
 
 POLL_SECONDS = 1.0
@@ -466,12 +466,7 @@ class ServerScreen(ConsoleScreen):
         self.app.push_screen(dialog, self.save_to)
 
     def save_to(self, target) -> None:
-        if target is None:
-            return
-        try:
-            write_settings(target.path, target.updates)
-        except (SettingsError, OSError) as exc:
-            self.app.push_screen(MessageDialog("The settings were not saved", describe_error(exc)))
+        if not write_chosen(self, target):
             return
         self.state.reload()
         self.private = list(self.state.settings.private_channels)
