@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from casconsole.errors import Cancelled, CasError
 from casconsole.installer.channels import mask_token
 from casconsole.installer.solve import Chosen
-from casconsole.upstream.policy import RETRY_STATUSES, NetworkPolicy
+from casconsole.upstream.policy import RETRY_STATUSES, Again, NetworkPolicy
 from casconsole.upstream.screen import refuse_name
 
 if TYPE_CHECKING:
@@ -40,10 +40,6 @@ class Taken:
     downloaded: int = 0
 
 
-class _Again(Exception):
-    """This attempt failed in a way another may not."""
-
-
 def take_package(
     chosen: Chosen,
     workdir: Path,
@@ -62,7 +58,7 @@ def take_package(
         path = Path(urllib.parse.unquote(parts.path))
         try:
             taken = _check(path, _hash_file(path, cancel), chosen)
-        except _Again as exc:
+        except Again as exc:
             raise PackageError(str(exc)) from None
         except OSError as exc:
             raise PackageError(f"{path}: cannot read ({exc.strerror or exc})") from None
@@ -88,30 +84,26 @@ def _check(path: Path, got: tuple[int, str, str], chosen: Chosen, downloaded: in
     size, sha256, md5 = got
     where = mask_token(chosen.url)
     if chosen.size is not None and size != chosen.size:
-        raise _Again(f"{where}: {size:,} bytes, its record says {chosen.size:,}")
+        raise Again(f"{where}: {size:,} bytes, its record says {chosen.size:,}")
     if chosen.sha256 and sha256 != chosen.sha256.lower():
-        raise _Again(f"{where}: sha256 {sha256}, its record says {chosen.sha256}")
+        raise Again(f"{where}: sha256 {sha256}, its record says {chosen.sha256}")
     if not chosen.sha256 and chosen.md5 and md5 != chosen.md5.lower():
-        raise _Again(f"{where}: md5 {md5}, its record says {chosen.md5}")
+        raise Again(f"{where}: md5 {md5}, its record says {chosen.md5}")
     return Taken(path, size, sha256, md5, downloaded)
 
 
 def _download(
     chosen: Chosen, target: Path, policy: NetworkPolicy, client: httpx.Client, cancel: threading.Event
 ) -> Taken:
-    attempt = 0
-    while True:
-        attempt += 1
+    def once() -> Taken:
         try:
             return _download_once(chosen, target, client, cancel, policy)
-        except _Again as exc:
-            with contextlib.suppress(OSError):
+        except Again:
+            with contextlib.suppress(OSError):  # what a failed attempt wrote: the next starts over
                 target.unlink()
-            if attempt > policy.retries:
-                plural = "s" if attempt > 1 else ""
-                raise PackageError(f"{exc} (after {attempt} attempt{plural})") from None
-            if cancel.wait(policy.backoff(attempt)):
-                raise Cancelled from None
+            raise
+
+    return policy.retrying(once, cancel, PackageError)
 
 
 def _download_once(
@@ -124,7 +116,7 @@ def _download_once(
     try:
         with client.stream("GET", chosen.url) as response, target.open("wb") as out:
             if response.status_code in RETRY_STATUSES:
-                raise _Again(f"{where}: HTTP {response.status_code}")
+                raise Again(f"{where}: HTTP {response.status_code}")
             if response.status_code != 200:
                 raise PackageError(f"{where}: HTTP {response.status_code}")
             for chunk in response.iter_raw():  # as it comes: a cancel is seen within a read
@@ -135,9 +127,9 @@ def _download_once(
                 md5.update(chunk)
                 size += len(chunk)
     except httpx.TimeoutException:
-        raise _Again(f"{where}: timed out (no data for {policy.timeout:g} s)") from None
+        raise Again(f"{where}: timed out (no data for {policy.timeout:g} s)") from None
     except httpx.HTTPError as exc:
-        raise _Again(f"{where}: {exc or type(exc).__name__}") from None
+        raise Again(f"{where}: {exc or type(exc).__name__}") from None
     except OSError as exc:
         raise PackageError(f"{target}: cannot write ({exc.strerror or exc})") from None
     return _check(target, (size, sha.hexdigest(), md5.hexdigest()), chosen, size)

@@ -35,7 +35,7 @@ from casconsole.layout import UPSTREAM_CACHE, state_dir
 from casconsole.pypi.simple import ACCEPT, DistFile, PageError, ProjectPage, parse_page
 from casconsole.settings import Settings
 from casconsole.upstream.http import MAX_REDIRECTS, REDIRECTS, Connections, Response, TransferError
-from casconsole.upstream.policy import RETRY_STATUSES, NetworkPolicy
+from casconsole.upstream.policy import RETRY_STATUSES, Again, NetworkPolicy
 
 THREADS = 4  # requests at a time: parallel over a real network, few enough on 2 cores
 MAX_PAGE = 64 << 20  # bytes: the largest project page read (PyPI's biggest are a few MB)
@@ -46,10 +46,6 @@ T = TypeVar("T")
 def pypi_policy(settings: Settings) -> NetworkPolicy:
     """The PyPI side's network policy: its own proxy and TLS, the mirror's timeout and retries."""
     return NetworkPolicy(settings.timeout, settings.retries, settings.pypi.ssl_verify, settings.pypi.proxy)
-
-
-class _Again(Exception):
-    """A failure another attempt may cure."""
 
 
 class IndexClient:
@@ -146,7 +142,7 @@ class IndexClient:
             if status >= 300:
                 raise PageError(f"{url}: HTTP {status}")
             if digest and hashlib.sha256(body).hexdigest() != digest:
-                raise _Again(f"{url}: sha256 mismatch")
+                raise Again(f"{url}: sha256 mismatch")
             return bytes(body)
 
         data = self._retrying(url, once)
@@ -188,23 +184,9 @@ class IndexClient:
                 raise
 
     def _retrying(self, url: str, once: Callable[[], T]) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.cancel.is_set():
-                raise Cancelled
-            try:
-                return once()
-            except _Again as exc:
-                if self.cancel.is_set():
-                    raise Cancelled from None
-                if attempt > self.policy.retries:
-                    raise PageError(f"{exc} (after {attempt} attempt{'s' * (attempt > 1)})") from None
-                delay = self.policy.backoff(attempt)
-                if self.on_retry is not None:
-                    self.on_retry(url, str(exc), delay)
-                if self.cancel.wait(delay):
-                    raise Cancelled from None
+        on_retry = self.on_retry
+        heard = None if on_retry is None else lambda reason, delay: on_retry(url, reason, delay)
+        return self.policy.retrying(once, self.cancel, PageError, heard)
 
     def _get(self, url: str, headers: dict[str, str], limit: int) -> tuple[int, dict[str, str], bytes, str]:
         """(status, headers, body up to `limit` bytes, final URL): redirects followed."""
@@ -213,11 +195,11 @@ class IndexClient:
             try:
                 response = self._connections().get_once(url, headers)
             except TimeoutError:
-                raise _Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
+                raise Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
             except TransferError as exc:
                 if self.cancel.is_set():
                     raise Cancelled from None
-                raise _Again(f"{url}: {exc}") from None
+                raise Again(f"{url}: {exc}") from None
             location = response.header("Location")
             if response.status in REDIRECTS and location:
                 response.close()
@@ -232,7 +214,7 @@ class IndexClient:
     def _read(self, url: str, response: Response, limit: int) -> tuple[int, dict[str, str], bytes, str]:
         status = response.status
         if status in RETRY_STATUSES:
-            raise _Again(f"{url}: HTTP {status}")
+            raise Again(f"{url}: HTTP {status}")
         names = ("content-type", "content-range", "content-length", "content-encoding")
         headers = {name: value for name in names if (value := response.header(name)) is not None}
         if status >= 300 or not limit:
@@ -246,16 +228,16 @@ class IndexClient:
                 if len(body) > limit:
                     raise PageError(f"{url}: larger than {limit >> 20} MiB")
         except TimeoutError:
-            raise _Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
+            raise Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
         except TransferError as exc:
             if self.cancel.is_set():
                 raise Cancelled from None
-            raise _Again(f"{url}: {exc}") from None
+            raise Again(f"{url}: {exc}") from None
         finally:
             self._active.discard(response)
         length = headers.get("content-length", "")
         if length.isdigit() and len(body) != int(length):
-            raise _Again(f"{url}: truncated ({len(body):,} of {int(length):,} bytes)")
+            raise Again(f"{url}: truncated ({len(body):,} of {int(length):,} bytes)")
         if headers.get("content-encoding", "").lower() == "gzip":
             body = bytearray(_gunzip(url, bytes(body), limit))
         return status, headers, bytes(body), url

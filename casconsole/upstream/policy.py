@@ -16,10 +16,12 @@ The settings are the one place: `proxy` and `ssl_verify`, which `CAS_MIRROR_PROX
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from casconsole.errors import Cancelled
 from casconsole.settings.proxy import Proxy
 from casconsole.upstream.http import USER_AGENT, Connections, LazyTLS
 
@@ -29,6 +31,12 @@ if TYPE_CHECKING:  # httpx is imported where a metadata client is made: download
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubled each time, capped
 BACKOFF_CAP = 30.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+
+
+class Again(Exception):
+    """A failure another attempt may cure: a timeout, a reset, a truncated body, a 5xx, 408 or
+    429, bytes that do not match their record."""
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,32 @@ class NetworkPolicy:
     def backoff(attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1 = the first), with jitter."""
         return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+    def retrying(
+        self,
+        once: Callable[[], T],
+        cancel: threading.Event,
+        failed: Callable[[str], Exception],
+        on_retry: Callable[[str, float], None] | None = None,
+    ) -> T:
+        """`once()` until it returns, tried again after an `Again` as the policy says (`retries`
+        more times, waiting `backoff`); then `failed(message)` is raised, the message naming the
+        attempts. `on_retry(reason, delay)` hears of each retry; `cancel` stops the waits, and a
+        failure that comes with a cancel is the cancel (Cancelled)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if cancel.is_set():
+                raise Cancelled
+            try:
+                return once()
+            except Again as exc:
+                if cancel.is_set():  # the failure was the abort
+                    raise Cancelled from None
+                if attempt > self.retries:
+                    raise failed(f"{exc} (after {attempt} attempt{'s' * (attempt > 1)})") from None
+                delay = self.backoff(attempt)
+                if on_retry is not None:
+                    on_retry(str(exc), delay)
+                if cancel.wait(delay):
+                    raise Cancelled from None

@@ -48,7 +48,7 @@ from casconsole.upstream.http import (
     TooManyRedirects,
     TransferError,
 )
-from casconsole.upstream.policy import RETRY_STATUSES, NetworkPolicy
+from casconsole.upstream.policy import RETRY_STATUSES, Again, NetworkPolicy
 
 if TYPE_CHECKING:
     from casconsole.settings import Settings
@@ -69,10 +69,6 @@ class _CacheMeta(msgspec.Struct):
     name: str
     etag: str | None = None
     last_modified: str | None = None
-
-
-class _Again(Exception):
-    """This attempt failed in a way another may not (a reset, a 503, a truncated body)."""
 
 
 def channel_location(remote_url: str) -> tuple[str, Path | None]:
@@ -167,24 +163,13 @@ class Upstream:
         """A subdir's repodata, conditional on the kept copy, retried as the policy says."""
         if self.local is not None:
             return self._fetch_local(subdir)
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.cancel.is_set():
-                raise Cancelled
-            try:
-                return self._fetch_once(subdir)
-            except _Again as exc:
-                if self.cancel.is_set():  # the failure was the abort
-                    raise Cancelled from None
-                if attempt > self.policy.retries:
-                    plural = "s" if attempt > 1 else ""
-                    raise RepoDataError(f"{exc} (after {attempt} attempt{plural})") from None
-                delay = self.policy.backoff(attempt)
-                if self.on_retry is not None:
-                    self.on_retry(subdir, str(exc), delay)
-                if self.cancel.wait(delay):
-                    raise Cancelled from None
+        on_retry = self.on_retry
+        return self.policy.retrying(
+            lambda: self._fetch_once(subdir),
+            self.cancel,
+            RepoDataError,
+            None if on_retry is None else lambda reason, delay: on_retry(subdir, reason, delay),
+        )
 
     def repodata(self, subdir: str) -> RepoData:
         return self.decode(self.fetch(subdir))
@@ -248,7 +233,7 @@ class Upstream:
         try:
             status = response.status
             if status in RETRY_STATUSES:
-                raise _Again(f"{url}: HTTP {status}")
+                raise Again(f"{url}: HTTP {status}")
             validators = {k: v for k in ("ETag", "Last-Modified") if (v := response.header(k))}
             body = self._read_body(url, response) if status < 300 else b""
             return status, validators, body
@@ -261,8 +246,8 @@ class Upstream:
         if self.cancel.is_set():  # the failure was the abort
             return Cancelled()
         if isinstance(exc, TimeoutError):
-            return _Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)")
-        return _Again(f"{url}: {exc}")
+            return Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)")
+        return Again(f"{url}: {exc}")
 
     def _read_body(self, url: str, response: Response) -> bytes | bytearray:
         """The body, decoded when it was sent gzip-encoded; one buffer of its Content-Length
@@ -277,7 +262,7 @@ class Upstream:
         try:
             return zlib.decompress(body, wbits=47)  # a gzip or zlib header, whichever it has
         except zlib.error as exc:
-            raise _Again(f"{url}: {encoding} body cut short or damaged ({exc})") from None
+            raise Again(f"{url}: {encoding} body cut short or damaged ({exc})") from None
 
     def _keep(
         self, subdir: str, url: str, name: str, validators: dict[str, str], body: bytes | bytearray
@@ -285,7 +270,7 @@ class Upstream:
         try:
             data = decompress_named(url, name, body)
         except RepoDataError as exc:  # cut short on the way, most likely: ask again
-            raise _Again(str(exc)) from None
+            raise Again(str(exc)) from None
         meta = _CacheMeta(url, name, validators.get("ETag"), validators.get("Last-Modified"))
         if meta.etag or meta.last_modified:
             self._write_cache(subdir, meta, body)
