@@ -24,6 +24,15 @@ KNOWN_SUBDIRS = frozenset(
 
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
+
+def split_package_name(fn: str) -> tuple[str, str] | None:
+    """`numpy-1.0-0.conda` -> ("numpy-1.0-0", ".conda"); None when not a package file name."""
+    for suffix in PACKAGE_SUFFIXES:
+        if fn.endswith(suffix) and len(fn) > len(suffix):
+            return fn[: -len(suffix)], suffix
+    return None
+
+
 # the mirror's own state, under <mirror_dir>/.cas/ (never served: dot-names are hidden)
 STATE_DIR = ".cas"
 SYNC_LOCK = "sync.lock"

@@ -20,7 +20,6 @@ import zstandard
 from conda_package_streaming import package_streaming
 
 from casconsole.errors import CasError
-from casconsole.layout import PACKAGE_SUFFIXES
 
 # conda-package-streaming decompresses with the standard library's zstd (3.14+) or its backport,
 # whose errors are not zstandard's
@@ -35,14 +34,6 @@ _EPOCH = 1_700_000_000  # fixed member mtime keeps archives reproducible
 
 class ArchiveError(CasError):
     """A package file that cannot be read as a conda package."""
-
-
-def split_package_name(fn: str) -> tuple[str, str] | None:
-    """`numpy-1.0-0.conda` -> ("numpy-1.0-0", ".conda"); None when not a package file name."""
-    for suffix in PACKAGE_SUFFIXES:
-        if fn.endswith(suffix) and len(fn) > len(suffix):
-            return fn[: -len(suffix)], suffix
-    return None
 
 
 @dataclass

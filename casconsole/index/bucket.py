@@ -25,14 +25,13 @@ from pathlib import Path
 
 import msgspec
 
-from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import encode_repodata
 from casconsole.index.cache import CACHE_DIR, CACHE_FILE, CACHE_VERSION, CHANNEL_FILES, OUTPUTS, Cache, Scan
 from casconsole.index.events import ChannelError, Problem
 from casconsole.index.files import CHANNELDATA, removed_of
 from casconsole.index.pool import Todo, batches, read_all
 from casconsole.index.read import ReadResult
-from casconsole.layout import KNOWN_SUBDIRS, BucketURL
+from casconsole.layout import KNOWN_SUBDIRS, BucketURL, split_package_name
 
 BATCH_FILES = 64  # packages fetched into the temporary folder at a time
 BATCH_BYTES = 256 << 20

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import msgspec
 
-from casconsole.conda.archive import split_package_name
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.index.events import ChannelError, Problem
-from casconsole.layout import INDEX_CACHE_DIR, KNOWN_SUBDIRS
+from casconsole.layout import INDEX_CACHE_DIR, KNOWN_SUBDIRS, split_package_name
 
 CACHE_DIR = INDEX_CACHE_DIR
 CACHE_FILE = "index.msgpack"

@@ -30,14 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from casconsole.conda.archive import split_package_name
 from casconsole.errors import DiskError, IndexingError
 from casconsole.events import Sink, null_sink
 from casconsole.index.cache import channel_lock
 from casconsole.index.channel import index_locked, prepare_channel
 from casconsole.index.events import ChannelError, IndexStats
 from casconsole.index.read import ReadResult, read_package
-from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.layout import KNOWN_SUBDIRS, split_package_name
 
 HISTORY_DIR = ".history"  # <channel>/.history/<subdir>/<time>/<file>: what --force replaced
 STAGING_PREFIX = ".upload-"  # <channel>/<subdir>/.upload-<random>/<file>: an upload arriving

@@ -146,8 +146,8 @@ class DependencyCheck:
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
         self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
         self._causes: dict[tuple[str, str], list[str]] = {}
-        # per subdir, spec -> how many kept records name it, once `index_dependents` counted them
-        # (kept current by `update`): for an unmet spec, how many broken records name it
+        # per subdir, spec -> how many kept records name it, counted by `run` (kept current by
+        # `update`): for an unmet spec, how many broken records name it
         self._named: dict[str, Counter[str] | None] = dict.fromkeys(self.indexes)
 
     # ---- the answers
@@ -177,11 +177,10 @@ class DependencyCheck:
         self._causes.clear()
         self._dropped = self._dropped_names(decisions)
         needed: dict[frozenset[str], set[str]] = {key: set() for key in self._ctx}
-        for subdir, index in self.indexes.items():  # the specs kept records name
-            kept = map(_INCLUDED, decisions[subdir])
-            needed[self._key[subdir]].update(*compress(index.depends, kept))  # faster than a chain
-            if self._named[subdir] is not None:
-                self._named[subdir] = self._count_named(subdir, decisions)
+        for subdir in self.indexes:  # the specs kept records name, counted: the pass a set of
+            # them costs, and it spares the report a second one over the broken records
+            counted = self._named[subdir] = self._count_named(subdir, decisions)
+            needed[self._key[subdir]].update(counted)
         for key, ctx in self._ctx.items():
             ctx.sat, ctx.by_name = {}, {}
             ctx.unmet.clear()  # the same set object: BrokenRecords views read it
@@ -366,9 +365,8 @@ class DependencyCheck:
 
     def index_dependents(self, decisions: Decisions) -> None:
         """Index which records name each spec, so that `update` finds a newly unmet spec's
-        dependents without a pass over every record (0.1 s at 500,000 records), and count the
-        kept records naming each, so that `spec_counts` needs no pass over the broken ones.
-        Building them costs a few tenths of a second: for a console, worth doing once in the
+        dependents without a pass over every record (0.1 s at 500,000 records).
+        Building it costs a few tenths of a second: for a console, worth doing once in the
         background; `update` keeps them current."""
         for subdir in self.indexes:
             if self._named[subdir] is None:

@@ -27,8 +27,8 @@ from operator import attrgetter, ne
 from pathlib import Path
 from typing import Any
 
-from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import Record, RepoData, gc_paused
+from casconsole.layout import split_package_name
 from casconsole.redact import redact_url
 from casconsole.selection.check import BrokenGroup, DependencyCheck
 from casconsole.selection.deps import Closure, SubdirIndex

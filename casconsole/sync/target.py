@@ -24,10 +24,9 @@ from pathlib import Path
 
 import msgspec
 
-from casconsole.conda.archive import split_package_name
 from casconsole.conda.repodata import encode_repodata, write_repodata
 from casconsole.events import Event
-from casconsole.layout import STATE_DIR, SYNC_LOG, VERIFIED, verified_path
+from casconsole.layout import STATE_DIR, SYNC_LOG, VERIFIED, split_package_name, verified_path
 from casconsole.settings import Settings
 from casconsole.sync.events import FileDone, FileProgress, FileStarted, SubdirDone, SyncFinished, SyncStarted
 from casconsole.sync.lock import SyncLock, SyncLocked

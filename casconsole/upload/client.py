@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from casconsole.conda.archive import ArchiveError, read_index_json, split_package_name
+from casconsole.conda.archive import ArchiveError, read_index_json
 from casconsole.errors import EXIT_USAGE, CasError
 from casconsole.events import Event, Sink, null_sink
-from casconsole.layout import KNOWN_SUBDIRS
+from casconsole.layout import KNOWN_SUBDIRS, split_package_name
 from casconsole.redact import redact_url
 
 if TYPE_CHECKING:  # imported where a client is made: importing httpx loads rich (its command line)

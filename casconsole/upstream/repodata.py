@@ -338,18 +338,21 @@ def fetch_upstream(
     out: dict[str, RepoData] = {}
     with Upstream.of(settings, cancel=cancel) as upstream:
         try:
-            ahead = _Ahead(upstream.fetch, subdirs[0]) if subdirs else None
+            # the first two start together: once a decode holds the GIL, a fetch started then
+            # waits for it (its reads need the GIL between the releasing calls)
+            ahead = [_Ahead(upstream.fetch, subdir) for subdir in subdirs[:2]]
             for n, subdir in enumerate(subdirs):
                 if progress is not None:
                     progress(subdir, n + 1, len(subdirs))
                 try:
-                    fetched = ahead.result()  # type: ignore[union-attr]
+                    fetched = ahead.pop(0).result()
                 except RepoDataNotFound as exc:
                     if missing is None:
                         raise
                     missing[subdir] = str(exc)
                     fetched = None
-                ahead = _Ahead(upstream.fetch, subdirs[n + 1]) if n + 1 < len(subdirs) else None
+                if n + 2 < len(subdirs):
+                    ahead.append(_Ahead(upstream.fetch, subdirs[n + 2]))
                 if fetched is not None:
                     out[subdir] = upstream.decode(fetched, plan_only)
                     del fetched
