@@ -36,6 +36,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from installed import compile_bytecode  # noqa: E402
+
 BIN = Path(sys.executable).parent
 SUBDIRS = ("linux-64", "noarch")
 
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     wanted = set(args.cases.split(","))
+    compile_bytecode(*([args.baseline.resolve()] if args.baseline else []))
     sys.path.insert(0, str(HERE))
     import generate  # beside this file
 

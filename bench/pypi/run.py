@@ -32,7 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
+from installed import compile_bytecode  # noqa: E402
 from pypi_index import Offered, SimpleIndex, build_sdist, build_wheel  # noqa: E402
 
 
@@ -159,13 +161,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     work = args.work.resolve()
-    # both tools as installed: bandersnatch's bytecode was compiled by pip; an editable install of
-    # casconsole has none, and this machine's PYTHONDONTWRITEBYTECODE keeps Python from writing it
-    root = HERE.parent.parent
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(root / "casconsole"), str(root / "widgets")],
-        check=True,
-    )
+    compile_bytecode()  # both tools as installed (bandersnatch's bytecode was compiled by pip)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     files = generate(work / "dist", args.projects, args.versions, args.kb)

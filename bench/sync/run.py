@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from installed import compile_bytecode  # noqa: E402
+
 sys.path.insert(0, str(HERE))
 
 from upstream import CASES, generate  # noqa: E402
@@ -175,6 +179,7 @@ def main() -> int:
         "--baseline", type=Path, help="a folder holding another copy of the casconsole package, timed alike"
     )
     args = parser.parse_args()
+    compile_bytecode(*([args.baseline.resolve()] if args.baseline else []))
     if shutil.which("curl") is None:
         raise SystemExit("bench/sync needs curl (the warm-up and the fetching yardstick)")
     suffix = "" if args.case == "mixed" else f"-{args.case}"

@@ -338,9 +338,9 @@ class DependencyCheck:
                 continue
             records = index.records
             if name in dropped[subdir]:
-                own = decisions[subdir]
+                pick = decisions[subdir].__getitem__
                 for version, indices in index.groups(name):
-                    kept = [i for i in indices if own[i].included]
+                    kept = list(compress(indices, map(_INCLUDED, map(pick, indices))))
                     if kept:
                         out.append((version, kept, records))
             else:
