@@ -8,7 +8,7 @@ import httpx
 import pytest
 from test_server_support import PRIVATE, Server, cli, get, make_mirror, wait_for
 
-from casconsole.serve.tokens import hash_token
+from casconsole.serve.tokens import hash_token, new_token
 
 
 @pytest.fixture
@@ -103,6 +103,15 @@ def test_tokens_are_stored_hashed_listed_and_revoked_while_serving(mirror):
     assert len(listing) == 2  # the header and t3's row
     assert cli("token", "revoke", PRIVATE, "--all", "--root", str(mirror)).returncode == 0
     assert "no tokens" in cli("token", "list", PRIVATE, "--root", str(mirror)).stderr
+
+
+def test_a_token_never_starts_with_a_dash():
+    """`cas-upload --token -x...` reads the token as an option; one in 64 of token_urlsafe's
+    would begin with `-` (2,000 draws: all but certain to meet one without the guard)."""
+    tokens = [new_token() for _ in range(2000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert len(set(tokens)) == 2000 and {len(t) for t in tokens} == {32}
+    assert any("-" in t for t in tokens)  # the alphabet is still URL-safe base64's
 
 
 def test_a_corrupt_token_file_denies_everything(mirror):

@@ -164,11 +164,20 @@ def _update(mirror, change) -> None:
     raise TokenStoreError(f"{mirror.where(STATE_DIR + '/' + TOKENS)}: changed by others again and again")
 
 
+def new_token() -> str:
+    """A new token: 24 random bytes, URL-safe, never starting with `-` (one in 64 would, and
+    `cas-upload --token -x...` is then read as an option)."""
+    token = secrets.token_urlsafe(24)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(24)
+    return token
+
+
 def add_token(mirror_dir, channel: str, upload: bool = False) -> tuple[str, TokenRecord]:
     """Create a token for `channel` (with `upload`, one that may also upload packages into it);
     returns the plain token (shown once) and its record. `mirror_dir` is a folder or a bucket
     mirror's Storage."""
-    token = secrets.token_urlsafe(24)
+    token = new_token()
     made: list[TokenRecord] = []
 
     def change(records: list[TokenRecord]) -> list[TokenRecord]:
