@@ -10,7 +10,8 @@ from upstream_server import Fault, Upstream, make_channel, mirror_problems, sha2
 
 from casconsole.settings import load_settings
 from casconsole.sync.engine import Sync
-from casconsole.sync.fetch import BLOCK, CHUNK, DIRECT_MIN, _Writer
+from casconsole.sync.fetch import CHUNK, DIRECT_MIN
+from casconsole.sync.partfile import BLOCK, Writer
 
 SUBDIRS = ("linux-64", "noarch")
 BIG = "big-1.0-0.conda"
@@ -87,7 +88,7 @@ def test_the_writer_goes_around_the_page_cache_until_the_tail(tmp_path):
     data = os.urandom(3 * BLOCK + 5000)
     fd = os.open(tmp_path / "file", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        writer = _Writer(fd, direct=True)
+        writer = Writer(fd, direct=True)
         direct = direct_supported(tmp_path)
         assert writer.direct is direct
         assert bool(_flags(fd) & os.O_DIRECT) is direct
@@ -163,9 +164,9 @@ def upstream_records(upstream) -> dict:
 
 
 def test_the_probe_finds_unnamed_files_here_and_leaves_nothing(tmp_path):
-    from casconsole.sync.fetch import _probe_unnamed
+    from casconsole.sync.partfile import probe_unnamed
 
-    dirfd = _probe_unnamed(tmp_path)
+    dirfd = probe_unnamed(tmp_path)
     assert isinstance(dirfd, int)  # Linux with /proc: the sync's usual path
     os.close(dirfd)
     assert list(tmp_path.iterdir()) == []

@@ -1,18 +1,10 @@
 """Getting one package file into place: streamed, hashed while written, verified, linked.
 
-A download is written to an unnamed file in its folder (O_TMPFILE), is hashed as it is
+A download is written to an unnamed file in its folder (sync/partfile.py), is hashed as it is
 written, and is linked to `<fn>` only when its size and sha256 (md5 where the record has no
 sha256) match the record. One still running after a quarter second is given its name
-`.<fn>.part` first, so that an interrupted sync leaves it to resume. Why unnamed: creating a
-named file holds the folder's lock while the filesystem finds an inode, and the download
-threads all create in one folder; measured on this project's VM after a mirror was deleted,
-that wait and the rename after it were a fifth of the sync's CPU, spent spinning on the lock.
-
-Files of DIRECT_MIN bytes and more are written with O_DIRECT, around the page cache: a
-mirror writes far more than it soon reads back, so caching it would only push the server's hot
-files (the repodata) out, and filling fresh page-cache pages is most of the kernel's work in a
-sync (measured on this project's 2-core VM: 1 GiB written buffered cost 1.6 to 2.6 s of CPU,
-with O_DIRECT 0.07 s).
+`.<fn>.part` first, so that an interrupted sync leaves it to resume. Files of DIRECT_MIN bytes
+and more are written with O_DIRECT, around the page cache (why: sync/partfile.py).
 
 A `.part` left by an interrupted sync is resumed with a Range request where the server allows
 it (its bytes are hashed first); a resumed file that does not verify is fetched again from the
@@ -23,8 +15,6 @@ start. Timeouts, connection errors, truncated bodies, wrong bytes and HTTP 5xx /
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import mmap
 import os
@@ -40,15 +30,15 @@ from casconsole.errors import Cancelled
 from casconsole.events import Event
 from casconsole.sync import upload
 from casconsole.sync.events import FileProgress, FileRetry, FileStarted
+from casconsole.sync.partfile import BLOCK, Part, Writer, keep_part, probe_unnamed
 from casconsole.sync.store import Verified
 from casconsole.upstream.http import Connections, Response, TooManyRedirects, TransferError
 from casconsole.upstream.policy import NetworkPolicy
 
 CHUNK = 1 << 20  # bytes read and hashed at a time; the download buffer's size too
-DIRECT_MIN = 1 << 20  # files from this size on are written with O_DIRECT (see above)
+DIRECT_MIN = 1 << 20  # files from this size on are written with O_DIRECT (sync/partfile.py)
 WINDOW_MIN = 32 << 10  # bytes: the smallest read of a download; it grows up to CHUNK
 WINDOW_WAIT = 0.02  # seconds: a read that waits longer halves the next one's window
-BLOCK = 4096  # what O_DIRECT writes must be aligned to (a page: enough for any block device)
 PROGRESS_EVERY = 0.25  # seconds between FileProgress events of one file
 
 
@@ -190,15 +180,15 @@ class Fetcher:
         self._local = threading.local()
         self._folders: dict[str, int | None] = {}
 
-    def _open(self, job: FileJob) -> _Part:
-        return _Part.open(job, self._folder(job.folder))
+    def _open(self, job: FileJob) -> Part:
+        return Part.open(job, self._folder(job.folder))
 
     def _folder(self, folder: str) -> int | None:
         """A descriptor of `folder` to make unnamed files in and link them from, or None where
         that does not work (no O_TMPFILE, no /proc): checked once a folder, with a probe file."""
         with self._lock:
             if folder not in self._folders:
-                self._folders[folder] = _probe_unnamed(folder)
+                self._folders[folder] = probe_unnamed(folder)
             return self._folders[folder]
 
     def close(self) -> None:
@@ -373,7 +363,7 @@ class Fetcher:
                     self.emit(FileStarted(job.subdir, job.fn, job.size, start))
                 # uploaded to a bucket, the file is read back at once: through the page cache
                 direct = job.key is None and job.size - start >= DIRECT_MIN and start % BLOCK == 0
-                writer = _Writer(fd, direct=direct)
+                writer = Writer(fd, direct=direct)
                 buffer = self._buffer()
                 filled = 0
                 done = start
@@ -424,10 +414,10 @@ class Fetcher:
         except _Retry as exc:
             exc.fetched = received  # type: ignore[attr-defined]
             if not exc.fresh:
-                _keep(part)
+                keep_part(part)
             raise
         except (TimeoutError, TransferError, Cancelled):
-            _keep(part)
+            keep_part(part)
             raise
         finally:
             os.close(fd)
@@ -485,7 +475,7 @@ class Fetcher:
             raise _Retry(f"HTTP {status}")
         raise _Fail(f"HTTP {status}")
 
-    def _finish(self, job: FileJob, part: _Part, hashes: _Hashes, received: int, resumed: bool):
+    def _finish(self, job: FileJob, part: Part, hashes: _Hashes, received: int, resumed: bool):
         fd = part.fd
         st = os.fstat(fd)
         if st.st_size != job.size:
@@ -497,7 +487,7 @@ class Fetcher:
             try:
                 etag = self.uploader.upload(job.key, fd)
             except upload.UploadFailed:
-                _keep(part)  # complete and verified: the next attempt uploads it without fetching it
+                keep_part(part)  # complete and verified: the next attempt uploads it without fetching it
                 raise
             if part.named:
                 upload.drop_local(job.part)
@@ -506,126 +496,3 @@ class Fetcher:
             os.fchmod(fd, 0o644)
         part.place()  # keeps size and mtime: `st` is the verified file's
         return hashes.verified(st), received, resumed
-
-
-def _keep(part: _Part) -> None:
-    """Name what a failed or cancelled attempt wrote, so that the retry or the next sync resumes."""
-    with contextlib.suppress(OSError):  # then it starts over: no worse than without a name
-        if not part.named and os.fstat(part.fd).st_size:
-            part.name()
-
-
-def _probe_unnamed(folder: str | Path) -> int | None:
-    """`folder`'s descriptor if an unnamed file made there can be linked to a name, else None."""
-    if not hasattr(os, "O_TMPFILE"):
-        return None
-    dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    probe = f".cas-probe-{os.getpid()}-{threading.get_ident()}"
-    try:
-        fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
-        try:
-            _link_unnamed(fd, dirfd, probe)
-        finally:
-            os.close(fd)
-        os.unlink(probe, dir_fd=dirfd)
-        return dirfd
-    except OSError:
-        os.close(dirfd)
-        return None
-
-
-def _link_unnamed(fd: int, dirfd: int, name: str) -> None:
-    # linkat(2) of the /proc magic link, following it: os.link does that only with a dir_fd
-    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dirfd, follow_symlinks=True)
-
-
-class _Part:
-    """Where a download is written: its `.part` file, or an unnamed file in the same folder
-    until it needs a name."""
-
-    def __init__(self, job: FileJob, fd: int, dirfd: int | None):
-        self.job = job
-        self.fd = fd
-        self.dirfd = dirfd
-        self.named = dirfd is None
-
-    @classmethod
-    def open(cls, job: FileJob, dirfd: int | None) -> _Part:
-        """The `.part` an earlier attempt left, else a new file: unnamed, in the folder of
-        `dirfd`, when there is one."""
-        try:
-            return cls(job, os.open(job.part, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC), None)
-        except FileNotFoundError:
-            pass
-        if dirfd is not None:
-            fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
-            return cls(job, fd, dirfd)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        return cls(job, os.open(job.part, flags, 0o644), None)
-
-    def _link(self, name: str) -> None:
-        assert self.dirfd is not None
-        _link_unnamed(self.fd, self.dirfd, name)
-
-    def name(self) -> None:
-        """Give the file its `.part` name (a no-op once named)."""
-        if self.named:
-            return
-        name = f".{self.job.fn}.part"
-        try:
-            self._link(name)
-        except FileExistsError:  # a stray one, made since this attempt began
-            os.unlink(self.job.part)
-            self._link(name)
-        self.named = True
-
-    def place(self) -> None:
-        """Put the file under its final name, replacing whatever is there."""
-        if not self.named:
-            try:
-                self._link(self.job.fn)
-                return
-            except FileExistsError:  # a bad copy being repaired: replaced in one step
-                self.name()
-        os.replace(self.job.part, self.job.dest)
-
-
-class _Writer:
-    """Writes a download to its file descriptor, with O_DIRECT while the data stays aligned:
-    whole buffers go around the page cache, a file's unaligned tail through it."""
-
-    def __init__(self, fd: int, direct: bool):
-        self.fd = fd
-        self.direct = direct and self._set_direct(True)
-
-    def _set_direct(self, on: bool) -> bool:
-        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-        try:
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
-        except OSError:  # a filesystem without O_DIRECT: buffered it is
-            return False
-        return on
-
-    def write(self, view: memoryview, final: bool) -> int:
-        """Write `view`, or with O_DIRECT its aligned part unless `final`; bytes written."""
-        if not self.direct:
-            return _write_all(self.fd, view)
-        cut = len(view) - len(view) % BLOCK
-        try:
-            written = _write_all(self.fd, view[:cut])
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: this filesystem wants another alignment
-                raise
-            self.direct = self._set_direct(False)
-            return _write_all(self.fd, view)
-        if final and written < len(view):  # the file's tail: through the page cache
-            self.direct = self._set_direct(False)
-            written += _write_all(self.fd, view[written:])
-        return written
-
-
-def _write_all(fd: int, view: memoryview) -> int:
-    total = len(view)
-    while view:
-        view = view[os.write(fd, view) :]
-    return total
