@@ -27,7 +27,7 @@ from casconsole.console.screens.index import IndexProgress, IndexScreen
 from casconsole.console.screens.installers import BuildDialog, InstallersScreen
 from casconsole.console.screens.overview import OverviewScreen
 from casconsole.console.screens.plan import PlanScreen
-from casconsole.console.screens.server import TokenDialog
+from casconsole.console.screens.server import ServerScreen, TokenDialog
 
 pytest_plugins = ["console_fixtures"]
 
@@ -63,17 +63,20 @@ async def test_opens_on_the_overview_and_reaches_every_screen_by_its_key(console
             "7": ClientsScreen,
             "8": InstallersScreen,
             "9": AirgapScreen,
+            "0": ServerScreen,
             "1": OverviewScreen,
         }
         for key, screen_type in expected.items():
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, screen_type), key
-            top = str(app.screen.query_one(KeyBar).render()).splitlines()[0]
+            top, bottom = str(app.screen.query_one(KeyBar).render()).splitlines()
             # at 80 columns every screen's key is on the first line, the current one's name whole
             keys = [b.key for b in app.BINDINGS if (b.id or "").startswith("nav.") and b.key.isdigit()]
             assert len(keys) == 10 and all(f" {k} " in top for k in keys)
             assert f" {app.screen.TITLE_TEXT} " in top and "g screens" in top and "? help" in top
+            # how to quit is shown on every screen, on the first line where its own keys fill the second
+            assert (top + bottom).count("^q quit") == 1, (key, top, bottom)
         await pilot.press("4")
         assert app.current_mode == "sync"
 

@@ -9,6 +9,10 @@ The first line is laid out for the width it has: every screen's whole name when 
 columns hold ten), else names cut to no fewer than four letters, else the screens' keys alone
 with the current screen's name whole (80 columns). The navigation bindings that are not screens
 (a screen list, help) are always whole, at the end.
+
+The app's bindings whose `id` starts with `always.` (quit) are shown whatever the width: first
+among the app-wide keys of the second line, or, where a screen's own keys leave them no room
+there (the Server screen at 80 columns), at the end of the first.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 
 NAV_PREFIX = "nav."
+ALWAYS_PREFIX = "always."  # app bindings shown on the first line, after the navigation
 
 
 class KeyBar(Widget):
@@ -59,13 +64,19 @@ class KeyBar(Widget):
     def _bindings_changed(self, screen: object) -> None:
         self.refresh()
 
-    def nav_bindings(self) -> list[Binding]:
-        """The app's navigation bindings, one per id (a binding of two keys shows once)."""
+    def nav_bindings(self, prefix: str = NAV_PREFIX) -> list[Binding]:
+        """The app's navigation bindings (or those of another id `prefix`), one per id (a
+        binding of two keys shows once)."""
         seen: dict[str, Binding] = {}
         for _, binding in self.app._bindings:
-            if binding.id and binding.id.startswith(NAV_PREFIX):
+            if binding.id and binding.id.startswith(prefix):
                 seen.setdefault(binding.id, binding)
         return list(seen.values())
+
+    def _cells(self, bindings: list[Binding]) -> int:
+        """The width of `bindings` on the second line."""
+        keys = (b.key_display or self.app.get_key_display(b) for b in bindings)
+        return sum(len(f" {key}  {b.description} ") for key, b in zip(keys, bindings))
 
     @staticmethod
     def is_screen(binding: Binding) -> bool:
@@ -86,7 +97,8 @@ class KeyBar(Widget):
             return total + sum(len(f" {self.app.get_key_display(b)} {b.description} ") for b in shown)
 
         longest = max((len(b.description) for b in screens), default=0)
-        tries: list[tuple[int | None, list[Binding]]] = [(None, extras), (None, extras[-1:])]
+        essential = [b for b in extras if b.id == NAV_PREFIX + "help" or b.id.startswith(ALWAYS_PREFIX)]
+        tries: list[tuple[int | None, list[Binding]]] = [(None, extras), (None, essential)]
         tries += [(keep, extras) for keep in range(longest - 1, 3, -1)]
         for keep, shown in tries:
             if length(keep, shown) <= width:
@@ -100,7 +112,9 @@ class KeyBar(Widget):
         app_keys: list[tuple[Binding, bool]] = []
         seen: set[str] = set()
         for node, binding, enabled, _tooltip in self.screen.active_bindings.values():
-            if not binding.show or (binding.id or "").startswith(NAV_PREFIX) or binding.action in seen:
+            if not binding.show or (binding.id or "").startswith((NAV_PREFIX, ALWAYS_PREFIX)):
+                continue
+            if binding.action in seen:
                 continue
             seen.add(binding.action)
             group = app_keys if node is self.app else screen_keys if node is self.screen else widget_keys
@@ -114,7 +128,10 @@ class KeyBar(Widget):
         disabled_style = self.get_component_rich_style("keybar--disabled")
         width = self.size.width
         top = Text(no_wrap=True, overflow="ellipsis")
-        nav = self.nav_bindings()
+        own, app_wide = self.action_bindings()
+        always = self.nav_bindings(ALWAYS_PREFIX)
+        on_top = self._cells([b for b, _ in own] + always) > width
+        nav = self.nav_bindings() + (always if on_top else [])
         keep, extras = self._layout(nav, width)
         for binding in nav:
             is_current = binding.id == NAV_PREFIX + self.current
@@ -130,7 +147,8 @@ class KeyBar(Widget):
             elif not is_current:
                 top.append(" ", description_style)
         bottom = Text(no_wrap=True, overflow="ellipsis")
-        own, app_wide = self.action_bindings()
+        if not on_top:
+            app_wide[:0] = [(b, True) for b in always]
         palette = self.app.COMMAND_PALETTE_BINDING
         if self.app.ENABLE_COMMAND_PALETTE and palette in self.screen.active_bindings:
             app_wide.append((Binding(palette, "command_palette", "commands"), True))

@@ -76,7 +76,7 @@ class CasConsole(App):
         ),
         Binding("g", "screen_list", "screens", id="nav.screens"),
         Binding("question_mark,f1", "help", "help", key_display="?", id="nav.help"),
-        Binding("ctrl+q", "quit", "quit", priority=True),
+        Binding("ctrl+q", "quit", "quit", priority=True, id="always.quit"),
     ]
 
     def __init__(self, state: ConsoleState, *, load_plan: bool = True, probe: bool = True):
