@@ -39,11 +39,12 @@ class ClientsScreen(ConsoleScreen):
         Binding("space", "toggle_channel", "use"),
         Binding("K,shift+up", "move(-1)", "up", key_display="K"),
         Binding("J,shift+down", "move(1)", "down", key_display="J"),
-        Binding("v", "ssl_verify", "ssl_verify"),
+        # short on the key bar, where all of them fit in 80 columns; whole in the help
+        Binding("v", "ssl_verify", "ssl", tooltip="ssl_verify of the .condarc: on or off"),
         Binding("e", "edit_url", "edit URL"),
         Binding("s", "save_settings", "save"),
-        Binding("ctrl+s", "write", "write file"),
-        Binding("p", "write_pip", "write pip.conf"),
+        Binding("ctrl+s", "write", ".condarc", tooltip="write the .condarc to a file"),
+        Binding("p", "write_pip", "pip.conf", tooltip="write the pip.conf to a file"),
     ]
     COMMANDS_: ClassVar[list[tuple[str, str, str]]] = [
         ("Write .condarc", "Write the clients' .condarc to a file", "write"),
