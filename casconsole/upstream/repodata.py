@@ -327,7 +327,8 @@ def fetch_upstream(
     """The upstream repodata of each subdir the settings name, fetched through their cache.
 
     The next subdir's download (and decompression, which release the GIL) runs in a thread
-    while this one is decoded (which holds it); one file ahead at most, so memory stays bounded.
+    while this one is decoded (which holds it); one file ahead at most, so memory stays bounded
+    (the first two subdirs' downloads start together).
     `progress(subdir, n, total)` is called as each subdir's fetch begins to be awaited.
     With `missing`, a subdir that upstream does not carry (no repodata of any name) is left out
     of the result and put there with the reason, instead of raising RepoDataNotFound.
@@ -351,8 +352,8 @@ def fetch_upstream(
                         raise
                     missing[subdir] = str(exc)
                     fetched = None
-                if n + 2 < len(subdirs):
-                    ahead.append(_Ahead(upstream.fetch, subdirs[n + 2]))
+                if not ahead and n + 1 < len(subdirs):  # then one file ahead at most
+                    ahead.append(_Ahead(upstream.fetch, subdirs[n + 1]))
                 if fetched is not None:
                     out[subdir] = upstream.decode(fetched, plan_only)
                     del fetched
