@@ -148,7 +148,7 @@ class DependencyCheck:
         self._causes: dict[tuple[str, str], list[str]] = {}
         # per subdir, spec -> how many kept records name it, counted by `run` (kept current by
         # `update`): for an unmet spec, how many broken records name it
-        self._named: dict[str, Counter[str] | None] = dict.fromkeys(self.indexes)
+        self._named: dict[str, Counter[str]] = {s: Counter() for s in self.indexes}
 
     # ---- the answers
 
@@ -162,14 +162,10 @@ class DependencyCheck:
         return self._ctx[self._key[subdir]].sat.get(spec_text)
 
     def spec_counts(self, subdir: str) -> Counter[str]:
-        """Unmet spec -> how many broken records of `subdir` name it (one pass in C)."""
+        """Unmet spec -> how many broken records of `subdir` name it: an unmet spec's kept
+        dependents are all broken, so the count of kept records naming it (no pass)."""
         unmet = self._ctx[self._key[subdir]].unmet
-        counted = self._named[subdir]
-        if counted is not None:  # an unmet spec's kept dependents are all broken: no pass
-            return Counter({t: n for t, n in counted.items() if n > 0 and t in unmet})
-        depends = self.indexes[subdir].depends
-        named = chain.from_iterable(map(depends.__getitem__, self._broken[subdir]))
-        return Counter(filter(unmet.__contains__, named))
+        return Counter({t: n for t, n in self._named[subdir].items() if n > 0 and t in unmet})
 
     # ---- computing them
 
@@ -205,9 +201,8 @@ class DependencyCheck:
             return
         for subdir, indices in flipped.items():  # the specs kept records name, counted
             own, depends, counted = decisions[subdir], self.indexes[subdir].depends, self._named[subdir]
-            if counted is not None:
-                counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
-                counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
+            counted.update(chain.from_iterable(depends[i] for i in indices if own[i].included))
+            counted.subtract(chain.from_iterable(depends[i] for i in indices if not own[i].included))
         for subdir, indices in flipped.items():  # keep the names-with-drops current
             records, own, dropped = self.indexes[subdir].records, decisions[subdir], self._dropped[subdir]
             for name in {records[i].name for i in indices}:
@@ -363,14 +358,11 @@ class DependencyCheck:
         kept = map(_INCLUDED, decisions[subdir])
         return Counter(chain.from_iterable(compress(self.indexes[subdir].depends, kept)))
 
-    def index_dependents(self, decisions: Decisions) -> None:
+    def index_dependents(self) -> None:
         """Index which records name each spec, so that `update` finds a newly unmet spec's
         dependents without a pass over every record (0.1 s at 500,000 records).
         Building it costs a few tenths of a second: for a console, worth doing once in the
         background; `update` keeps them current."""
-        for subdir in self.indexes:
-            if self._named[subdir] is None:
-                self._named[subdir] = self._count_named(subdir, decisions)
         for subdir, index in self.indexes.items():
             if subdir in self._dependents:
                 continue

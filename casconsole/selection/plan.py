@@ -478,12 +478,11 @@ class Plan:
         return {subdir: sp.decisions for subdir, sp in self.subdirs.items()}
 
     def prepare_updates(self) -> None:
-        """Make later `update` calls faster: index every record's dependencies by spec, count the
-        kept records naming each (about half a second at 500,000 records; run it once, e.g. in a
-        worker, after `build`)."""
+        """Make later `update` calls faster: index every record's dependencies by spec (about
+        half a second at 500,000 records; run it once, e.g. in a worker, after `build`)."""
         if self.check is not None:
             with gc_paused():
-                self.check.index_dependents(self.decisions_by_subdir())
+                self.check.index_dependents()
 
     def _check_all(self) -> None:
         if self.check is not None:
