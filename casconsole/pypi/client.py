@@ -29,7 +29,6 @@ from typing import TypeVar
 
 from packaging.utils import NormalizedName
 
-from casconsole.errors import Cancelled
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.layout import UPSTREAM_CACHE, state_dir
 from casconsole.pypi.simple import ACCEPT, DistFile, PageError, ProjectPage, parse_page
@@ -194,12 +193,8 @@ class IndexClient:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = self._connections().get_once(url, headers)
-            except TimeoutError:
-                raise Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
-            except TransferError as exc:
-                if self.cancel.is_set():
-                    raise Cancelled from None
-                raise Again(f"{url}: {exc}") from None
+            except (TimeoutError, TransferError) as exc:
+                raise self.policy.again(url, exc, self.cancel) from None
             location = response.header("Location")
             if response.status in REDIRECTS and location:
                 response.close()
@@ -227,12 +222,8 @@ class IndexClient:
                 body += chunk[:n]
                 if len(body) > limit:
                     raise PageError(f"{url}: larger than {limit >> 20} MiB")
-        except TimeoutError:
-            raise Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)") from None
-        except TransferError as exc:
-            if self.cancel.is_set():
-                raise Cancelled from None
-            raise Again(f"{url}: {exc}") from None
+        except (TimeoutError, TransferError) as exc:
+            raise self.policy.again(url, exc, self.cancel) from None
         finally:
             self._active.discard(response)
         length = headers.get("content-length", "")

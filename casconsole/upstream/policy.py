@@ -82,6 +82,15 @@ class NetworkPolicy:
         """Seconds to wait after failed attempt `attempt` (1 = the first), with jitter."""
         return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
+    def again(self, url: str, exc: Exception, cancel: threading.Event) -> Exception:
+        """What a read of `url` through upstream/http.py that timed out or broke (TimeoutError,
+        TransferError) is: the cancel when one came with it, else an `Again` naming it."""
+        if cancel.is_set():
+            return Cancelled()
+        if isinstance(exc, TimeoutError):
+            return Again(f"{url}: timed out (no data for {self.timeout:g} s)")
+        return Again(f"{url}: {exc}")
+
     def retrying(
         self,
         once: Callable[[], T],

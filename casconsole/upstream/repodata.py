@@ -229,7 +229,7 @@ class Upstream:
         except (TooManyRedirects, CertificateError) as exc:
             raise RepoDataError(f"{url}: {exc}") from None
         except (TimeoutError, TransferError) as exc:
-            raise self._again(url, exc) from None
+            raise self.policy.again(url, exc, self.cancel) from None
         try:
             status = response.status
             if status in RETRY_STATUSES:
@@ -238,16 +238,9 @@ class Upstream:
             body = self._read_body(url, response) if status < 300 else b""
             return status, validators, body
         except (TimeoutError, TransferError) as exc:
-            raise self._again(url, exc) from None
+            raise self.policy.again(url, exc, self.cancel) from None
         finally:
             response.close()
-
-    def _again(self, url: str, exc: Exception) -> Exception:
-        if self.cancel.is_set():  # the failure was the abort
-            return Cancelled()
-        if isinstance(exc, TimeoutError):
-            return Again(f"{url}: timed out (no data for {self.policy.timeout:g} s)")
-        return Again(f"{url}: {exc}")
 
     def _read_body(self, url: str, response: Response) -> bytes | bytearray:
         """The body, decoded when it was sent gzip-encoded; one buffer of its Content-Length
