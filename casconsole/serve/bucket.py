@@ -163,13 +163,8 @@ class BucketSite(Site):
                  mode: str = "stream", redirect_seconds: int = 3600):  # fmt: skip
         self.storage = storage
         self.root = self.prefix = ""
-        self.private = frozenset(private_channels)
-        self._private_folded = frozenset(c.casefold() for c in self.private)
-        self.tokens = tokens
+        self._routing(private_channels, tokens, executor, channel, health)
         self.gzip = None
-        self.executor = executor
-        self.channel = channel
-        self.health = health
         self.mode = mode
         self.redirect_seconds = redirect_seconds
         self.pypi = None  # the PyPI mirror is kept in a mirror folder only

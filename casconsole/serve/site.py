@@ -265,21 +265,26 @@ class Site:
     ):
         self.root = os.path.realpath(root)
         self.prefix = self.root.rstrip("/") + "/"
-        self.private = frozenset(private_channels)
-        # a request naming a private channel in another case is refused, not served: on a
-        # case-insensitive filesystem it would open the private folder
-        self._private_folded = frozenset(c.casefold() for c in self.private)
-        self.tokens = tokens
+        self._routing(private_channels, tokens, executor, channel, health)
         self.gzip = gzip_cache
-        self.executor = executor
-        self.channel = channel
-        self.health = health
         # the PyPI mirror under /pypi/ (serve/pypi.py); `pypi` in private_channels makes all of it private
         self.pypi = PypiRoutes(self.root, pypi_private, PYPI_DIR in self.private)
         self._dates: dict[int, str] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()
 
     # ---------------------------------------------------------------- routing
+
+    def _routing(self, private_channels: Iterable[str], tokens: TokenChecker, executor: Executor,
+                 channel: str | None, health: Health | None) -> None:  # fmt: skip
+        """What `route` reads, for this site and a bucket's (serve/bucket.py)."""
+        self.private = frozenset(private_channels)
+        # a request naming a private channel in another case is refused, not served: on a
+        # case-insensitive filesystem it would open the private folder
+        self._private_folded = frozenset(c.casefold() for c in self.private)
+        self.tokens = tokens
+        self.executor = executor
+        self.channel = channel
+        self.health = health
 
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes]):
         """A Response, or a Future of one when the answer needs a thread (directory pages)."""
