@@ -28,7 +28,6 @@ import json
 import random
 import tarfile
 import threading
-import time
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -328,15 +327,6 @@ class SimpleIndex:
         doc = {"info": {"name": name, "version": latest}, "last_serial": self.serial, "releases": releases,
                "urls": releases[latest]}  # fmt: skip
         return json.dumps(doc).encode()
-
-
-def wait_until(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ---------------------------------------------------------------- the projects of the tests
