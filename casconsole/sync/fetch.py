@@ -30,7 +30,7 @@ from casconsole.errors import Cancelled
 from casconsole.events import Event
 from casconsole.sync import upload
 from casconsole.sync.events import FileProgress, FileRetry, FileStarted
-from casconsole.sync.partfile import BLOCK, Part, Writer, keep_part, probe_unnamed
+from casconsole.sync.partfile import BLOCK, Part, Writer, probe_unnamed
 from casconsole.sync.store import Verified
 from casconsole.upstream.http import Connections, Response, TooManyRedirects, TransferError
 from casconsole.upstream.policy import NetworkPolicy
@@ -414,10 +414,10 @@ class Fetcher:
         except _Retry as exc:
             exc.fetched = received  # type: ignore[attr-defined]
             if not exc.fresh:
-                keep_part(part)
+                part.keep()
             raise
         except (TimeoutError, TransferError, Cancelled):
-            keep_part(part)
+            part.keep()
             raise
         finally:
             os.close(fd)
@@ -487,7 +487,7 @@ class Fetcher:
             try:
                 etag = self.uploader.upload(job.key, fd)
             except upload.UploadFailed:
-                keep_part(part)  # complete and verified: the next attempt uploads it without fetching it
+                part.keep()  # complete and verified: the next attempt uploads it without fetching it
                 raise
             if part.named:
                 upload.drop_local(job.part)

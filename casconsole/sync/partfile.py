@@ -39,13 +39,6 @@ class Named(Protocol):
     def part(self) -> str: ...
 
 
-def keep_part(part: Part) -> None:
-    """Name what a failed or cancelled attempt wrote, so that the retry or the next sync resumes."""
-    with contextlib.suppress(OSError):  # then it starts over: no worse than without a name
-        if not part.named and os.fstat(part.fd).st_size:
-            part.name()
-
-
 def probe_unnamed(folder: str | Path) -> int | None:
     """`folder`'s descriptor if an unnamed file made there can be linked to a name, else None."""
     if not hasattr(os, "O_TMPFILE"):
@@ -109,6 +102,12 @@ class Part:
             os.unlink(self.job.part)
             self._link(name)
         self.named = True
+
+    def keep(self) -> None:
+        """Name what a failed or cancelled attempt wrote, so that the retry or the next sync resumes."""
+        with contextlib.suppress(OSError):  # then it starts over: no worse than without a name
+            if not self.named and os.fstat(self.fd).st_size:
+                self.name()
 
     def place(self) -> None:
         """Put the file under its final name, replacing whatever is there."""
