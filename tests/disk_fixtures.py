@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from reach import reachable
 
 
 def _need_root(what: str) -> None:
@@ -65,7 +66,8 @@ def as_other_user() -> list[str]:
         return []  # file modes apply to this user already
     if shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv: cannot drop to another user for a permission test")
-    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    # under a folder closed to others (a checkout in a mktemp folder), the checkout is made reachable
+    return [*reachable(), "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from reach import COVER, closed_folders, hiding, needed
 from upstream_server import Upstream, make_channel, mirror_problems, spec
 
 UNITS = Path(__file__).resolve().parents[1] / "contrib" / "systemd"
@@ -103,24 +104,19 @@ def test_systemd_analyze_verify_and_security(tmp_path):
 
 # ---------------------------------------------------------------- the commands, sandboxed
 
-# run in a private mount namespace: /root and /home emptied (ProtectHome), but for what this test
-# machine keeps there (its Python, the checkout: a real install has them in /usr and /opt); every
+# run in a private mount namespace: /root and /home emptied (ProtectHome), and any folder closed
+# to others above the checkout or Python, but for what this test machine keeps there (its Python,
+# the checkout: a real install has them in /usr and /opt; tests/reach.py); every
 # mount read-only but the API file systems (ProtectSystem=strict), the unit's writable paths bound
 # back read-write; then MDWE (MemoryDenyWriteExecute) and the service user, and exec
-SANDBOX = r"""
-import ctypes, json, os, subprocess, sys
+SANDBOX = (
+    COVER
+    + r"""
+import ctypes, json, sys
 spec = json.loads(sys.argv[1])
 def mount(*args):
     subprocess.run(["mount", *args], check=True)
-for i, path in enumerate(spec["expose"]):
-    os.makedirs(f"{spec['staging']}/{i}", exist_ok=True)
-    mount("--rbind", path, f"{spec['staging']}/{i}")
-for home in ("/root", "/home"):
-    if os.path.isdir(home):
-        mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", home)
-for i, path in enumerate(spec["expose"]):
-    os.makedirs(path, exist_ok=True)
-    mount("--rbind", f"{spec['staging']}/{i}", path)
+cover(spec["hide"])
 points = set()
 with open("/proc/self/mountinfo") as fh:
     for line in fh:
@@ -139,6 +135,7 @@ user = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs"]
 caps = ["--bounding-set=-all", "--inh-caps=-all"]  # CapabilityBoundingSet=, AmbientCapabilities=
 os.execvpe("setpriv", ["setpriv", *user, *caps, *spec["argv"]], spec["env"])
 """
+)
 
 
 def sandbox_or_skip() -> None:
@@ -159,12 +156,10 @@ def sandboxed(unit: str, rw: list[Path], env: dict[str, str], extra: tuple[str, 
     argv = svc["ExecStart"][0].replace(INSTALLED, f"{BIN}/").split() + list(extra)
     environment = dict(value.split("=", 1) for value in svc.get("Environment", []))
     environment.update(PATH=f"{BIN}:/usr/bin:/bin", HOME="/nonexistent", **env)
-    homes = (Path("/root"), Path("/home"))
-    needed = {Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[1]}
-    expose = sorted(str(p) for p in needed if any(p.is_relative_to(h) for h in homes))
-    staging = rw[-1] / ".staging"  # a place of the test's own for the mounts' shuffle
-    spec = {"rw": [str(p) for p in rw], "argv": argv, "env": environment, "expose": expose,
-            "staging": str(staging)}  # fmt: skip
+    paths = needed()
+    homes = [home for home in (Path("/root"), Path("/home")) if home.is_dir()]
+    hide = hiding(sorted(set(homes + closed_folders(paths))), paths)
+    spec = {"rw": [str(p) for p in rw], "argv": argv, "env": environment, "hide": hide}
     return ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-c", SANDBOX,
             json.dumps(spec)]  # fmt: skip
 
