@@ -85,6 +85,8 @@ def test_toggle_update_matches_a_full_replan(demo_url, tmp_path):
         for subdir, sp in plan.subdirs.items():
             assert sp.funnel == fresh.subdirs[subdir].funnel, (subdir, names)
             assert [d.reason for d in sp.decisions] == [d.reason for d in fresh.subdirs[subdir].decisions]
+            # the kept list and the JSON's sums are kept, not made anew: they follow the toggle
+            assert sp.to_json() == fresh.subdirs[subdir].to_json(), (subdir, names)
 
 
 def test_plan_json_shape(demo_url, tmp_path):

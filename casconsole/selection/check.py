@@ -145,7 +145,9 @@ class DependencyCheck:
         self._broken: dict[str, set[int]] = {s: set() for s in self.indexes}
         self._dropped: dict[str, set[str]] = {s: set() for s in self.indexes}
         self._dependents: dict[str, dict[str, list[int]]] = {}  # see index_dependents
-        self._causes: dict[tuple[str, str], list[str]] = {}
+        # (the subdirs looked in, spec) -> its causes: subdirs that look in the same subdirs
+        # (linux-64 and noarch) share them
+        self._causes: dict[tuple[frozenset[str], str], list[str]] = {}
         # per subdir, spec -> how many kept records name it, counted by `run` (kept current by
         # `update`): for an unmet spec, how many broken records name it
         self._named: dict[str, Counter[str]] = {s: Counter() for s in self.indexes}
@@ -389,7 +391,7 @@ class DependencyCheck:
 
     def causes(self, subdir: str, spec_text: str, decisions: Decisions) -> list[str]:
         """The causes of an unmet spec: the drops of every record it matches, or that none exists."""
-        key = (subdir, spec_text)
+        key = (self._key[subdir], spec_text)
         found = self._causes.get(key)
         if found is not None:
             return found

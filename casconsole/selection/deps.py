@@ -58,6 +58,7 @@ class DepSpec:
 _version_specs: dict[str, VersionSpec | None] = {}
 _build_matchers: dict[str, Callable[[str], object] | None] = {}
 PARSED_SPECS: dict[str, DepSpec | None] = {}
+_UNSEEN = object()
 
 
 def _version_spec(text: str | None) -> VersionSpec | None:
@@ -93,10 +94,9 @@ def _build_matcher(text: str | None) -> Callable[[str], object] | None:
 
 def parse_dep(text: str) -> DepSpec | None:
     """The parsed form of a `depends` entry, or None when it is not a readable match spec."""
-    try:
-        return PARSED_SPECS[text]
-    except KeyError:
-        pass
+    spec = PARSED_SPECS.get(text, _UNSEEN)  # (a KeyError raised per new spec cost a fifth)
+    if spec is not _UNSEEN:
+        return spec  # type: ignore[return-value]
     try:
         spec = _parse_fast(text) or _parse_matchspec(text)
     except Exception:  # rattler raises its own types for a spec it cannot read

@@ -155,6 +155,7 @@ class SubdirPlan:
     _index: SubdirIndex | None = field(default=None, repr=False)
     _ranks: list[int] | None = field(default=None, repr=False)
     _delete: set[str] = field(default_factory=set, repr=False)
+    _kept: list[Record] | None = field(default=None, repr=False)  # included(), kept from _tally
     _plan: Plan | None = field(default=None, repr=False, compare=False)  # set by Plan.build
 
     @property
@@ -238,7 +239,7 @@ class SubdirPlan:
                 if decision.included:
                     name = _ADDED_BY.get(decision.step, "added_whitelist")
                     setattr(funnel, name, getattr(funnel, name) + n)
-        kept = list(compress(records, map(_INCLUDED, decisions)))
+        kept = self._kept = list(compress(records, map(_INCLUDED, decisions)))
         funnel.kept = len(kept)
         if local:
             missing = _missing(kept, local)
@@ -275,6 +276,7 @@ class SubdirPlan:
             decisions[i] = new
             if new.included != old.included:
                 flipped.append(i)
+                self._kept = None
             present = self.is_present(rec)
             self.funnel.add(_contribution(old, present, rec.size), -1)
             self.funnel.add(_contribution(new, present, rec.size))
@@ -290,7 +292,11 @@ class SubdirPlan:
     # ---- views, computed on demand (the console reads the lists above directly)
 
     def included(self) -> list[Record]:
-        return list(compress(self.records, map(_INCLUDED, self.decisions)))
+        """The kept records, in upstream's order: one list, shared until a decision flips (read it,
+        do not change it)."""
+        if self._kept is None:
+            self._kept = list(compress(self.records, map(_INCLUDED, self.decisions)))
+        return self._kept
 
     def download(self, included: list[Record] | None = None) -> list[Record]:
         """The kept records not on disk yet (of `included`, when the caller already has it)."""

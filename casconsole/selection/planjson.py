@@ -26,7 +26,7 @@ Plan = SubdirPlan = Any
 
 CHUNK = 10_000  # entries of a list or object encoded at a time
 
-_INCLUDED, _FN, _SIZE = attrgetter("included"), attrgetter("fn"), attrgetter("size")
+_INCLUDED, _FN = attrgetter("included"), attrgetter("fn")
 
 
 class _Items:
@@ -45,10 +45,10 @@ class _Items:
 def excluded_items(records: Sequence[Record], decisions: Sequence[Decision]) -> Iterator[tuple[str, str]]:
     """(file name, reason) of each dropped record: the reason made once per distinct decision."""
     dropped = list(map(not_, map(_INCLUDED, decisions)))
-    distinct = dict(zip(map(id, decisions), decisions))
-    reasons = {key: d.reason for key, d in distinct.items() if not d.included}
+    drops = list(compress(decisions, dropped))
+    reasons = {key: d.reason for key, d in dict(zip(map(id, drops), drops)).items()}
     files = map(_FN, compress(records, dropped))
-    return zip(files, map(reasons.__getitem__, map(id, compress(decisions, dropped))))
+    return zip(files, map(reasons.__getitem__, map(id, drops)))
 
 
 def subdir_parts(sp: SubdirPlan) -> Iterator[tuple[str, Any]]:
@@ -64,7 +64,7 @@ def subdir_parts(sp: SubdirPlan) -> Iterator[tuple[str, Any]]:
     yield "excluded", _Items(lambda: excluded_items(sp.records, sp.decisions), pairs=True)
     yield "download", included if download is kept else _Items(lambda: map(_FN, download))
     yield "delete", sp.delete()
-    yield "download_bytes", sum(map(_SIZE, download))
+    yield "download_bytes", sp.funnel.download_bytes  # kept current by every change of decision
     broken = check.broken(sp.subdir) if check is not None else None
     yield "broken", _Items(lambda: broken.by_record(sp.records) if broken is not None else (), pairs=True)
     yield (
