@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain, compress, repeat
 from operator import attrgetter, gt, not_
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from casconsole.conda.repodata import Record
 from casconsole.selection.deps import PARSED_SPECS, DepSpec, SubdirIndex, contexts, parse_dep
@@ -81,6 +81,16 @@ class _Context:
 Decisions = Mapping[str, Sequence[Decision]]
 
 
+class Elsewhere(Protocol):
+    """The other half of a plan split between two processes (sync/splitplan.py): the subdirs it
+    holds, and an exchange. Both halves call `swap` at the same points, in the same order, each
+    getting back what the other sent."""
+
+    subdirs: tuple[str, ...]
+
+    def swap(self, mine: Any) -> Any: ...
+
+
 class BrokenRecords(Mapping[int, list[str]]):
     """One subdir's kept records with unmet dependencies: record index -> its unmet specs (in
     `depends` order), each list made when asked. A view: it follows the check's updates."""
@@ -133,9 +143,12 @@ class DependencyCheck:
     their spec evaluations.
     """
 
-    def __init__(self, indexes: Mapping[str, SubdirIndex]):
+    def __init__(self, indexes: Mapping[str, SubdirIndex], elsewhere: Elsewhere | None = None):
         self.indexes = dict(indexes)
-        self.contexts = contexts(self.indexes)
+        # with `elsewhere`, a spec no kept record here meets is asked of the other half's records
+        self.elsewhere = elsewhere
+        every = [*self.indexes, *(elsewhere.subdirs if elsewhere is not None else ())]
+        self.contexts = {s: ctx for s, ctx in contexts(every).items() if s in self.indexes}
         keys = {subdir: frozenset(ctx) for subdir, ctx in self.contexts.items()}
         self._ctx: dict[frozenset[str], _Context] = {}
         for subdir, key in keys.items():
@@ -148,6 +161,7 @@ class DependencyCheck:
         # (the subdirs looked in, spec) -> its causes: subdirs that look in the same subdirs
         # (linux-64 and noarch) share them
         self._causes: dict[tuple[frozenset[str], str], list[str]] = {}
+        self._causes_elsewhere: dict[str, list[str]] = {}  # spec -> the other half's drops' causes
         # per subdir, spec -> how many kept records name it, counted by `run` (kept current by
         # `update`): for an unmet spec, how many broken records name it
         self._named: dict[str, Counter[str]] = {s: Counter() for s in self.indexes}
@@ -183,12 +197,43 @@ class DependencyCheck:
             ctx.sat, ctx.by_name = {}, {}
             ctx.unmet.clear()  # the same set object: BrokenRecords views read it
             self._evaluate(ctx, needed[key], decisions, self._dropped)
+        if self.elsewhere is not None:
+            self._trade_met(decisions)
         for subdir in self.indexes:
             broken = self._broken[subdir]
             broken.clear()
             unmet = self._ctx[self._key[subdir]].unmet
             if unmet:
                 broken.update(self._scan(subdir, unmet, decisions))
+        if self.elsewhere is not None:
+            self._trade_causes(decisions)
+
+    def _trade_met(self, decisions: Decisions) -> None:
+        """Ask the other half which of the specs no kept record here meets its kept records meet,
+        and answer its same question. Every context of a split plan holds the other half's
+        subdirs (a platform looks in noarch, noarch in every platform), so one question covers all."""
+        assert self.elsewhere is not None
+        asked = sorted(set().union(*(ctx.unmet for ctx in self._ctx.values())))
+        met_there = set(self.elsewhere.swap(self._met_here(self.elsewhere.swap(asked), decisions)))
+        for ctx in self._ctx.values():
+            for text in ctx.unmet.intersection(met_there):
+                ctx.sat[text] = True
+            ctx.unmet.difference_update(met_there)  # the same set object: BrokenRecords views read it
+
+    def _met_here(self, texts: Iterable[str], decisions: Decisions) -> list[str]:
+        """Which of `texts` a kept record of this half's subdirs meets."""
+        scratch = _Context(tuple(self.indexes))
+        self._evaluate(scratch, texts, decisions, self._dropped)
+        return [text for text, ok in scratch.sat.items() if ok]
+
+    def _trade_causes(self, decisions: Decisions) -> None:
+        """Ask the other half what dropped its records matching each unmet spec named here, and
+        answer its same question: `causes` joins both."""
+        assert self.elsewhere is not None
+        asked = sorted({text for subdir in self.indexes for text in self.spec_counts(subdir)})
+        theirs = self.elsewhere.swap(asked)
+        answers = {text: sorted(self._drop_causes(text, tuple(self.indexes), decisions)) for text in theirs}
+        self._causes_elsewhere = self.elsewhere.swap(answers)
 
     def update(
         self, decisions: Decisions, flipped: Mapping[str, Iterable[int]], redecided: Iterable[str] = ()
@@ -330,8 +375,8 @@ class DependencyCheck:
         """(version, kept record indices, records) of `name` over `subdirs`, mostly newest first."""
         out = []
         for subdir in subdirs:
-            index = self.indexes[subdir]
-            if name not in index:
+            index = self.indexes.get(subdir)
+            if index is None or name not in index:  # not here, or held by the other half
                 continue
             records = index.records
             if name in dropped[subdir]:
@@ -395,17 +440,27 @@ class DependencyCheck:
         found = self._causes.get(key)
         if found is not None:
             return found
-        spec = parse_dep(spec_text)
-        if spec is None:
+        if parse_dep(spec_text) is None:
             found = [UNREADABLE_CAUSE]
-        else:  # the decisions are a few shared objects: each one's cause is asked once
-            matched: dict[int, Decision] = {}
-            for t in self.contexts[subdir]:
-                picked = list(map(decisions[t].__getitem__, self.indexes[t].matching(spec)))
-                matched.update(zip(map(id, picked), picked))
-            found = sorted({d.cause for d in matched.values() if not d.included}) or [UPSTREAM_CAUSE]
+        else:
+            causes = self._drop_causes(spec_text, self.contexts[subdir], decisions)
+            causes.update(self._causes_elsewhere.get(spec_text, ()))
+            found = sorted(causes) or [UPSTREAM_CAUSE]
         self._causes[key] = found
         return found
+
+    def _drop_causes(self, spec_text: str, subdirs: Iterable[str], decisions: Decisions) -> set[str]:
+        """What dropped the records of `subdirs` held here that `spec_text` matches."""
+        spec = parse_dep(spec_text)
+        if spec is None:
+            return set()
+        matched: dict[int, Decision] = {}  # a few shared objects: each one's cause is asked once
+        for t in subdirs:
+            index = self.indexes.get(t)
+            if index is not None:
+                picked = list(map(decisions[t].__getitem__, index.matching(spec)))
+                matched.update(zip(map(id, picked), picked))
+        return {d.cause for d in matched.values() if not d.included}
 
     def groups(self, subdir: str, decisions: Decisions) -> list[BrokenGroup]:
         """The broken records of `subdir` grouped by cause, the largest group first.

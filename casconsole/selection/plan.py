@@ -30,7 +30,7 @@ from typing import Any
 from casconsole.conda.repodata import Record, RepoData, gc_paused
 from casconsole.layout import split_package_name
 from casconsole.redact import redact_url
-from casconsole.selection.check import BrokenGroup, DependencyCheck
+from casconsole.selection.check import BrokenGroup, DependencyCheck, Elsewhere
 from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
 from casconsole.selection.planjson import excluded_items, plan_json, subdir_json
@@ -373,6 +373,9 @@ class Plan:
     missing: dict[str, str] = field(default_factory=dict)
     # blacklist / whitelist entries that match no upstream record: key -> entries
     unmatched: dict[str, list[str]] = field(default_factory=dict)
+    # a plan split between two processes (sync/splitplan.py): the other half, and its warnings
+    elsewhere: Elsewhere | None = field(default=None, repr=False)
+    warnings_elsewhere: list[str] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -382,6 +385,7 @@ class Plan:
         check: bool = True,
         missing: Mapping[str, str] | None = None,
         local: Mapping[str, dict[str, int]] | None = None,
+        elsewhere: Elsewhere | None = None,
     ) -> Plan:
         """Decide every record of `upstream` (subdir -> repodata) and compare with the disk.
 
@@ -390,11 +394,14 @@ class Plan:
         With `check`, the dependency check runs too (`check_dependencies` can run it later).
         `local` (subdir -> file name -> size) is what the mirror holds when it is not a folder
         to look at (a bucket: the caller lists it).
+        With `elsewhere`, this is one half of a plan split between two processes: the subdirs
+        the other half holds are neither planned nor missing here, and the check and the
+        warnings ask it about its records (no whitelist closure: its walk crosses subdirs).
         """
         # the plan's lists and dicts form no cycles: collections during it would only re-walk
         # the records (measured: 0.1 s a full collection at 500,000 records)
         with gc_paused():
-            return cls._build(settings, upstream, check, missing or {}, local)
+            return cls._build(settings, upstream, check, missing or {}, local, elsewhere)
 
     @classmethod
     def _build(
@@ -404,6 +411,7 @@ class Plan:
         check: bool,
         missing: Mapping[str, str],
         local: Mapping[str, dict[str, int]] | None,
+        elsewhere: Elsewhere | None = None,
     ) -> Plan:
         selector = Selector.from_settings(settings)
         subdirs = {
@@ -417,11 +425,12 @@ class Plan:
             for subdir in settings.subdirs
             if subdir in upstream
         }
-        plan = cls(settings, subdirs, selector)
+        plan = cls(settings, subdirs, selector, elsewhere=elsewhere)
+        held_elsewhere = elsewhere.subdirs if elsewhere is not None else ()
         plan.missing = {
             subdir: missing.get(subdir, "upstream has no repodata for it")
             for subdir in settings.subdirs
-            if subdir not in upstream
+            if subdir not in upstream and subdir not in held_elsewhere
         }
         maps = plan._closure_maps(settings)
         for subdir, sp in subdirs.items():
@@ -431,6 +440,14 @@ class Plan:
         if check:
             plan.check_dependencies()
         plan._find_unmatched()  # after the check, which has made each subdir's index
+        if elsewhere is not None:  # an entry is unmatched when neither half's records match it
+            prune = [w for sp in subdirs.values() if (w := sp.prune_warning())]
+            theirs, plan.warnings_elsewhere = elsewhere.swap([plan.unmatched, prune])
+            plan.unmatched = {
+                key: both
+                for key, mine in plan.unmatched.items()
+                if (both := [e for e in mine if e in theirs.get(key, ())])
+            }
         return plan
 
     # ---- what to tell the administrator
@@ -467,7 +484,7 @@ class Plan:
         lines = [self.missing_warning(subdir) for subdir in self.missing]
         lines += self.unmatched_warnings()
         lines += [w for sp in self.subdirs.values() if (w := sp.prune_warning())]
-        return lines
+        return lines + self.warnings_elsewhere
 
     def _find_unmatched(self) -> None:
         """The blacklist and whitelist entries no upstream record of any subdir matches."""
@@ -477,7 +494,8 @@ class Plan:
     def check_dependencies(self) -> None:
         """Run the dependency check (kept up to date by `update` from then on)."""
         with gc_paused():
-            self.check = DependencyCheck({subdir: sp.index for subdir, sp in self.subdirs.items()})
+            indexes = {subdir: sp.index for subdir, sp in self.subdirs.items()}
+            self.check = DependencyCheck(indexes, self.elsewhere)
             self._check_all()
 
     def decisions_by_subdir(self) -> dict[str, list[Decision]]:

@@ -98,30 +98,45 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def write_json(plan: Plan, out: IO[bytes], extra: dict[str, Any] | None = None) -> None:
+def write_json(
+    plan: Plan,
+    out: IO[bytes],
+    extra: dict[str, Any] | None = None,
+    more: Callable[[IO[bytes]], None] | None = None,
+) -> None:
     """Write `plan_json(plan)` to `out`, a piece at a time: a line per key of the plan and of
     each subdir, the long lists CHUNK entries at a time; then the keys of `extra` (the pypi
-    section's plan)."""
+    section's plan). `more(out)` writes the members of subdirs planned elsewhere (the other
+    half of a split plan, each written by `write_subdir_json`) after this plan's own."""
     encode = msgspec.json.Encoder().encode
     out.write(b"{")
     for key, value in plan_parts(plan):
         out.write(encode(key) + b": " + encode(value) + b",\n")
     out.write(b'"subdirs": {')
-    for n, (subdir, sp) in enumerate(plan.subdirs.items()):
+    for n, sp in enumerate(plan.subdirs.values()):
         out.write(b",\n" if n else b"\n")
-        out.write(encode(subdir) + b": {")
-        for m, (key, value) in enumerate(subdir_parts(sp)):
-            out.write(b",\n " if m else b"\n ")
-            out.write(encode(key) + b": ")
-            if isinstance(value, _Items):
-                _write_items(out, encode, value)
-            else:
-                out.write(encode(value))
-        out.write(b"}")
+        write_subdir_json(sp, out, encode)
+    if more is not None:
+        out.write(b",\n" if plan.subdirs else b"\n")
+        more(out)
     out.write(b"}")
     for key, value in (extra or {}).items():
         out.write(b",\n" + encode(key) + b": " + encode(value))
     out.write(b"}\n")
+
+
+def write_subdir_json(sp: SubdirPlan, out: IO[bytes], encode: Callable[[Any], bytes] | None = None) -> None:
+    """One member of the plan's `subdirs`: `"name": {...}`, its long lists a chunk at a time."""
+    encode = encode or msgspec.json.Encoder().encode
+    out.write(encode(sp.subdir) + b": {")
+    for m, (key, value) in enumerate(subdir_parts(sp)):
+        out.write(b",\n " if m else b"\n ")
+        out.write(encode(key) + b": ")
+        if isinstance(value, _Items):
+            _write_items(out, encode, value)
+        else:
+            out.write(encode(value))
+    out.write(b"}")
 
 
 def _write_items(out: IO[bytes], encode, items: _Items) -> None:

@@ -10,20 +10,28 @@ from casconsole.settings import Settings
 from casconsole.upstream.repodata import fetch_upstream
 
 if TYPE_CHECKING:
+    from casconsole.selection.check import Elsewhere
     from casconsole.selection.plan import Plan
 
 # imported while the first repodata is fetched and decompressed (which release the GIL)
 _SELECTION = ("casconsole.selection.plan", "rattler")
 
 
-def make_plan(settings: Settings, check: bool = True) -> Plan:
+def make_plan(
+    settings: Settings,
+    check: bool = True,
+    subdirs: list[str] | None = None,
+    elsewhere: Elsewhere | None = None,
+) -> Plan:
     """Fetch upstream (through the mirror's cache, as the sync does) and decide every record;
     the dependency check too, unless `check` is false. A platform upstream does not carry is
-    left out of the plan and named in `plan.missing`, as the sync leaves it out."""
+    left out of the plan and named in `plan.missing`, as the sync leaves it out.
+    `subdirs` and `elsewhere`: one half of a plan split in two (sync/splitplan.py)."""
     loading = threading.Thread(target=_import_selection, daemon=True, name="import-selection")
     loading.start()
     missing: dict[str, str] = {}
-    upstream = fetch_upstream(settings, missing=missing, plan_only=True)  # no hashes: never shown
+    # no hashes: never shown
+    upstream = fetch_upstream(settings, subdirs, missing=missing, plan_only=True)
     local = None
     if settings.in_bucket:  # what the bucket holds: listed here, the plan fetches nothing
         from casconsole.sync.target import bucket_sizes
@@ -32,7 +40,7 @@ def make_plan(settings: Settings, check: bool = True) -> Plan:
     loading.join()
     from casconsole.selection.plan import Plan
 
-    return Plan.build(settings, upstream, check, missing, local=local)
+    return Plan.build(settings, upstream, check, missing, local=local, elsewhere=elsewhere)
 
 
 def _import_selection() -> None:
