@@ -149,11 +149,11 @@ def running(pid: int) -> bool:
         return False
 
 
-def start_stalled(upstream, tmp_path) -> tuple[subprocess.Popen, int]:
-    """A dry run whose platforms' half waits on a stalled download while the noarch half has
-    planned and waits for it: (the process, its child)."""
+def start_stalled(upstream, tmp_path, seconds: float = 30) -> tuple[subprocess.Popen, int]:
+    """A dry run whose platforms' half waits on a download stalled for `seconds` (then dropped,
+    and asked again) while the noarch half has planned and waits for it: (the process, its child)."""
     server, _ = upstream
-    server.always("ch/linux-64/repodata.json", Fault.stall(30))
+    server.inject("ch/linux-64/repodata.json", Fault.stall(seconds))
     config = config_for(server.url, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "casconsole.cli.sync", "--dry-run", "--config", str(config)],
@@ -188,3 +188,11 @@ def test_the_child_ends_when_its_parent_is_killed(upstream, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=20)
     assert gone_within(child, 10), "the noarch half outlived its parent"
+
+
+def test_a_child_that_dies_is_reported_not_waited_for(upstream, tmp_path):
+    proc, child = start_stalled(upstream, tmp_path, seconds=1)
+    os.kill(child, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and out == b""
+    assert err.decode() == "cas-sync: error: the dry run's noarch process ended before it answered\n"

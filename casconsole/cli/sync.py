@@ -101,7 +101,8 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False, pyp
         if pypi_only:
             pass
         elif exit_when_done and splitplan.splittable(settings):  # noarch's half on the other core
-            plan, half = splitplan.make_split_plan(settings, _json_section if as_json else _text_section)
+            split = splitplan.make_split_plan(settings, _json_section if as_json else _text_section)
+            plan, half = split if split is not None else (make_plan(settings), None)
         else:
             plan = make_plan(settings)
         try:

@@ -23,11 +23,11 @@ import struct
 import threading
 import traceback
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from casconsole.errors import EXIT_STORAGE, CasError, os_error_message
+from casconsole.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STORAGE, CasError, os_error_message
 from casconsole.settings import Settings
 from casconsole.sync.dryrun import make_plan
 
@@ -56,19 +56,37 @@ def splittable(settings: Settings) -> bool:
     )
 
 
-def make_split_plan(settings: Settings, section: Section) -> tuple[Plan, Half]:
+def make_split_plan(settings: Settings, section: Section) -> tuple[Plan, Half] | None:
     """This half's plan (the platforms), and the child's half, which has `section` write noarch's
-    part of the report. The caller checks `splittable` first, and stops the half when done."""
+    part of the report; None when no child could be started (the caller plans in one process).
+    The caller checks `splittable` first, and stops the half when done."""
     platforms = tuple(s for s in settings.subdirs if s != "noarch")
-    mine, theirs = socket.socketpair()
-    part = _memory_file()
-    pid = os.fork()
-    if pid == 0:  # the child: noarch's half; it never returns
+    try:
+        mine, theirs = socket.socketpair()
+        part = _memory_file()
+    except OSError:  # no file left to have: the plan is made in one process, as before
+        return None
+    # Ctrl-C held back across the fork: a KeyboardInterrupt in the child before its own handler
+    # is set would unwind it into this function's caller, the parent's code
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the child: noarch's half; Ctrl-C ends it at once; it never returns
+        signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         mine.close()
         _child(settings, _Channel(theirs, platforms), section, part)
     theirs.close()
+    if pid < 0:  # no process left to have: one process, as before
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        mine.close()
+        os.close(part)
+        return None
     half = Half(pid, _Channel(mine, ("noarch",)), part)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         return make_plan(settings, subdirs=list(platforms), elsewhere=half.channel), half
     except BaseException:
         half.stop()
@@ -107,45 +125,32 @@ class Half:
             self.channel.sock.close()
 
 
-def _child(settings: Settings, channel: _Channel, section: Section, part: int) -> None:
-    status = 0
+def _child(settings: Settings, channel: _Channel, section: Section, part: int) -> NoReturn:
+    status = 1
     try:
-        plan = make_plan(settings, subdirs=["noarch"], elsewhere=channel)
-        with open(part, "wb", closefd=False) as out:
-            for sp in plan.subdirs.values():
-                section(plan, sp, out)
-        channel.send("ok", None)
-    except BaseException as exc:  # told to the parent, which reports it as its own
-        status = 1
-        channel.send("error", _describe(exc))
-    finally:
+        try:
+            plan = make_plan(settings, subdirs=["noarch"], elsewhere=channel)
+            with open(part, "wb", closefd=False) as out:
+                for sp in plan.subdirs.values():
+                    section(plan, sp, out)
+            channel.send("ok", None)
+            status = 0
+        except Exception as exc:  # told to the parent, which reports it as its own
+            channel.send("error", _describe(exc))
         channel.wait()
+    finally:
         os._exit(status)
 
 
-def _describe(exc: BaseException) -> list:
+def _describe(exc: Exception) -> list:
     """An exception as the parent raises it again: entry_point then reports it as it would
     have in one process (the same message and exit status)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return ["interrupt", "", 0]
-    if isinstance(exc, SplitError):  # the parent went away: nobody is left to tell
-        return ["gone", "", 0]
     if isinstance(exc, CasError):
-        return ["cas", exc.message, exc.exit_status]
+        return [exc.message, exc.exit_status]
     if isinstance(exc, OSError):
-        return ["cas", os_error_message(exc), EXIT_STORAGE]
-    traceback.print_exc()  # a bug: shown as one process would show it
-    return ["bug", f"{type(exc).__name__}: {exc}", 1]
-
-
-def _raise(kind: str, message: str, status: int) -> None:
-    if kind == "interrupt":
-        raise KeyboardInterrupt
-    if kind == "gone":
-        raise SplitError("the other half of the dry run found this one gone")
-    if kind == "bug":
-        raise RuntimeError(f"the noarch half of the dry run failed: {message}")
-    raise CasError(message, status)
+        return [os_error_message(exc), EXIT_STORAGE]
+    traceback.print_exc()  # a bug: its traceback, as one process would show it
+    return [f"the dry run's noarch process failed: {type(exc).__name__}: {exc}", EXIT_FAILED]
 
 
 class _Channel:
@@ -186,9 +191,12 @@ class _Channel:
         try:
             kind, payload = msgspec.msgpack.decode(self._read(size))
         except (msgspec.DecodeError, ValueError, TypeError):
-            raise SplitError("the other half of the dry run sent what it should not") from None
+            raise SplitError(
+                f"the dry run's {'/'.join(self.subdirs)} process sent what it should not"
+            ) from None
         if kind == "error":
-            _raise(*payload)
+            message, status = payload
+            raise CasError(message, status)
         return payload
 
     def _read(self, size: int) -> bytearray:
@@ -197,7 +205,7 @@ class _Channel:
         while got < size:
             n = self.sock.recv_into(view[got:])
             if n == 0:
-                raise SplitError("the other half of the dry run ended without a word")
+                raise SplitError(f"the dry run's {'/'.join(self.subdirs)} process ended before it answered")
             got += n
         return buf
 
