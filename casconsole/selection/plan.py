@@ -17,7 +17,6 @@ hold its pruning back (`prune_withheld`: more than `max_prune` of the files woul
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,65 +32,10 @@ from casconsole.redact import redact_url
 from casconsole.selection.check import BrokenGroup, DependencyCheck, Elsewhere
 from casconsole.selection.deps import Closure, SubdirIndex
 from casconsole.selection.filters import KEPT, Decision, EntryList, Selector
+from casconsole.selection.funnel import ADDED_BY, DROPPED_BY, Funnel, contribution
 from casconsole.selection.planjson import excluded_items, plan_json, subdir_json
 from casconsole.selection.warnings import matching_nothing, percent, prune_exceeds
 from casconsole.settings import Settings
-
-
-@dataclass
-class Funnel:
-    """The counts of one subdir's selection, in the order the steps apply.
-
-    kept = upstream - dropped_license - dropped_blacklist - dropped_newest - dropped_curated
-           + added_whitelist + added_closure
-    A record counts under the first step that dropped it, and under the whitelist (or the
-    closure) too when that added it back. `broken` counts kept records with unmet dependencies.
-    """
-
-    upstream: int = 0
-    dropped_license: int = 0
-    dropped_blacklist: int = 0
-    added_whitelist: int = 0
-    kept: int = 0
-    download: int = 0
-    download_bytes: int = 0
-    present: int = 0
-    delete: int = 0
-    dropped_newest: int = 0
-    dropped_curated: int = 0
-    added_closure: int = 0
-    broken: int = 0
-
-    def add(self, other: Funnel, sign: int = 1) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + sign * getattr(other, f.name))
-
-
-_DROPPED_BY = {
-    "license_blacklist": "dropped_license",
-    "blacklist": "dropped_blacklist",
-    "newest_versions": "dropped_newest",
-    "curated": "dropped_curated",
-}
-_ADDED_BY = {"whitelist": "added_whitelist", "closure": "added_closure"}
-
-
-def _contribution(decision: Decision, present: bool, size: int) -> Funnel:
-    """What one record adds to the funnel (the delete count is the subdir's, not a record's)."""
-    f = Funnel(upstream=1)
-    drop = decision if not decision.included else decision.overrides
-    if drop is not None:
-        setattr(f, _DROPPED_BY.get(drop.step, "dropped_blacklist"), 1)
-        if decision.included:
-            setattr(f, _ADDED_BY.get(decision.step, "added_whitelist"), 1)
-    if decision.included:
-        f.kept = 1
-        if present:
-            f.present = 1
-        else:
-            f.download = 1
-            f.download_bytes = size
-    return f
 
 
 def scan_local(subdir_dir: Path) -> dict[str, int]:
@@ -234,10 +178,10 @@ class SubdirPlan:
             decision = distinct[key]
             drop = decision if not decision.included else decision.overrides
             if drop is not None:
-                name = _DROPPED_BY.get(drop.step, "dropped_blacklist")
+                name = DROPPED_BY.get(drop.step, "dropped_blacklist")
                 setattr(funnel, name, getattr(funnel, name) + n)
                 if decision.included:
-                    name = _ADDED_BY.get(decision.step, "added_whitelist")
+                    name = ADDED_BY.get(decision.step, "added_whitelist")
                     setattr(funnel, name, getattr(funnel, name) + n)
         kept = self._kept = list(compress(records, map(_INCLUDED, decisions)))
         funnel.kept = len(kept)
@@ -278,8 +222,8 @@ class SubdirPlan:
                 flipped.append(i)
                 self._kept = None
             present = self.is_present(rec)
-            self.funnel.add(_contribution(old, present, rec.size), -1)
-            self.funnel.add(_contribution(new, present, rec.size))
+            self.funnel.add(contribution(old, present, rec.size), -1)
+            self.funnel.add(contribution(new, present, rec.size))
             # file names are repodata keys, so one record per name: its decision is the file's
             if rec.fn in self.local and self.prune:
                 if new.included:
