@@ -52,18 +52,24 @@ CPUS: list[
 
 
 def tree_rss(pid: int) -> int:
-    """The resident memory (bytes) of `pid` and its children, together, now."""
-    total, todo = 0, [pid]
+    """The memory (bytes) of `pid` and its children together, now: their resident sets, and the
+    memory files they hold open (a split dry run's child writes its part of the report into one,
+    which no RSS counts)."""
+    total, todo, memfds = 0, [pid], {}
     while todo:
         p = todo.pop()
         try:
             status = Path(f"/proc/{p}/status").read_text()
             todo += map(int, Path(f"/proc/{p}/task/{p}/children").read_text().split())
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                if os.readlink(f"/proc/{p}/fd/{fd}").startswith("/memfd:"):
+                    st = os.stat(f"/proc/{p}/fd/{fd}")
+                    memfds[st.st_dev, st.st_ino] = st.st_size
         except (OSError, ValueError):
             continue
         rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
         total += int(rss[0]) * 1024 if rss else 0
-    return total
+    return total + sum(memfds.values())
 
 
 class TreePeak:
