@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pypi_index import SimpleIndex, tiny_projects
 from upstream_server import Fault, Upstream
 
+from casconsole.cli import sync_pypi
 from casconsole.cli.common import settings_from_args
 from casconsole.cli.sync import build_parser, print_plan
 from casconsole.selection.planjson import write_json
@@ -49,12 +51,15 @@ def cas_sync(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, i
 
 
 def one_process(config: Path) -> tuple[bytes, str]:
-    """The JSON and the text the same settings give, planned in this process."""
+    """The JSON and the text the same settings give, planned in this process (the pypi
+    section's plan after the channel's, when the settings have one)."""
     settings = settings_from_args(build_parser().parse_args(["--config", str(config)]))
-    plan = make_plan(settings)
+    plan, pypi = make_plan(settings), sync_pypi.make_plan(settings, False)
     as_json, text = io.BytesIO(), io.StringIO()
-    write_json(plan, as_json)
+    write_json(plan, as_json, {"pypi": pypi.to_json()} if pypi is not None else None)
     print_plan(plan, text)
+    if pypi is not None:
+        sync_pypi.print_plan(pypi, text, blank=True)
     return as_json.getvalue(), text.getvalue()
 
 
@@ -105,6 +110,22 @@ def test_the_split_report_of_a_real_channel(realdata, tmp_path):
     assert b'{"cause":"license_blacklist: GPL"' in got.stdout  # causes found across both halves
     got, _ = cas_sync(tmp_path, "--dry-run", "--config", str(config))
     assert got.stdout.decode() == want_text
+
+
+def test_the_pypi_section_follows_the_split_channel_plan(demo_url, tmp_path):
+    with SimpleIndex(tiny_projects(tmp_path / "dist")) as index:
+        config = tmp_path / "settings.yaml"
+        config.write_text(
+            f"remote_url: {demo_url}\nmirror_dir: {tmp_path / 'm'}\nplatforms: [linux-64]\n"
+            f"license_blacklist: GPL\npypi:\n  index_url: {index.url}\n  projects: [app]\n  closure: true\n"
+        )
+        want_json, want_text = one_process(config)
+        (got_json, forks), (got_text, _) = (
+            cas_sync(tmp_path, "--dry-run", *a, "--config", str(config)) for a in (["--json"], [])
+        )
+    assert forks == 1 and got_json.returncode == got_text.returncode == 0, got_json.stderr
+    assert got_json.stdout == want_json and b'"pypi": {' in want_json
+    assert got_text.stdout.decode() == want_text and "\npypi\n" in want_text
 
 
 @pytest.fixture
