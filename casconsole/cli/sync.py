@@ -98,13 +98,11 @@ def dry_run(settings: Settings, as_json: bool, exit_when_done: bool = False, pyp
     with gc_paused():
         pypi = sync_pypi.make_plan(settings, pypi_only)
         plan, half = None, None
-        if pypi_only:
-            pass
-        elif exit_when_done and splitplan.splittable(settings):  # noarch's half on the other core
-            split = splitplan.make_split_plan(settings, _json_section if as_json else _text_section)
+        if not pypi_only:
+            split = None
+            if exit_when_done and splitplan.splittable(settings):  # noarch's half on the other core
+                split = splitplan.make_split_plan(settings, _json_section if as_json else _text_section)
             plan, half = split if split is not None else (make_plan(settings), None)
-        else:
-            plan = make_plan(settings)
         try:
             _report(plan, pypi, as_json, half.write_rest if half is not None else None)
         finally:

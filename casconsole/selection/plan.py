@@ -385,8 +385,7 @@ class Plan:
             plan.check_dependencies()
         plan._find_unmatched()  # after the check, which has made each subdir's index
         if elsewhere is not None:  # an entry is unmatched when neither half's records match it
-            prune = [w for sp in subdirs.values() if (w := sp.prune_warning())]
-            theirs, plan.warnings_elsewhere = elsewhere.swap([plan.unmatched, prune])
+            theirs, plan.warnings_elsewhere = elsewhere.swap([plan.unmatched, plan.prune_warnings()])
             plan.unmatched = {
                 key: both
                 for key, mine in plan.unmatched.items()
@@ -427,8 +426,11 @@ class Plan:
         subdirs whose pruning a sync would hold back."""
         lines = [self.missing_warning(subdir) for subdir in self.missing]
         lines += self.unmatched_warnings()
-        lines += [w for sp in self.subdirs.values() if (w := sp.prune_warning())]
-        return lines + self.warnings_elsewhere
+        return lines + self.prune_warnings() + self.warnings_elsewhere
+
+    def prune_warnings(self) -> list[str]:
+        """The subdirs of this plan (this half's, when split) whose pruning a sync would hold back."""
+        return [w for sp in self.subdirs.values() if (w := sp.prune_warning())]
 
     def _find_unmatched(self) -> None:
         """The blacklist and whitelist entries no upstream record of any subdir matches."""

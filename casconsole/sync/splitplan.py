@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
-from casconsole.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STORAGE, CasError, os_error_message
+from casconsole.errors import EXIT_FAILED, EXIT_INTERRUPTED, CasError, DiskError
 from casconsole.settings import Settings
 from casconsole.sync.dryrun import make_plan
 
@@ -122,7 +122,7 @@ class Half:
                 pass
             self.pid = 0
             os.close(self.part)
-            self.channel.sock.close()
+            self.channel.close()
 
 
 def _child(settings: Settings, channel: _Channel, section: Section, part: int) -> NoReturn:
@@ -145,10 +145,10 @@ def _child(settings: Settings, channel: _Channel, section: Section, part: int) -
 def _describe(exc: Exception) -> list:
     """An exception as the parent raises it again: entry_point then reports it as it would
     have in one process (the same message and exit status)."""
+    if isinstance(exc, OSError):
+        exc = DiskError.of(exc)  # what entry_point reports an OSError as
     if isinstance(exc, CasError):
         return [exc.message, exc.exit_status]
-    if isinstance(exc, OSError):
-        return [os_error_message(exc), EXIT_STORAGE]
     traceback.print_exc()  # a bug: its traceback, as one process would show it
     return [f"the dry run's noarch process failed: {type(exc).__name__}: {exc}", EXIT_FAILED]
 
@@ -180,6 +180,9 @@ class _Channel:
             self.sock.sendall(frame)
         except OSError:  # the other half is gone: its absence is found by the next recv
             pass
+
+    def close(self) -> None:
+        self.sock.close()
 
     def wait(self) -> None:
         if self._sending is not None:
