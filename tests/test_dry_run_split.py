@@ -10,10 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import alive, children, wait_for
 from pypi_index import SimpleIndex, tiny_projects
 from upstream_server import Fault, Upstream
 
@@ -156,20 +156,6 @@ def test_an_error_in_either_half_is_reported_as_one_process_reports_it(upstream,
     assert got.stderr.decode() == f"cas-sync: error: {where}: not valid JSON (Input data was truncated)\n"
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def start_stalled(upstream, tmp_path, seconds: float = 30) -> tuple[subprocess.Popen, int]:
     """A dry run whose platforms' half waits on a download stalled for `seconds` (then dropped,
     and asked again) while the noarch half has planned and waits for it: (the process, its child)."""
@@ -180,20 +166,15 @@ def start_stalled(upstream, tmp_path, seconds: float = 30) -> tuple[subprocess.P
         [sys.executable, "-m", "casconsole.cli.sync", "--dry-run", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not children(proc.pid) or not server.seen("ch/noarch/repodata.json"):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    return proc, children(proc.pid)[0]
+    started = wait_for(
+        lambda: proc.poll() is not None or (server.seen("ch/noarch/repodata.json") and children(proc.pid)), 20
+    )
+    assert started and proc.poll() is None, proc.communicate()
+    return proc, started[0]
 
 
 def gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_for(lambda: not alive(pid), seconds, interval=0.02)
 
 
 def test_ctrl_c_ends_both_halves(upstream, tmp_path):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import wait_for
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
 
 from casconsole.sync.engine import read_status
@@ -47,15 +48,6 @@ def start(*args, stdout=subprocess.PIPE) -> subprocess.Popen:
     )
 
 
-def wait_for(predicate, seconds: float = 60.0, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
-
-
 def packages(upstream) -> list[str]:
     return [f"{sd}/{p.name}" for sd in SUBDIRS for p in sorted((upstream.root / sd).glob("*.conda"))]
 
@@ -76,7 +68,7 @@ def test_a_stalled_sync_stops_within_2_seconds_and_the_next_run_resumes(
     for path in stalling:  # half of the file is sent, then nothing more for two minutes
         upstream.always(path, Fault.stall(120))
     process = start("--config", config, "--json")
-    assert wait_for(lambda: all(upstream.seen(path) for path in stalling))
+    assert wait_for(lambda: all(upstream.seen(path) for path in stalling), 60)
     time.sleep(0.5)  # well into the stall
     sent = time.monotonic()
     process.send_signal(sig)
@@ -132,7 +124,7 @@ def test_ctrl_c_at_any_moment_is_one_line(upstream, config, tmp_path, command):
     for moment in MOMENTS[command]:
         process = start("--config", config, *args)
         # looked at often: with its bytecode compiled, `--show` is over 0.05 s after that
-        assert wait_for(lambda pid=process.pid: loading(pid), 30, every=0.002)
+        assert wait_for(lambda pid=process.pid: loading(pid), 30, interval=0.002)
         time.sleep(moment)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -160,7 +152,7 @@ def test_a_second_ctrl_c_stops_at_once(upstream, config):
     for path in packages(upstream):
         upstream.always(path, Fault.stall(120))
     process = start("--config", config, "--json")
-    assert wait_for(lambda: upstream.seen(packages(upstream)[0]))
+    assert wait_for(lambda: upstream.seen(packages(upstream)[0]), 60)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
@@ -244,7 +236,7 @@ def test_ctrl_c_at_any_moment_of_an_index_run(tmp_path, demo_channel):
             [str(BIN / "cas-index"), str(channel)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         # looked at often: with its bytecode compiled, `--show` is over 0.05 s after that
-        assert wait_for(lambda pid=process.pid: loading(pid), 30, every=0.002)
+        assert wait_for(lambda pid=process.pid: loading(pid), 30, interval=0.002)
         time.sleep(moment)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)

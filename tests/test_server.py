@@ -9,7 +9,8 @@ import time
 
 import httpx
 import pytest
-from test_server_support import PRIVATE, Server, get, make_mirror, raw, wait_for
+from processes import wait_for
+from test_server_support import PRIVATE, Server, get, make_mirror, raw
 
 from casconsole.fsutil import atomic_write_bytes
 from casconsole.serve.site import parse_range, split_target

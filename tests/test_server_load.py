@@ -10,11 +10,11 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from test_server_support import Server, make_mirror, wait_for
+from processes import alive, children, wait_for
+from test_server_support import Server, make_mirror
 
 from casconsole.conda.repodata import write_repodata
 from casconsole.fsutil import atomic_write_bytes
@@ -185,47 +185,24 @@ def test_atomic_write_of_a_small_file_is_seen_whole(tmp_path):
             assert c.get("/pkgs/noarch/repodata.json").json()["n"] == n
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
 def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     root = make_mirror(tmp_path / "mirror")
     with Server(root, workers=2) as srv:
-        workers = wait_for(lambda: len(_children(srv.proc.pid)) == 2 and _children(srv.proc.pid))
+        workers = wait_for(lambda: len(children(srv.proc.pid)) == 2 and children(srv.proc.pid))
         assert workers
         srv.proc.kill()
         srv.proc.wait()
-        assert wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
+        assert wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
 def test_a_worker_that_dies_is_replaced(tmp_path):
     root = make_mirror(tmp_path / "mirror")
     with Server(root, workers=2) as srv:
-        workers = wait_for(lambda: len(_children(srv.proc.pid)) == 2 and _children(srv.proc.pid))
+        workers = wait_for(lambda: len(children(srv.proc.pid)) == 2 and children(srv.proc.pid))
         os.kill(workers[0], signal.SIGKILL)
-        assert wait_for(
-            lambda: len(_children(srv.proc.pid)) == 2 and workers[0] not in _children(srv.proc.pid)
-        )
+        assert wait_for(lambda: len(children(srv.proc.pid)) == 2 and workers[0] not in children(srv.proc.pid))
         for _ in range(40):  # new connections each time, spread over both sockets
             r = httpx.get(f"{srv.url}/pkgs/noarch/repodata.json", timeout=5)
             assert r.status_code == 200

@@ -6,7 +6,8 @@ import json
 
 import httpx
 import pytest
-from test_server_support import PRIVATE, Server, cli, get, make_mirror, wait_for
+from processes import wait_for
+from test_server_support import PRIVATE, Server, cli, get, make_mirror
 
 from casconsole.serve.tokens import hash_token, new_token
 

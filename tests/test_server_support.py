@@ -140,12 +140,3 @@ def raw(port: int, request: bytes, timeout: float = 10) -> tuple[int, dict[str, 
 
 def get(port: int, target: bytes, headers: bytes = b"") -> tuple[int, dict[str, str], bytes]:
     return raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + b"\r\n")
-
-
-def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)

@@ -10,9 +10,9 @@ import select
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from processes import wait_for
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
 
 from casconsole.sync.engine import read_status
@@ -62,15 +62,6 @@ def popen(*args, **kw):
         text=True,
         **kw,
     )
-
-
-def wait_for(predicate, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_plain_output_and_exit_status_0(config, upstream, tmp_path):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import children, wait_for
 from upstream_server import Fault, Upstream, make_channel, mirror_problems, spec
 
 from casconsole.sync.engine import read_status
@@ -50,20 +51,8 @@ def start(config, *args):
     )
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def gone(pids: list[int], seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), seconds)
 
 
 def kill_after(process, stop) -> tuple[list[dict], list[int]]:

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import zstandard
-from test_server_support import PRIVATE, Server, wait_for
+from processes import wait_for
+from test_server_support import PRIVATE, Server
 from upload_support import PUBLIC, add_token, package, put_raw, status_of, upload_mirror
 
 from casconsole.index.cache import CACHE_DIR, LOCK_FILE

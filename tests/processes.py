@@ -1,0 +1,36 @@
+"""Waiting on things and on processes, for the tests that run real commands: one polling loop,
+a process's children, and whether a process still runs (a zombie does not)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
+    """Poll `predicate` until it gives something true or `timeout` s pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (of any of its threads); none once it is gone."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += map(int, (task / "children").read_text().split())
+    except OSError:
+        pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: it exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
