@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import time
@@ -34,6 +35,17 @@ def make_app(**kwargs) -> CasConsole:
     """The console over the settings the environment names (no server probe: tests own ports)."""
     kwargs.setdefault("probe", False)
     return CasConsole(ConsoleState(), **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def on_screen(key: str, size: tuple[int, int] = (80, 24), **kwargs):
+    """The console opened at `size`, its first workers done, then `key` pressed: (app, pilot)."""
+    app = make_app(**kwargs)
+    async with app.run_test(size=size) as pilot:
+        await wait_workers(pilot)
+        await pilot.press(key)
+        await pilot.pause()
+        yield app, pilot
 
 
 FOLLOWERS = ("sync-follow", "server-watch")

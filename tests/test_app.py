@@ -13,7 +13,7 @@ import pytest
 import yaml
 from casconsole.widgets.keybar import KeyBar
 from casconsole.widgets.vtable import VirtualTable
-from console_helpers import add_channel, make_app, static_text, wait_workers
+from console_helpers import add_channel, make_app, on_screen, static_text, wait_workers
 from textual.widgets import Input
 
 from casconsole.console.screens.airgap import AirgapScreen, ExportDialog
@@ -196,11 +196,7 @@ async def test_tables_fit_80_columns_and_show_more_on_a_wider_terminal(internal_
     """Point 1 of issue 17: columns sized to content, a name's start and a URL's end kept, the
     format column telling a build's .conda from its .tar.bz2, the key bar naming every screen
     when it has room, and what a narrow table cuts whole in its detail line."""
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         gcc = next(line for line in table_lines(app) if "libgcc-ng" in line)
         assert "GPL-3.0-only…" in gcc and "WITH GCC-exception-3.1" not in gcc  # cut at 80 columns
         index = await goto_record(pilot, "libgcc-ng")
@@ -264,11 +260,7 @@ async def test_config_shows_layers_side_by_side_and_problems_in_place(console_di
 
 
 async def test_plan_toggle_replans_at_once_and_save_writes_the_shown_diff(http_console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         screen = app.screen
         sp = screen.subdir_plan
         kept_before = sp.funnel.kept
@@ -300,11 +292,7 @@ async def test_plan_toggle_replans_at_once_and_save_writes_the_shown_diff(http_c
 
 
 async def test_plan_whitelist_search_filter_and_discard(console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         screen = app.screen
         sp = screen.subdir_plan
         funnel_before = (sp.funnel.kept, sp.funnel.added_whitelist)
@@ -336,11 +324,7 @@ async def test_plan_whitelist_search_filter_and_discard(console_dir):
 
 
 async def test_plan_subdirs_switch_with_brackets(console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         assert app.screen.subdir_plan.subdir == "linux-64"
         await pilot.press("right_square_bracket")
         await pilot.pause()
@@ -429,11 +413,7 @@ async def test_clients_condarc_order_ssl_verify_and_write(internal_channel):
 
 
 async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         sp = app.screen.subdir_plan
         assert sp.funnel.broken == 0
         assert "dependencies are met" in static_text(app, "#deps")
@@ -460,11 +440,7 @@ async def test_plan_warns_of_dependencies_a_toggle_breaks(console_dir):
 
 
 async def test_w_on_the_warning_whitelists_what_the_broken_records_lack(console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         sp = app.screen.subdir_plan
         await goto_record(pilot, "readline")
         await pilot.press("b")
@@ -489,11 +465,7 @@ async def test_w_whitelists_libgcc_ng_on_real_conda_forge_under_license_blacklis
         f"remote_url: {realdata / 'conda-subchannel-demo'}\nmirror_dir: mirror\n"
         "platforms: [linux-64]\nlicense_blacklist: GPL\n"  # a plain string, as the FAQ writes it
     )
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         sp = app.screen.subdir_plan
         before = sp.funnel.broken
         assert sp.subdir == "linux-64" and before > sp.funnel.kept // 2

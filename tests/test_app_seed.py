@@ -4,7 +4,7 @@ Overview screens never show the proxy's password or a token."""
 
 from __future__ import annotations
 
-from console_helpers import make_app, static_text, wait_workers
+from console_helpers import make_app, on_screen, static_text, wait_workers
 
 from casconsole.console.screens.plan import PlanScreen
 
@@ -28,11 +28,7 @@ blacklist:
 
 async def test_the_plan_screen_shows_the_plans_warnings(console_dir):
     (console_dir / "user.yaml").write_text(SEED_SETTINGS)
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, pilot):
         assert isinstance(app.screen, PlanScreen)
         assert list(app.state.plan.subdirs) == ["linux-64", "noarch"]  # the other platform is planned
         text = static_text(app, "#plan-warnings")
@@ -48,11 +44,7 @@ async def test_the_plan_screen_shows_the_plans_warnings(console_dir):
 
 
 async def test_no_warning_no_line(console_dir):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("3")
-        await pilot.pause()
+    async with on_screen("3") as (app, _pilot):
         assert app.state.plan.warnings() == []
         assert not app.screen.query_one("#plan-warnings").display
 

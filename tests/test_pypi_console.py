@@ -8,7 +8,7 @@ import configparser
 from pathlib import Path
 
 import pytest
-from console_helpers import make_app, static_text, wait_workers
+from console_helpers import make_app, on_screen, static_text, wait_workers
 from pypi_index import SimpleIndex, tiny_projects
 
 from casconsole.console.screens.clients import ClientsScreen
@@ -70,11 +70,7 @@ async def test_the_plan_screen_shows_the_pypi_section_like_a_subdir(pypi_console
 
 
 async def test_a_sync_from_the_console_carries_the_pypi_section(pypi_console):
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_workers(pilot)
-        await pilot.press("4")
-        await pilot.pause()
+    async with on_screen("4") as (app, pilot):
         assert isinstance(app.screen, SyncScreen)
         await pilot.press("s", "y")
         await wait_workers(pilot)
