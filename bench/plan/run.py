@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from installed import compile_bytecode  # noqa: E402
+from treemem import PeakMemory  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SUBDIRS = ("linux-64", "noarch")
@@ -51,46 +51,6 @@ CPUS: list[
 ] = []  # the CPU seconds (user + system) each timed command used: steadier on a shared machine
 
 
-def tree_rss(pid: int) -> int:
-    """The memory (bytes) of `pid` and its children together, now: their resident sets, and the
-    memory files they hold open (a split dry run's child writes its part of the report into one,
-    which no RSS counts)."""
-    total, todo, memfds = 0, [pid], {}
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            todo += map(int, Path(f"/proc/{p}/task/{p}/children").read_text().split())
-            for fd in os.listdir(f"/proc/{p}/fd"):
-                if os.readlink(f"/proc/{p}/fd/{fd}").startswith("/memfd:"):
-                    st = os.stat(f"/proc/{p}/fd/{fd}")
-                    memfds[st.st_dev, st.st_ino] = st.st_size
-        except (OSError, ValueError):
-            continue
-        rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
-        total += int(rss[0]) * 1024 if rss else 0
-    return total + sum(memfds.values())
-
-
-class TreePeak:
-    """The largest `tree_rss` of a process seen while it runs, sampled every 5 ms: a dry run
-    split in two processes holds memory in both, and wait4's ru_maxrss is one process's."""
-
-    def __init__(self, pid: int):
-        self.pid, self.peak, self._done = pid, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(0.005):
-            self.peak = max(self.peak, tree_rss(self.pid))
-
-    def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        return self.peak
-
-
 def measure(
     cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, float, str]:
@@ -100,7 +60,7 @@ def measure(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
-        sampler = TreePeak(proc.pid)
+        sampler = PeakMemory(proc.pid, 0.005)  # two processes in a dry run
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         tree_peak = sampler.stop()

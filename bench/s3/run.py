@@ -40,6 +40,7 @@ def _load(name: str, path: Path):
 sys.path.insert(0, str(ROOT / "bench" / "sync"))
 sync_bench = _load("sync_bench", ROOT / "bench" / "sync" / "run.py")  # the same upstream and measures
 seaweed = _load("seaweed", ROOT / "tests" / "seaweed.py")  # the same SeaweedFS as the tests
+from treemem import tree_memory  # noqa: E402  (bench/, on the path since sync_bench's import)
 
 
 def main() -> int:
@@ -82,7 +83,7 @@ def main() -> int:
                         measured["cpu"] = round(cpu_seconds_of_children() - ours, 2)
                         measured["server_cpu"] = round(cpu_seconds(s3.process.pid) - weeds, 2)
                         runs.setdefault(f"cas-sync into a {name}, {run_kind}", []).append(measured)
-                    weed_peak = max(weed_peak, sync_bench.tree_rss_mb(s3.process.pid))
+                    weed_peak = max(weed_peak, tree_memory(s3.process.pid) / 2**20)
                 assert sync_bench.folder_bytes(folder / "pkgs" / "linux-64") == (count, total), (
                     "folder missed files"
                 )

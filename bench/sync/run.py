@@ -27,7 +27,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from installed import compile_bytecode  # noqa: E402
+from treemem import PeakMemory  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 
@@ -85,46 +85,21 @@ def start_server(kind: str, root: Path, work: Path) -> tuple[subprocess.Popen, s
     raise SystemExit(f"the {kind} server did not start")
 
 
-def tree_rss_mb(root: int) -> float:
-    """Resident memory of process `root` and all its descendants, in MB."""
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue  # gone meanwhile
-    return total / 1024
-
-
 def measure(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict:
     """Run `command`; its wall time (s), peak memory (MB, the process and its children), and the
     machine's load average (1 minute) when it started."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
-    peak = [0.0]
-    done = threading.Event()
-
-    def sample() -> None:  # the processes of a tool together, not the largest alone
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], tree_rss_mb(process.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = PeakMemory(process.pid, 0.05)  # the processes of a tool together
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
+    peak = sampler.stop() / 2**20
     err = process.stderr.read().decode(errors="replace") if process.stderr else ""
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[0]} exited {process.returncode}:\n{err[-2000:]}")
-    peak_mb = round(max(peak[0], usage.ru_maxrss / 1024), 1)
+    peak_mb = round(max(peak, usage.ru_maxrss / 1024), 1)
     return {"seconds": round(wall, 3), "peak_mb": peak_mb, "load": round(load, 2)}
 
 
