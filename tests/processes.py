@@ -1,5 +1,5 @@
-"""Waiting on things and on processes, for the tests that run real commands: one polling loop,
-a process's children, and whether a process still runs (a zombie does not)."""
+"""Waiting on things and on processes, for the tests that run real commands: one polling loop
+and a process's children (whether one still runs, a zombie not counted: casconsole.procutil)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,3 @@ def children(pid: int) -> list[int]:
     except OSError:
         pass
     return found
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs: it exists and is not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

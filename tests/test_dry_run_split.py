@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import alive, children, wait_for
+from processes import children, wait_for
 from pypi_index import SimpleIndex, tiny_projects
 from upstream_server import Fault, Upstream
 
 from casconsole.cli import sync_pypi
 from casconsole.cli.common import settings_from_args
 from casconsole.cli.sync import build_parser, print_plan
+from casconsole.procutil import pid_alive
 from casconsole.selection.planjson import write_json
 from casconsole.sync.dryrun import make_plan
 
@@ -174,7 +175,7 @@ def start_stalled(upstream, tmp_path, seconds: float = 30) -> tuple[subprocess.P
 
 
 def gone_within(pid: int, seconds: float) -> bool:
-    return wait_for(lambda: not alive(pid), seconds, interval=0.02)
+    return wait_for(lambda: not pid_alive(pid), seconds, interval=0.02)
 
 
 def test_ctrl_c_ends_both_halves(upstream, tmp_path):

@@ -13,11 +13,12 @@ import time
 
 import httpx
 import pytest
-from processes import alive, children, wait_for
+from processes import children, wait_for
 from test_server_support import Server, make_mirror
 
 from casconsole.conda.repodata import write_repodata
 from casconsole.fsutil import atomic_write_bytes
+from casconsole.procutil import pid_alive
 
 
 def _version(n: int) -> dict:
@@ -193,7 +194,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
         assert workers
         srv.proc.kill()
         srv.proc.wait()
-        assert wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
+        assert wait_for(lambda: not any(pid_alive(w) for w in workers), timeout=10)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
