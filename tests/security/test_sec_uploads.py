@@ -11,7 +11,8 @@ import time
 import httpx
 import pytest
 from nginx_support import NGINX, Nginx
-from test_server_support import PRIVATE, Server, cli, get, wait_for
+from processes import wait_for
+from test_server_support import PRIVATE, Server, cli, get
 from upload_support import PUBLIC, add_token, exchange, package, put_raw, status_of, tree, upload_mirror
 
 pytest_plugins = ["disk_fixtures"]
